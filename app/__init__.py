@@ -1,0 +1,1 @@
+"""AiKore: a self-hosted control panel for AI WebUIs."""

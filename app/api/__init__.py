@@ -1,0 +1,1 @@
+"""REST API (thin routes over the services)."""

@@ -1,0 +1,76 @@
+"""Shared pieces of the API: the services handle, body limits, token auth middleware."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from fastapi import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..services import auth
+from ..services import core as core_module
+from ..services.core import Core
+from ..services.errors import TooLarge
+from ..services.validation import MAX_SCRIPT_BYTES
+
+OPEN_PATHS = {'/health'}
+
+
+def get_core() -> Core:
+    return core_module.current()
+
+
+async def read_limited_body(request: Request, limit: int = MAX_SCRIPT_BYTES) -> bytes:
+    """The request body, refused with 413 past ``limit`` without reading it all into memory."""
+    declared = request.headers.get('content-length')
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f'Body is {declared} bytes; the limit is {limit} bytes')
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise TooLarge(f'Body is larger than the limit of {limit} bytes')
+    return bytes(body)
+
+
+def request_token(scope: Scope) -> str | None:
+    """The bearer token of a request: ``Authorization: Bearer …`` or ``?token=…``."""
+    for name, value in scope.get('headers', []):
+        if name == b'authorization':
+            scheme, _, token = value.decode('latin-1').partition(' ')
+            if scheme.lower() == 'bearer':
+                return token.strip()
+    query = parse_qs(scope.get('query_string', b'').decode('latin-1'))
+    return query.get('token', [None])[0]
+
+
+class TokenAuthMiddleware:
+    """Every API request but the open ones needs the token; checked before any routing, so
+    unknown routes, wrong methods and invalid bodies answer 401 too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope['type'] not in {'http', 'websocket'}:
+            await self.app(scope, receive, send)
+            return
+        path = scope['path']
+        root = scope.get('root_path', '')
+        relative = path[len(root) :] if root and path.startswith(root) else path
+        if relative in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if not core_module.started():
+            await JSONResponse({'detail': 'AiKore is starting; try again in a moment'}, 503)(scope, receive, send)
+            return
+        if not auth.token_matches(request_token(scope), core_module.current().api_token):
+            response = JSONResponse(
+                {'detail': 'Authentication required: send Authorization: Bearer <token> (or ?token=<token>)'},
+                status_code=401,
+                headers={'WWW-Authenticate': 'Bearer'},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,140 @@
+"""Settings read from AIKORE_* environment variables.
+
+Every setting has a default that works on a bare host; invalid values stop the panel at
+start with a sentence naming the variable instead of failing later in a strange place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar('T', int, float)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STOCK_BLUEPRINTS_DIR = REPO_ROOT / 'blueprints'
+
+
+class ConfigError(ValueError):
+    """An AIKORE_* variable holds a value the panel cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    host: str = '127.0.0.1'
+    port: int = 9000
+    port_range: tuple[int, int] = (9001, 9020)
+    password: str | None = None
+    api_token: str | None = None
+    public_host: str | None = None
+    stop_on_exit: bool = False
+    stock_blueprints_dir: Path = STOCK_BLUEPRINTS_DIR
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 3
+    stop_grace: float = 10.0
+    restart_max: int = 5
+    restart_backoff: float = 1.0
+
+    # --- the data directory layout (DESIGN "Data directory") ---
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / 'aikore.db'
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.data_dir / 'secrets.json'
+
+    @property
+    def custom_blueprints_dir(self) -> Path:
+        return self.data_dir / 'blueprints'
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.data_dir / 'instances'
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / 'outputs'
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / 'models'
+
+    @property
+    def trash_dir(self) -> Path:
+        return self.data_dir / 'trash'
+
+    @property
+    def nginx_dir(self) -> Path:
+        return self.data_dir / 'nginx'
+
+    def ensure_layout(self) -> None:
+        """Create the data directory and its fixed sub-folders."""
+        for folder in (
+            self.data_dir,
+            self.custom_blueprints_dir,
+            self.instances_dir,
+            self.outputs_dir,
+            self.models_dir,
+            self.trash_dir,
+            self.nginx_dir,
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        return cls(
+            data_dir=Path(env.get('AIKORE_DATA_DIR') or './data').expanduser().resolve(),
+            host=env.get('AIKORE_HOST') or '127.0.0.1',
+            port=_port(env, 'AIKORE_PORT', 9000),
+            port_range=_port_range(env.get('AIKORE_PORT_RANGE') or '9001-9020'),
+            password=env.get('AIKORE_PASSWORD') or None,
+            api_token=env.get('AIKORE_API_TOKEN') or None,
+            public_host=env.get('AIKORE_PUBLIC_HOST') or None,
+            stop_on_exit=_flag(env, 'AIKORE_STOP_ON_EXIT'),
+            stock_blueprints_dir=Path(env.get('AIKORE_STOCK_BLUEPRINTS') or STOCK_BLUEPRINTS_DIR).resolve(),
+            log_max_bytes=_number(env, 'AIKORE_LOG_MAX_BYTES', 10 * 1024 * 1024, int, minimum=4096),
+            log_backups=_number(env, 'AIKORE_LOG_BACKUPS', 3, int, minimum=1),
+            stop_grace=_number(env, 'AIKORE_STOP_GRACE', 10.0, float, minimum=0.1),
+            restart_max=_number(env, 'AIKORE_RESTART_MAX', 5, int, minimum=0),
+            restart_backoff=_number(env, 'AIKORE_RESTART_BACKOFF', 1.0, float, minimum=0.0),
+        )
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    return env.get(name, '').strip().lower() in {'1', 'true', 'yes', 'on'}
+
+
+def _number(env: dict[str, str], name: str, default: T, kind: type[T], *, minimum: T) -> T:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f'{name}={raw!r} is not a number') from None
+    if value < minimum:
+        raise ConfigError(f'{name}={raw!r} must be at least {minimum}')
+    return value
+
+
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    value = _number(env, name, default, int, minimum=1)
+    if value > 65535:
+        raise ConfigError(f'{name}={value} is not a TCP port (1-65535)')
+    return value
+
+
+def _port_range(raw: str) -> tuple[int, int]:
+    first, sep, last = raw.partition('-')
+    try:
+        low, high = int(first), int(last if sep else first)
+    except ValueError:
+        raise ConfigError(f'AIKORE_PORT_RANGE={raw!r} must look like 9001-9020') from None
+    if not 1 <= low <= high <= 65535:
+        raise ConfigError(f'AIKORE_PORT_RANGE={raw!r} must be two ports, low-high, within 1-65535')
+    return low, high

@@ -1,0 +1,185 @@
+"""SQLite engine, sessions and schema versioning.
+
+The schema version lives in ``PRAGMA user_version``. Version 0 with no table is a new
+database; version 0 with the seed project's ``instances`` table (``base_blueprint``,
+``persistent_mode``, ``port``, ``vnc_*`` columns) is upgraded in place, every row kept,
+after a backup copy of the file is written next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine
+
+from .models import Instance, utc_now
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(RuntimeError):
+    """The database file cannot be used by this version of AiKore."""
+
+
+def make_engine(db_path: Path) -> Engine:
+    engine = create_engine(f'sqlite:///{db_path}', connect_args={'check_same_thread': False, 'timeout': 10})
+    event.listen(engine, 'connect', _set_pragmas)
+    return engine
+
+
+def _set_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute('PRAGMA journal_mode=WAL')
+    cursor.execute('PRAGMA busy_timeout=5000')
+    cursor.execute('PRAGMA foreign_keys=ON')
+    cursor.execute('PRAGMA synchronous=NORMAL')
+    cursor.close()
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A short session that commits on success; objects stay readable after commit."""
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+        session.commit()
+
+
+# ---------------------------------------------------------------- migrations
+
+
+def prepare_database(db_path: Path) -> Engine:
+    """Create or upgrade the database file, then return an engine on it."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    version, tables = _inspect(db_path)
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f'{db_path} has schema version {version}, newer than this AiKore ({SCHEMA_VERSION}); '
+            'upgrade AiKore or restore a backup'
+        )
+    if version < SCHEMA_VERSION and tables:
+        backup = backup_database(db_path, version)
+        log.info('Database backup written to %s before upgrading schema %s -> %s', backup, version, SCHEMA_VERSION)
+    engine = make_engine(db_path)
+    if tables and version == 0 and 'instances' in tables:
+        _migrate_seed_schema(engine)
+        version = 1
+    if tables:
+        for step_version, step in sorted(MIGRATIONS.items()):
+            if step_version > version:
+                step(engine)
+    SQLModel.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'PRAGMA user_version={SCHEMA_VERSION}')
+    return engine
+
+
+def _inspect(db_path: Path) -> tuple[int, set[str]]:
+    if not db_path.exists():
+        return 0, set()
+    with sqlite3.connect(db_path) as conn:
+        version = conn.execute('PRAGMA user_version').fetchone()[0]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    return int(version), tables
+
+
+def backup_database(db_path: Path, version: int) -> Path:
+    """Write a consistent copy of the database (SQLite backup API) and return its path."""
+    stamp = utc_now().strftime('%Y%m%d-%H%M%S')
+    target = db_path.with_name(f'{db_path.name}.v{version}-{stamp}.bak')
+    with sqlite3.connect(db_path) as source, sqlite3.connect(target) as copy:
+        source.backup(copy)
+    return target
+
+
+def _migrate_seed_schema(engine: Engine) -> None:
+    """Upgrade the seed project's ``instances`` table to schema 1, keeping every row."""
+    with engine.begin() as conn:
+        columns = {row[1] for row in conn.exec_driver_sql('PRAGMA table_info(instances)')}
+        if 'slug' in columns:  # already ours, written without a user_version
+            return
+        rows = [dict(row._mapping) for row in conn.exec_driver_sql('SELECT * FROM instances ORDER BY id')]
+        conn.exec_driver_sql('ALTER TABLE instances RENAME TO instances_seed')
+        # Indexes keep their names across a rename; drop them so create_all can recreate ours.
+        for (index_name,) in conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='instances_seed' AND sql IS NOT NULL"
+        ).fetchall():
+            conn.exec_driver_sql(f'DROP INDEX "{index_name}"')
+        SQLModel.metadata.create_all(conn, tables=[Instance.__table__])  # type: ignore[attr-defined]
+        taken: set[str] = set()
+        for row in rows:
+            values = _seed_row_to_instance(row, taken)
+            conn.execute(Instance.__table__.insert().values(**values))  # type: ignore[attr-defined]
+        conn.exec_driver_sql('DROP TABLE instances_seed')
+    log.info('Upgraded %d instance rows from the seed schema', len(rows))
+
+
+def _seed_row_to_instance(row: dict[str, Any], taken: set[str]) -> dict[str, Any]:
+    name = _usable_name(str(row.get('name') or f'instance-{row["id"]}'), taken)
+    if name != row.get('name'):
+        log.warning('Seed instance %r renamed to %r (names are now [A-Za-z0-9_-])', row.get('name'), name)
+    blueprint = str(row.get('base_blueprint') or '').removesuffix('.sh') or 'Demo'
+    access = row.get('access_pattern') or 'port'
+    return {
+        'id': row['id'],
+        'name': name,
+        'slug': name.lower(),
+        'blueprint': blueprint,
+        'gpu_ids': _seed_gpu_ids(row.get('gpu_ids')),
+        'autostart': bool(row.get('autostart')),
+        'persistent': bool(row.get('persistent_mode')),
+        'public_port': row.get('port'),
+        'access_pattern': access if access in {'port', 'subdomain', 'path'} else 'port',
+        'output_path': name,
+        'restart_policy': 'never',
+        # Processes of the old panel are not ours to adopt: they start stopped.
+        'status': 'stopped',
+        'pid': None,
+        'pid_started_at': None,
+        'exit_code': None,
+        'internal_port': None,
+        'active': False,
+        'persistent_port': row.get('vnc_port'),
+        'persistent_display': row.get('vnc_display'),
+        'parent_id': None,
+        'restart_count': 0,
+        'created_at': utc_now(),
+    }
+
+
+def _seed_gpu_ids(raw: object) -> list[int]:
+    if raw is None:
+        return []
+    text = str(raw).strip()
+    if text.startswith('['):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = []
+        return [int(x) for x in parsed if isinstance(x, int) and x >= 0]
+    return [int(part) for part in text.replace(' ', '').split(',') if part.isdigit()]
+
+
+def _usable_name(raw: str, taken: set[str]) -> str:
+    base = re.sub(r'[^A-Za-z0-9_-]+', '-', raw.strip()).strip('-_')[:40] or 'instance'
+    if not base[0].isalnum():
+        base = f'i{base}'[:40]
+    name, counter = base, 2
+    while name.lower() in taken:
+        name, counter = f'{base}-{counter}', counter + 1
+    taken.add(name.lower())
+    return name
+
+
+# Schema steps after version 1 go here: {2: add_foo_column, ...}; each runs once, in order.
+MIGRATIONS: dict[int, Callable[[Engine], None]] = {}

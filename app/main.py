@@ -1,0 +1,44 @@
+"""Builds the panel: NiceGUI pages, the REST API under /api, and the lifecycle hooks.
+
+Everything is registered at import (pages by their modules, the API mount, middleware),
+so tests and ``ui.run`` see the same application.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from nicegui import app, ui
+
+from . import lifecycle
+from .api.app import create_api
+from .config import ConfigError, Settings
+from .pages import home  # noqa: F401 - registers the page
+
+api = create_api()
+app.mount('/api', api)
+app.on_startup(lifecycle.startup)
+app.on_shutdown(lifecycle.shutdown)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        sys.exit(f'aikore: {exc}')
+    ui.run(
+        host=settings.host,
+        port=settings.port,
+        title='AiKore',
+        dark=True,
+        reload=False,
+        show=False,
+        show_welcome_message=False,
+        uvicorn_logging_level='warning',
+    )
+
+
+if __name__ in {'__main__', '__mp_main__'}:
+    main()

@@ -1,0 +1,160 @@
+"""SQLModel tables and API schemas.
+
+Follows the full-stack template's split: ``InstanceBase`` holds what a user chooses,
+``InstanceCreate``/``InstanceUpdate`` are what the API accepts, ``Instance`` is the table
+(user choices + runtime state), ``InstancePublic`` is what the API answers.
+Field values are checked by ``app.services.validation`` so the UI and the API share one set
+of rules; the schemas here only fix the types.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, field_serializer
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+
+class InstanceStatus(StrEnum):
+    STOPPED = 'stopped'
+    STARTING = 'starting'
+    STARTED = 'started'
+    STALLED = 'stalled'
+    STOPPING = 'stopping'
+    ERROR = 'error'
+
+    @property
+    def is_running(self) -> bool:
+        """A process of the instance may exist in this state."""
+        return self in {
+            InstanceStatus.STARTING,
+            InstanceStatus.STARTED,
+            InstanceStatus.STALLED,
+            InstanceStatus.STOPPING,
+        }
+
+
+class AccessPattern(StrEnum):
+    PORT = 'port'
+    SUBDOMAIN = 'subdomain'
+    PATH = 'path'
+
+
+class RestartPolicy(StrEnum):
+    NEVER = 'never'
+    ON_FAILURE = 'on-failure'
+
+
+def utc_now() -> datetime:
+    """Aware UTC timestamp, seconds precision."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def iso_utc(value: datetime) -> str:
+    """``2026-11-21T10:00:00Z`` (a naive value is taken as UTC)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None, microsecond=0).isoformat() + 'Z'
+
+
+class InstanceBase(SQLModel):
+    name: str = Field(index=True, max_length=48)
+    blueprint: str = Field(max_length=64)
+    gpu_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
+    autostart: bool = False
+    persistent: bool = False
+    public_port: int | None = None
+    access_pattern: AccessPattern = AccessPattern.PORT
+    output_path: str | None = None
+    restart_policy: RestartPolicy = RestartPolicy.NEVER
+
+
+class InstanceCreate(SQLModel):
+    name: str
+    blueprint: str
+    gpu_ids: list[int] = Field(default_factory=list)
+    autostart: bool = False
+    persistent: bool = False
+    public_port: int | None = None
+    access_pattern: AccessPattern = AccessPattern.PORT
+    output_path: str | None = None
+    restart_policy: RestartPolicy = RestartPolicy.NEVER
+
+
+class InstanceUpdate(SQLModel):
+    name: str | None = None
+    blueprint: str | None = None
+    gpu_ids: list[int] | None = None
+    autostart: bool | None = None
+    persistent: bool | None = None
+    public_port: int | None = None
+    access_pattern: AccessPattern | None = None
+    output_path: str | None = None
+    restart_policy: RestartPolicy | None = None
+
+
+class Instance(InstanceBase, table=True):
+    __tablename__ = 'instances'
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(index=True, unique=True, max_length=48)
+    status: InstanceStatus = InstanceStatus.STOPPED
+    pid: int | None = None
+    pid_started_at: float | None = None  # psutil create_time of ``pid``: a PID alone can be reused
+    exit_code: int | None = None
+    internal_port: int | None = None
+    active: bool = False
+    persistent_port: int | None = None
+    persistent_display: int | None = None
+    parent_id: int | None = Field(default=None, foreign_key='instances.id')
+    restart_count: int = 0
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class InstanceUrls(BaseModel):
+    open: str | None = None
+    view: str | None = None
+
+
+class InstancePublic(InstanceBase):
+    id: int
+    slug: str
+    status: InstanceStatus
+    pid: int | None
+    exit_code: int | None
+    internal_port: int | None
+    active: bool
+    restart_count: int = 0
+    urls: InstanceUrls = Field(default_factory=InstanceUrls)
+    created_at: datetime
+    restart_required: bool | None = None
+
+    @field_serializer('created_at')
+    def _created_at_iso(self, value: datetime) -> str:
+        return iso_utc(value)
+
+
+class TrashEntry(BaseModel):
+    name: str
+    deleted_at: str
+    original_name: str
+    blueprint: str
+
+
+class BlueprintInfo(BaseModel):
+    name: str
+    source: str  # "stock" | "custom"
+    category: str
+    description: str
+    display_name: str
+    ready: str
+    stall_timeout: float
+
+
+class LogChunk(BaseModel):
+    text: str
+    offset: int
+    next_offset: int
+    reset: bool

@@ -1,0 +1,1 @@
+"""NiceGUI pages (thin callers of the services)."""

@@ -1,0 +1,1 @@
+"""The domain: everything that outlives a page lives here."""

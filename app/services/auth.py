@@ -1,0 +1,55 @@
+"""Credentials: the API bearer token (AIKORE_API_TOKEN, else generated once and kept in
+``<data>/secrets.json`` with mode 0600)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def load_secrets(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        raise RuntimeError(f'{path} is not valid JSON; fix or remove it') from None
+    return data if isinstance(data, dict) else {}
+
+
+def save_secrets(path: Path, data: dict[str, Any]) -> None:
+    """Write the secrets file readable by its owner only (0600), atomically."""
+    temp = path.with_name(f'.{path.name}.tmp')
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as handle:
+        json.dump(data, handle, indent=2)
+    os.chmod(temp, 0o600)
+    temp.replace(path)
+
+
+def api_token(path: Path, from_env: str | None) -> tuple[str, bool]:
+    """The token the API accepts, and whether it was generated just now."""
+    if from_env:
+        return from_env, False
+    data = load_secrets(path)
+    token = data.get('api_token')
+    if isinstance(token, str) and token:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        return token, False
+    data['api_token'] = secrets.token_urlsafe(32)
+    save_secrets(path, data)
+    return data['api_token'], True
+
+
+def token_matches(given: str | None, expected: str | None) -> bool:
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())

@@ -1,0 +1,211 @@
+"""Blueprints: discovery of stock and custom scripts, the one metadata parser, custom CRUD.
+
+A blueprint is ``<Name>.sh``; its API name is the file stem. The metadata block is::
+
+    ### AIKORE-METADATA-START ###
+    # aikore.name = ComfyUI
+    # aikore.ready = http            (http | tcp | log:<regex> | none)
+    # aikore.stall_timeout = 600
+    ### AIKORE-METADATA-END ###
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import validation
+from .errors import Conflict, Forbidden, InvalidInput, NotFound
+
+START_MARKER = '### AIKORE-METADATA-START ###'
+END_MARKER = '### AIKORE-METADATA-END ###'
+META_LINE_RE = re.compile(r'#\s*aikore\.([A-Za-z0-9_]+)\s*=\s*(.*?)\s*')
+DEFAULT_STALL_TIMEOUT = 180.0
+FUNCTIONS_FILE = 'functions.sh'
+
+
+class BlueprintError(InvalidInput):
+    """A blueprint's metadata block cannot be used."""
+
+
+@dataclass(frozen=True)
+class ReadyCheck:
+    """How the supervisor decides an instance is ready: http, tcp, log (regex) or none."""
+
+    kind: str = 'http'
+    pattern: re.Pattern[str] | None = None
+
+    def __str__(self) -> str:
+        return f'log:{self.pattern.pattern}' if self.kind == 'log' and self.pattern else self.kind
+
+
+@dataclass(frozen=True)
+class BlueprintMeta:
+    name: str
+    category: str = ''
+    description: str = ''
+    venv_type: str | None = None
+    venv_path: str | None = None
+    ready: ReadyCheck = field(default_factory=ReadyCheck)
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    name: str
+    source: str  # 'stock' | 'custom'
+    path: Path
+    meta: BlueprintMeta
+
+
+def parse_metadata(text: str, default_name: str) -> BlueprintMeta:
+    """Read the metadata block of a blueprint; a script without one gets the defaults."""
+    values = _metadata_values(text)
+    return BlueprintMeta(
+        name=values.pop('name', '') or default_name,
+        category=values.pop('category', ''),
+        description=values.pop('description', ''),
+        venv_type=values.pop('venv_type', None) or None,
+        venv_path=values.pop('venv_path', None) or None,
+        ready=parse_ready(values.pop('ready', 'http')),
+        stall_timeout=_parse_stall_timeout(values.pop('stall_timeout', '')),
+        extra=values,
+    )
+
+
+def _metadata_values(text: str) -> dict[str, str]:
+    lines = text.splitlines()
+    stripped = [line.strip() for line in lines]
+    if START_MARKER not in stripped:
+        return {}
+    start = stripped.index(START_MARKER)
+    try:
+        end = stripped.index(END_MARKER, start + 1)
+    except ValueError:
+        raise BlueprintError(f'Metadata block opened with {START_MARKER!r} is never closed') from None
+    values: dict[str, str] = {}
+    for line in stripped[start + 1 : end]:
+        match = META_LINE_RE.fullmatch(line)
+        if match:
+            values[match.group(1).lower()] = match.group(2)
+    return values
+
+
+def parse_ready(raw: str) -> ReadyCheck:
+    value = raw.strip()
+    if value.lower() in {'http', 'tcp', 'none'}:
+        return ReadyCheck(kind=value.lower())
+    if value.lower().startswith('log:'):
+        expression = value[4:]
+        if not expression:
+            raise BlueprintError('aikore.ready = log:<regex> needs a regular expression after "log:"')
+        try:
+            return ReadyCheck(kind='log', pattern=re.compile(expression))
+        except re.error as exc:
+            raise BlueprintError(f'aikore.ready regex {expression!r} is invalid: {exc}') from None
+    raise BlueprintError(f'aikore.ready = {value!r} is not one of http, tcp, log:<regex>, none')
+
+
+def _parse_stall_timeout(raw: str) -> float:
+    if not raw:
+        return DEFAULT_STALL_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BlueprintError(f'aikore.stall_timeout = {raw!r} is not a number of seconds') from None
+    if not 0 < value <= 7 * 24 * 3600:
+        raise BlueprintError(f'aikore.stall_timeout = {raw!r} must be between 0 and 604800 seconds')
+    return value
+
+
+class BlueprintStore:
+    """Stock blueprints (read-only, shipped) and custom ones (``<data>/blueprints``)."""
+
+    def __init__(self, stock_dir: Path, custom_dir: Path) -> None:
+        self.stock_dir = stock_dir
+        self.custom_dir = custom_dir
+
+    @property
+    def functions_path(self) -> Path:
+        return self.stock_dir / FUNCTIONS_FILE
+
+    def all(self) -> list[Blueprint]:
+        stock = self._scan(self.stock_dir, 'stock')
+        stock_names = {bp.name.lower() for bp in stock}
+        custom = [bp for bp in self._scan(self.custom_dir, 'custom') if bp.name.lower() not in stock_names]
+        return stock + custom
+
+    def get(self, name: str) -> Blueprint:
+        """Exact name first, else the one blueprint whose name matches ignoring case."""
+        validation.blueprint_name(name)
+        found = self._find(name)
+        if found is None:
+            raise NotFound(f'Unknown blueprint {name!r}')
+        return found
+
+    def read(self, name: str) -> str:
+        return self.get(name).path.read_text(encoding='utf-8')
+
+    def put_custom(self, name: str, body: bytes) -> bool:
+        """Create or replace a custom blueprint; True when it was created."""
+        validation.blueprint_name(name)
+        text = validation.script_text(body)
+        parse_metadata(text, name)
+        existing = self._find(name)
+        if existing is not None and existing.source == 'stock':
+            raise Conflict(f'{existing.name!r} is a stock blueprint; choose another name for a custom one')
+        if existing is not None and existing.name != name:
+            raise Conflict(f'A custom blueprint named {existing.name!r} already exists (names ignore case)')
+        self.custom_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.custom_dir / f'{name}.sh', text)
+        return existing is None
+
+    def delete_custom(self, name: str) -> None:
+        blueprint = self.get(name)
+        if blueprint.source == 'stock':
+            raise Forbidden(f'{blueprint.name!r} is a stock blueprint and cannot be deleted')
+        blueprint.path.unlink()
+
+    def _find(self, name: str) -> Blueprint | None:
+        every = self.all()
+        for blueprint in every:
+            if blueprint.name == name:
+                return blueprint
+        matches = [bp for bp in every if bp.name.lower() == name.lower()]
+        return matches[0] if len(matches) == 1 else None
+
+    @staticmethod
+    def _scan(folder: Path, source: str) -> list[Blueprint]:
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in sorted(folder.glob('*.sh'), key=lambda p: p.name.lower()):
+            stem = path.stem
+            if path.name == FUNCTIONS_FILE or not validation.BLUEPRINT_NAME_RE.fullmatch(stem):
+                continue
+            try:
+                meta = parse_metadata(path.read_text(encoding='utf-8'), stem)
+            except (OSError, UnicodeDecodeError, BlueprintError):
+                continue
+            found.append(Blueprint(name=stem, source=source, path=path, meta=meta))
+        return found
+
+
+def _write_atomic(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` through a temporary file and a rename."""
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f'.{target.name}.')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+        Path(temp).chmod(0o755)
+        Path(temp).replace(target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+write_script_atomic = _write_atomic

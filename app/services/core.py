@@ -1,0 +1,72 @@
+"""The long-lived services of one panel, built once at start and shared by API and pages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from ..config import Settings
+from ..db import prepare_database
+from ..models import InstancePublic
+from . import auth
+from .blueprints import BlueprintStore
+from .events import EventBus
+from .instances import InstanceService
+from .supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Core:
+    settings: Settings
+    engine: Engine
+    events: EventBus[InstancePublic]
+    blueprints: BlueprintStore
+    supervisor: Supervisor
+    instances: InstanceService
+    api_token: str
+
+    @classmethod
+    def open(cls, settings: Settings) -> Core:
+        """Lay out the data directory, open/upgrade the database, load credentials (blocking)."""
+        settings.ensure_layout()
+        engine = prepare_database(settings.db_path)
+        token, generated = auth.api_token(settings.secrets_path, settings.api_token)
+        if generated:
+            log.warning('API token generated and stored in %s: %s', settings.secrets_path, token)
+        events: EventBus[InstancePublic] = EventBus('instances')
+        blueprints = BlueprintStore(settings.stock_blueprints_dir, settings.custom_blueprints_dir)
+        supervisor = Supervisor(settings, engine, blueprints, events)
+        instances = InstanceService(settings, engine, blueprints, supervisor, events)
+        return cls(settings, engine, events, blueprints, supervisor, instances, token)
+
+    async def startup(self) -> None:
+        """Re-adopt what an earlier panel left running, then start autostart instances."""
+        await self.supervisor.adopt_all()
+        await self.instances.start_autostart()
+
+    async def shutdown(self) -> None:
+        await self.supervisor.shutdown()
+        await asyncio.to_thread(self.engine.dispose)
+
+
+_current: Core | None = None
+
+
+def set_current(core: Core | None) -> None:
+    global _current
+    _current = core
+
+
+def current() -> Core:
+    if _current is None:
+        raise RuntimeError('AiKore services are not started yet')
+    return _current
+
+
+def started() -> bool:
+    return _current is not None

@@ -1,0 +1,48 @@
+"""In-process publish/subscribe: services announce changes, pages and tasks listen.
+
+Callbacks run in the publisher's event loop; a coroutine callback becomes a task. A failing
+subscriber is logged and never breaks the publisher or the other subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar('T')
+
+
+class EventBus(Generic[T]):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._subscribers: list[Callable[[T], Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def subscribe(self, callback: Callable[[T], Any]) -> Callable[[], None]:
+        """Register ``callback``; the returned function unsubscribes it."""
+        self._subscribers.append(callback)
+        return lambda: self.unsubscribe(callback)
+
+    def unsubscribe(self, callback: Callable[[T], Any]) -> None:
+        if callback in self._subscribers:
+            self._subscribers.remove(callback)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, item: T) -> None:
+        for callback in list(self._subscribers):
+            try:
+                result = callback(item)
+                if inspect.isawaitable(result):
+                    task = asyncio.ensure_future(result)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            except Exception:
+                log.exception('Subscriber %r of %s failed', callback, self.name)

@@ -1,0 +1,80 @@
+"""Database access for instances (the template's ``crud.py``): short sessions, plain rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from ..db import session_scope
+from ..models import Instance, InstancePublic, InstanceStatus
+from .errors import NotFound
+
+
+def get(engine: Engine, instance_id: int) -> Instance:
+    with session_scope(engine) as session:
+        instance = session.get(Instance, instance_id)
+    if instance is None:
+        raise NotFound(f'No instance with id {instance_id}')
+    return instance
+
+
+def find_by_slug(engine: Engine, slug: str) -> Instance | None:
+    with session_scope(engine) as session:
+        return session.exec(select(Instance).where(Instance.slug == slug)).first()
+
+
+def list_all(engine: Engine) -> list[Instance]:
+    with session_scope(engine) as session:
+        return list(session.exec(select(Instance).order_by(Instance.id)))  # type: ignore[arg-type]
+
+
+def list_in_states(engine: Engine, states: set[InstanceStatus]) -> list[Instance]:
+    with session_scope(engine) as session:
+        query = select(Instance).where(Instance.status.in_(states))  # type: ignore[attr-defined]
+        return list(session.exec(query))
+
+
+def add(engine: Engine, instance: Instance) -> Instance:
+    with session_scope(engine) as session:
+        session.add(instance)
+        session.flush()
+        session.refresh(instance)
+    return instance
+
+
+def update(engine: Engine, instance_id: int, **fields: Any) -> Instance:
+    with session_scope(engine) as session:
+        instance = session.get(Instance, instance_id)
+        if instance is None:
+            raise NotFound(f'No instance with id {instance_id}')
+        for key, value in fields.items():
+            setattr(instance, key, value)
+        session.add(instance)
+        session.flush()
+        session.refresh(instance)
+    return instance
+
+
+def delete(engine: Engine, instance_id: int) -> None:
+    with session_scope(engine) as session:
+        instance = session.get(Instance, instance_id)
+        if instance is not None:
+            session.delete(instance)
+
+
+def used_ports(engine: Engine) -> tuple[set[int], set[int]]:
+    """(public ports assigned to any instance, internal ports of running instances)."""
+    public: set[int] = set()
+    internal: set[int] = set()
+    for instance in list_all(engine):
+        if instance.public_port is not None:
+            public.add(instance.public_port)
+        if instance.internal_port is not None and instance.status.is_running:
+            internal.add(instance.internal_port)
+    return public, internal
+
+
+def to_public(instance: Instance) -> InstancePublic:
+    return InstancePublic.model_validate(instance, from_attributes=True)

@@ -1,0 +1,342 @@
+"""Instances: create, update, delete into trash, restore, scripts and logs.
+
+The one place the rules for an instance's configuration are applied; the API and the
+pages both call these methods. Changes that touch names and folders are serialised by one
+lock so two requests cannot claim the same name or folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from ..config import Settings
+from ..models import (
+    AccessPattern,
+    Instance,
+    InstanceCreate,
+    InstancePublic,
+    InstanceStatus,
+    InstanceUpdate,
+    LogChunk,
+    RestartPolicy,
+    TrashEntry,
+    iso_utc,
+    utc_now,
+)
+from . import instance_store as store
+from . import launch, logs, validation
+from .blueprints import BlueprintStore, write_script_atomic
+from .errors import Conflict, InvalidInput, NotFound
+from .events import EventBus
+from .gpus import detected_gpu_count
+from .supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+TRASH_RECORD = '.aikore-trash.json'
+# Changing these on a running instance takes effect at its next start.
+RESTART_FIELDS = ('gpu_ids', 'persistent', 'output_path')
+NON_NULLABLE = ('name', 'blueprint', 'gpu_ids', 'autostart', 'persistent', 'access_pattern', 'restart_policy')
+
+
+class InstanceService:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        blueprints: BlueprintStore,
+        supervisor: Supervisor,
+        events: EventBus[InstancePublic],
+        gpu_count: Callable[[], int | None] = detected_gpu_count,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.blueprints = blueprints
+        self.supervisor = supervisor
+        self.events = events
+        self.gpu_count = gpu_count
+        self._catalog_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ reading
+
+    async def list_all(self) -> list[InstancePublic]:
+        return [store.to_public(row) for row in await asyncio.to_thread(store.list_all, self.engine)]
+
+    async def get(self, instance_id: int) -> InstancePublic:
+        return store.to_public(await asyncio.to_thread(store.get, self.engine, instance_id))
+
+    # ------------------------------------------------------------------ create / update
+
+    async def create(self, data: InstanceCreate) -> InstancePublic:
+        async with self._catalog_lock:
+            row = await asyncio.to_thread(self._create, data)
+        public = store.to_public(row)
+        self.events.publish(public)
+        log.info('Created instance %s from %s', row.name, row.blueprint)
+        return public
+
+    def _create(self, data: InstanceCreate) -> Instance:
+        name = validation.instance_name(data.name)
+        blueprint = self.blueprints.get(data.blueprint)
+        gpu_ids = validation.gpu_ids(data.gpu_ids, self.gpu_count())
+        port = validation.public_port(data.public_port, self.settings.port_range)
+        output = validation.output_path(data.output_path) if data.output_path is not None else name
+        self._ensure_name_free(name)
+        folder = launch.instance_dir(self.settings, name)
+        if folder.exists():
+            raise Conflict(f'Folder {folder} already exists; move it away or choose another name')
+        instance = Instance(
+            name=name,
+            slug=name.lower(),
+            blueprint=blueprint.name,
+            gpu_ids=gpu_ids,
+            autostart=data.autostart,
+            persistent=data.persistent,
+            public_port=port if port is not None else self._suggest_public_port(),
+            access_pattern=data.access_pattern,
+            output_path=output,
+            restart_policy=data.restart_policy,
+        )
+        (folder / 'logs').mkdir(parents=True)
+        try:
+            shutil.copyfile(blueprint.path, folder / launch.LAUNCH_SCRIPT)
+            return store.add(self.engine, instance)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    async def update(self, instance_id: int, data: InstanceUpdate) -> tuple[InstancePublic, bool]:
+        """Apply the fields that were sent; also answers whether a restart is needed to apply them."""
+        async with self._catalog_lock:
+            current = await asyncio.to_thread(store.get, self.engine, instance_id)
+            running = self.supervisor.is_running(instance_id) or current.status.is_running
+            changes = await asyncio.to_thread(self._validated_changes, current, data, running)
+            row = await asyncio.to_thread(store.update, self.engine, instance_id, **changes) if changes else current
+        public = store.to_public(row)
+        if changes:
+            self.events.publish(public)
+        restart_required = running and any(key in changes for key in RESTART_FIELDS)
+        return public, restart_required
+
+    def _validated_changes(self, current: Instance, data: InstanceUpdate, running: bool) -> dict[str, Any]:
+        sent = data.model_dump(exclude_unset=True)
+        for key in NON_NULLABLE:
+            if key in sent and sent[key] is None:
+                raise InvalidInput(f'{key} cannot be null')
+        changes: dict[str, Any] = {}
+        if 'gpu_ids' in sent:
+            changes['gpu_ids'] = validation.gpu_ids(sent['gpu_ids'], self.gpu_count())
+        if 'public_port' in sent:
+            changes['public_port'] = validation.public_port(sent['public_port'], self.settings.port_range)
+        if 'output_path' in sent:
+            changes['output_path'] = validation.output_path(sent['output_path'] or current.name)
+        for key in ('autostart', 'persistent', 'access_pattern', 'restart_policy'):
+            if key in sent:
+                changes[key] = sent[key]
+        blueprint_change = None
+        if 'blueprint' in sent:
+            blueprint = self.blueprints.get(sent['blueprint'])
+            if blueprint.name != current.blueprint:
+                if running:
+                    raise Conflict(f'Stop {current.name!r} before changing its blueprint')
+                blueprint_change = blueprint.path
+                changes['blueprint'] = blueprint.name
+        if 'name' in sent and sent['name'] != current.name:
+            name = validation.instance_name(sent['name'])
+            if running:
+                raise Conflict(f'Stop {current.name!r} before renaming it')
+            self._ensure_name_free(name, except_id=current.id)
+            self._rename_folder(current.name, name)
+            changes.update(name=name, slug=name.lower())
+        changes = {key: value for key, value in changes.items() if getattr(current, key) != value}
+        if blueprint_change is not None:
+            self._replace_script(changes.get('name', current.name), blueprint_change)
+        return changes
+
+    def _rename_folder(self, old: str, new: str) -> None:
+        source, target = launch.instance_dir(self.settings, old), launch.instance_dir(self.settings, new)
+        if target.exists() and source.resolve() != target.resolve():
+            raise Conflict(f'Folder {target} already exists; cannot rename {old!r} to {new!r}')
+        if source.exists():
+            source.rename(target)
+
+    def _replace_script(self, name: str, blueprint_path: Path) -> None:
+        script = launch.instance_dir(self.settings, name) / launch.LAUNCH_SCRIPT
+        if script.exists():
+            shutil.copyfile(script, script.with_name(f'{launch.LAUNCH_SCRIPT}.bak'))
+        shutil.copyfile(blueprint_path, script)
+
+    def _ensure_name_free(self, name: str, except_id: int | None = None) -> None:
+        existing = store.find_by_slug(self.engine, name.lower())
+        if existing is not None and existing.id != except_id:
+            raise Conflict(f'An instance named {existing.name!r} already exists (names ignore case)')
+
+    def _suggest_public_port(self) -> int:
+        """The lowest port of the range no instance uses (ports may be shared, so never none)."""
+        used, _ = store.used_ports(self.engine)
+        low, high = self.settings.port_range
+        return next((port for port in range(low, high + 1) if port not in used), low)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, instance_id: int) -> InstancePublic:
+        return await self.supervisor.start(instance_id)
+
+    async def stop(self, instance_id: int) -> InstancePublic:
+        return await self.supervisor.stop(instance_id)
+
+    async def restart(self, instance_id: int) -> InstancePublic:
+        return await self.supervisor.restart(instance_id)
+
+    async def start_autostart(self) -> None:
+        """Start every autostart instance that is not running (at panel start)."""
+        for instance in await asyncio.to_thread(store.list_all, self.engine):
+            if instance.autostart and instance.id is not None and not instance.status.is_running:
+                try:
+                    await self.supervisor.start(instance.id)
+                except (Conflict, InvalidInput, NotFound) as exc:
+                    log.warning('Autostart of %s failed: %s', instance.name, exc.detail)
+
+    # ------------------------------------------------------------------ script and logs
+
+    async def read_script(self, instance_id: int) -> str:
+        instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+        script = launch.instance_dir(self.settings, instance.name) / launch.LAUNCH_SCRIPT
+        try:
+            return await asyncio.to_thread(script.read_text, encoding='utf-8', errors='replace')
+        except FileNotFoundError:
+            raise NotFound(f'{instance.name!r} has no launch script') from None
+
+    async def write_script(self, instance_id: int, body: bytes) -> None:
+        text = validation.script_text(body)
+        instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+        folder = launch.instance_dir(self.settings, instance.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(write_script_atomic, folder / launch.LAUNCH_SCRIPT, text)
+
+    async def read_log(self, instance_id: int, offset: int) -> LogChunk:
+        if offset < 0:
+            raise InvalidInput('offset must be 0 or more')
+        instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+        path = logs.log_path(launch.instance_dir(self.settings, instance.name))
+        return await asyncio.to_thread(logs.read_chunk, path, offset)
+
+    def log_path(self, instance: InstancePublic) -> Path:
+        return logs.log_path(launch.instance_dir(self.settings, instance.name))
+
+    # ------------------------------------------------------------------ delete and trash
+
+    async def delete(self, instance_id: int) -> None:
+        async with self._catalog_lock:
+            instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+            if self.supervisor.is_running(instance_id) or instance.status not in {
+                InstanceStatus.STOPPED,
+                InstanceStatus.ERROR,
+            }:
+                raise Conflict(f'Stop {instance.name!r} before deleting it (it is {instance.status})')
+            self.supervisor.forget(instance_id)
+            entry = await asyncio.to_thread(self._move_to_trash, instance)
+            await asyncio.to_thread(store.delete, self.engine, instance_id)
+        log.info('Moved instance %s to the trash as %s', instance.name, entry)
+
+    def _move_to_trash(self, instance: Instance) -> str:
+        entry = self._free_trash_name(instance.name)
+        target = self.settings.trash_dir / entry
+        self.settings.trash_dir.mkdir(parents=True, exist_ok=True)
+        source = launch.instance_dir(self.settings, instance.name)
+        if source.exists():
+            source.rename(target)
+        else:
+            target.mkdir()
+        record = instance.model_dump(mode='json', exclude={'id', 'status', 'pid', 'pid_started_at'})
+        record.update(deleted_at=iso_utc(utc_now()), original_name=instance.name)
+        (target / TRASH_RECORD).write_text(json.dumps(record, indent=2))
+        return entry
+
+    def _free_trash_name(self, name: str) -> str:
+        candidate, counter = name, 2
+        while (self.settings.trash_dir / candidate).exists():
+            suffix = f'-{counter}'
+            candidate, counter = name[: 48 - len(suffix)] + suffix, counter + 1
+        return candidate
+
+    async def trash(self) -> list[TrashEntry]:
+        return await asyncio.to_thread(self._trash_entries)
+
+    def _trash_entries(self) -> list[TrashEntry]:
+        entries = []
+        for folder in sorted(self.settings.trash_dir.iterdir()) if self.settings.trash_dir.is_dir() else []:
+            record = _read_record(folder)
+            if record is not None:
+                entries.append(
+                    TrashEntry(
+                        name=folder.name,
+                        deleted_at=str(record.get('deleted_at', '')),
+                        original_name=str(record.get('original_name', folder.name)),
+                        blueprint=str(record.get('blueprint', '')),
+                    )
+                )
+        return entries
+
+    async def restore(self, entry: str) -> InstancePublic:
+        async with self._catalog_lock:
+            row = await asyncio.to_thread(self._restore, entry)
+        public = store.to_public(row)
+        self.events.publish(public)
+        return public
+
+    def _restore(self, entry: str) -> Instance:
+        folder, record = self._trash_entry(entry)
+        self._ensure_name_free(entry)
+        target = launch.instance_dir(self.settings, entry)
+        if target.exists():
+            raise Conflict(f'Folder {target} already exists; cannot restore {entry!r}')
+        instance = Instance(
+            name=entry,
+            slug=entry.lower(),
+            blueprint=str(record.get('blueprint') or 'Demo'),
+            gpu_ids=[int(g) for g in record.get('gpu_ids') or []],
+            autostart=bool(record.get('autostart')),
+            persistent=bool(record.get('persistent')),
+            public_port=record.get('public_port'),
+            access_pattern=AccessPattern(record.get('access_pattern') or 'port'),
+            output_path=record.get('output_path') or entry,
+            restart_policy=RestartPolicy(record.get('restart_policy') or 'never'),
+        )
+        folder.rename(target)
+        try:
+            row = store.add(self.engine, instance)
+        except BaseException:
+            target.rename(folder)
+            raise
+        (target / TRASH_RECORD).unlink(missing_ok=True)
+        return row
+
+    async def purge(self, entry: str) -> None:
+        folder, _ = await asyncio.to_thread(self._trash_entry, entry)
+        await asyncio.to_thread(shutil.rmtree, folder)
+        log.info('Deleted trash entry %s for good', entry)
+
+    def _trash_entry(self, entry: str) -> tuple[Path, dict[str, Any]]:
+        validation.instance_name(entry)
+        folder = self.settings.trash_dir / entry
+        record = _read_record(folder)
+        if record is None:
+            raise NotFound(f'No trash entry named {entry!r}')
+        return folder, record
+
+
+def _read_record(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / TRASH_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,103 @@
+"""Everything a run of an instance needs before its process starts: folders, the parsed
+metadata of its launch.sh, a free internal port, and its environment (DESIGN
+"Environment passed to a blueprint")."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Settings
+from ..models import Instance
+from . import logs
+from .blueprints import BlueprintMeta, parse_metadata
+from .errors import Conflict
+
+LAUNCH_SCRIPT = 'launch.sh'
+EXIT_FILE = 'exit'
+# Never handed to a blueprint: the panel's own credentials.
+SECRET_VARIABLES = ('AIKORE_API_TOKEN', 'AIKORE_PASSWORD')
+
+
+@dataclass(frozen=True)
+class Launch:
+    instance_dir: Path
+    script: Path
+    log_path: Path
+    exit_file: Path
+    port: int
+    meta: BlueprintMeta
+    env: dict[str, str]
+
+
+def instance_dir(settings: Settings, name: str) -> Path:
+    return settings.instances_dir / name
+
+
+def exit_file(settings: Settings, name: str) -> Path:
+    return instance_dir(settings, name) / 'run' / EXIT_FILE
+
+
+def read_meta(settings: Settings, instance: Instance) -> BlueprintMeta:
+    script = instance_dir(settings, instance.name) / LAUNCH_SCRIPT
+    if not script.is_file():
+        raise Conflict(f'{script} is missing: save a launch script for {instance.name!r} first')
+    return parse_metadata(script.read_text(encoding='utf-8', errors='replace'), instance.blueprint)
+
+
+def prepare(settings: Settings, instance: Instance, functions_path: Path, taken_ports: set[int]) -> Launch:
+    """Create the run's folders, rotate the previous log and pick a port (blocking: run in a thread)."""
+    folder = instance_dir(settings, instance.name)
+    meta = read_meta(settings, instance)
+    for sub in ('logs', 'run', 'tmp'):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    output_dir = settings.outputs_dir / (instance.output_path or instance.name)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    log_path = logs.log_path(folder)
+    logs.rotate_for_new_run(log_path, settings.log_backups)
+    port = free_port(taken_ports | set(range(settings.port_range[0], settings.port_range[1] + 1)) | {settings.port})
+    env = environment(settings, instance, port, folder, output_dir, functions_path)
+    return Launch(folder, folder / LAUNCH_SCRIPT, log_path, folder / 'run' / EXIT_FILE, port, meta, env)
+
+
+def free_port(excluded: set[int]) -> int:
+    """A TCP port free on 127.0.0.1 now, chosen by the kernel, outside ``excluded``."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(('127.0.0.1', 0))
+            port = int(probe.getsockname()[1])
+        if port not in excluded:
+            return port
+    raise Conflict('Could not find a free internal port on 127.0.0.1')
+
+
+def environment(
+    settings: Settings, instance: Instance, port: int, folder: Path, output_dir: Path, functions_path: Path
+) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in SECRET_VARIABLES}
+    env.update(
+        WEBUI_PORT=str(port),
+        INSTANCE_NAME=instance.name,
+        INSTANCE_SLUG=instance.slug,
+        INSTANCE_DIR=str(folder),
+        INSTANCE_OUTPUT_DIR=str(output_dir),
+        MODELS_DIR=str(settings.models_dir),
+        CUDA_DEVICE_ORDER='PCI_BUS_ID',
+        SUBFOLDER=f'/instance/{instance.slug}/',
+        AIKORE_DATA_DIR=str(settings.data_dir),
+        AIKORE_FUNCTIONS=str(functions_path),
+        BLUEPRINT=instance.blueprint,
+        TMPDIR=str(folder / 'tmp'),
+        PYTHONUNBUFFERED='1',
+    )
+    if instance.gpu_ids:
+        env['CUDA_VISIBLE_DEVICES'] = ','.join(str(gpu) for gpu in instance.gpu_ids)
+    return env
+
+
+def bash() -> str:
+    return shutil.which('bash') or '/bin/bash'

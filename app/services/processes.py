@@ -1,0 +1,74 @@
+"""Low-level process facts and signals: process groups, start times, descendants."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+import psutil
+
+START_TIME_TOLERANCE = 0.1
+
+
+def start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def is_same_process(pid: int, started_at: float | None) -> bool:
+    """True when ``pid`` is alive (not a zombie) and is the process that started at ``started_at``."""
+    if started_at is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return abs(process.create_time() - started_at) < START_TIME_TOLERANCE
+    except psutil.Error:
+        return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of live (non-zombie) processes whose process group is ``pgid``."""
+    members = []
+    for entry in os.scandir('/proc'):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry.name}/stat', 'rb') as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b')') + 2 :].split()
+        if len(fields) > 2 and fields[0] != b'Z' and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def signal_group(pgid: int, sig: signal.Signals, extra: list[psutil.Process] | None = None) -> None:
+    """Signal a process group and each extra process (descendants that left the group with
+    setsid); psutil refuses to signal an extra whose PID was reused meanwhile."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+    for process in extra or []:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(sig)
+
+
+def still_running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    found = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found

@@ -1,0 +1,97 @@
+"""Readiness probes: is the app of an instance answering yet?
+
+Probes start every 10 ms and back off as the wait grows (4 % of the time waited, at most
+1 s), so a fast app is seen as ready within a few milliseconds and a slow one costs little.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from pathlib import Path
+
+from .blueprints import ReadyCheck
+
+HTTP_TIMEOUT = 5.0
+MIN_INTERVAL = 0.01
+MAX_INTERVAL = 1.0
+
+
+def probe_interval(waited: float) -> float:
+    return min(MAX_INTERVAL, max(MIN_INTERVAL, waited * 0.04))
+
+
+async def tcp_open(port: int, host: str = '127.0.0.1') -> bool:
+    try:
+        _reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def http_answers(port: int, host: str = '127.0.0.1') -> bool:
+    """True when ``GET /`` gets any HTTP answer below 500."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    try:
+        writer.write(f'GET / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n'.encode())
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), HTTP_TIMEOUT)
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    parts = status_line.split()
+    return len(parts) >= 2 and parts[0].startswith(b'HTTP/') and parts[1].isdigit() and int(parts[1]) < 500
+
+
+class LogWatcher:
+    """Reads a growing log file incrementally and looks for a regex in complete lines."""
+
+    def __init__(self, path: Path, pattern: re.Pattern[str]) -> None:
+        self.path = path
+        self.pattern = pattern
+        self.offset = 0
+        self.partial = ''
+
+    def matched(self) -> bool:
+        try:
+            with self.path.open('rb') as handle:
+                handle.seek(self.offset)
+                data = handle.read(4 * 1024 * 1024)
+        except FileNotFoundError:
+            return False
+        if not data:
+            return False
+        self.offset += len(data)
+        text = self.partial + data.decode('utf-8', errors='replace')
+        lines = text.replace('\r', '\n').split('\n')
+        self.partial = lines.pop()[-65536:]
+        return any(self.pattern.search(line) for line in lines) or bool(self.pattern.search(self.partial))
+
+
+class ReadinessProbe:
+    """One probe for one run of an instance."""
+
+    def __init__(self, check: ReadyCheck, port: int, log_path: Path) -> None:
+        self.check = check
+        self.port = port
+        self.log_watcher = LogWatcher(log_path, check.pattern) if check.kind == 'log' and check.pattern else None
+
+    async def ready(self) -> bool:
+        kind = self.check.kind
+        if kind == 'none':
+            return True
+        if kind == 'tcp':
+            return await tcp_open(self.port)
+        if self.log_watcher is not None:
+            return await asyncio.to_thread(self.log_watcher.matched)
+        return await http_answers(self.port)

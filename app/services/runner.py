@@ -1,0 +1,155 @@
+"""The process that runs one instance: it is the instance's session and group leader.
+
+It starts the launch script with stdout and stderr on one pipe and writes that pipe, in
+order, into ``logs/output.log``, rotating it when it grows past a size cap. When the
+script exits it writes the exit code to a small file and exits with the same code. It
+needs nothing from the panel: if the panel dies (even SIGKILL), the instance keeps
+running and logging, and the next panel reads the exit file.
+
+Run as ``python -I -S runner.py --log F --max-bytes N --backups K --exit-file F -- cmd...``;
+stdlib only, imported by nothing, so it starts in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import sys
+import time
+
+CHUNK = 256 * 1024
+DRAIN_IDLE_SECONDS = 0.3
+
+
+class RotatingLog:
+    """Appends bytes to a file and rotates it (output.log -> .1 -> .2 ...) past a size cap.
+
+    Rotation happens at a line boundary when the chunk has one, so lines stay whole.
+    """
+
+    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.fd = self._open()
+        self.size = os.fstat(self.fd).st_size
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def write(self, data: bytes) -> None:
+        if self.size + len(data) > self.max_bytes:
+            cut = data.rfind(b'\n') + 1 or len(data)
+            self._write(data[:cut])
+            self.rotate()
+            data = data[cut:]
+        if data:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.size += len(data)
+
+    def rotate(self) -> None:
+        os.close(self.fd)
+        for index in range(self.backups - 1, 0, -1):
+            older = f'{self.path}.{index}'
+            if os.path.exists(older):
+                os.replace(older, f'{self.path}.{index + 1}')
+        os.replace(self.path, f'{self.path}.1')
+        self.fd = self._open()
+        self.size = 0
+
+
+def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    split = argv.index('--')
+    options, command = argv[:split], argv[split + 1 :]
+    parsed = {options[i].lstrip('-'): options[i + 1] for i in range(0, len(options), 2)}
+    return parsed, command
+
+
+def spawn(command: list[str], write_fd: int) -> int:
+    pid = os.fork()
+    if pid == 0:  # child: the launch script, in our process group
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(write_fd, 1)
+            os.dup2(write_fd, 2)
+            os.execvp(command[0], command)
+        except BaseException as exc:
+            os.write(2, f'[aikore] cannot start {command[0]}: {exc}\n'.encode())
+        os._exit(127)
+    return pid
+
+
+def exit_code(status: int) -> int:
+    """Shell convention: the exit status, or 128 + signal number."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def pump(read_fd: int, child_pid: int, log: RotatingLog) -> int:
+    """Copy the pipe to the log until the child exits, then drain what is left."""
+    selector = selectors.DefaultSelector()
+    selector.register(read_fd, selectors.EVENT_READ)
+    pidfd = os.pidfd_open(child_pid)
+    selector.register(pidfd, selectors.EVENT_READ)
+    status: int | None = None
+    deadline = 0.0
+    while True:
+        timeout = None if status is None else max(0.0, deadline - time.monotonic())
+        events = selector.select(timeout)
+        if status is not None and not events:
+            break  # child gone and the pipe stayed quiet: grandchildren may hold it open
+        for key, _ in events:
+            if key.fd == pidfd:
+                selector.unregister(pidfd)
+                os.close(pidfd)
+                status = os.waitpid(child_pid, 0)[1]
+                deadline = time.monotonic() + DRAIN_IDLE_SECONDS
+                continue
+            data = os.read(read_fd, CHUNK)
+            if not data:
+                selector.unregister(read_fd)
+                if status is None:
+                    status = os.waitpid(child_pid, 0)[1]
+                return exit_code(status)
+            log.write(data)
+            if status is not None:
+                deadline = time.monotonic() + DRAIN_IDLE_SECONDS
+    assert status is not None
+    return exit_code(status)
+
+
+def write_exit_file(path: str, code: int) -> None:
+    temp = f'{path}.tmp'
+    with open(temp, 'w') as handle:
+        handle.write(f'{os.getpid()} {code} {time.time():.3f}\n')
+    os.replace(temp, path)
+
+
+def main(argv: list[str]) -> int:
+    options, command = parse_args(argv)
+    # SIGTERM to the group is meant for the app; we stay to record how it ended.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    log = RotatingLog(options['log'], int(options['max-bytes']), int(options['backups']))
+    read_fd, write_fd = os.pipe()
+    child = spawn(command, write_fd)
+    os.close(write_fd)
+    code = pump(read_fd, child, log)
+    write_exit_file(options['exit-file'], code)
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,86 @@
+"""The rules for every value a user types. Nothing reaches a shell, a path or a config
+without passing one of these (DESIGN "Concepts")."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidInput, TooLarge
+
+INSTANCE_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_-]{0,47}')
+BLUEPRINT_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
+OUTPUT_SEGMENT_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
+MAX_SCRIPT_BYTES = 256 * 1024
+MAX_GPU_IDS = 64
+
+
+def instance_name(value: str) -> str:
+    if not isinstance(value, str) or not INSTANCE_NAME_RE.fullmatch(value):
+        raise InvalidInput(
+            f'Invalid instance name {_shown(value)}: use 1-48 characters, letters A-Z/a-z, digits, '
+            "'-' or '_', starting with a letter or digit"
+        )
+    return value
+
+
+def blueprint_name(value: str) -> str:
+    if not isinstance(value, str) or value.endswith('.sh') or not BLUEPRINT_NAME_RE.fullmatch(value):
+        raise InvalidInput(
+            f'Invalid blueprint name {_shown(value)}: use 1-64 characters, letters, digits, '
+            "'.', '-' or '_', starting with a letter or digit, without the .sh suffix"
+        )
+    return value
+
+
+def gpu_ids(values: list[int], gpu_count: int | None) -> list[int]:
+    """Distinct non-negative GPU indexes, below ``gpu_count`` when GPUs were detected."""
+    if len(values) > MAX_GPU_IDS:
+        raise InvalidInput(f'Too many GPU ids ({len(values)}); at most {MAX_GPU_IDS}')
+    for gpu in values:
+        if isinstance(gpu, bool) or not isinstance(gpu, int) or gpu < 0:
+            raise InvalidInput(f'Invalid GPU id {gpu!r}: GPU ids are non-negative integers')
+        if gpu_count is not None and gpu >= gpu_count:
+            raise InvalidInput(f'GPU {gpu} does not exist: {gpu_count} GPU(s) detected (ids 0-{gpu_count - 1})')
+    if len(set(values)) != len(values):
+        raise InvalidInput(f'GPU ids {values} contain duplicates')
+    return sorted(values)
+
+
+def public_port(value: int | None, port_range: tuple[int, int]) -> int | None:
+    if value is None:
+        return None
+    low, high = port_range
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(f'Public port {value!r} is outside the exposed range {low}-{high} (AIKORE_PORT_RANGE)')
+    return value
+
+
+def output_path(value: str) -> str:
+    """A relative folder under <data>/outputs: safe segments joined by '/', no '..'."""
+    segments = value.split('/') if isinstance(value, str) else []
+    if not segments or len(value) > 200 or not all(OUTPUT_SEGMENT_RE.fullmatch(s) and s != '..' for s in segments):
+        raise InvalidInput(
+            f'Invalid output path {_shown(value)}: a relative folder made of letters, digits, '
+            "'.', '-' and '_' segments separated by '/'"
+        )
+    return value
+
+
+def script_text(body: bytes) -> str:
+    """A launch script or blueprint body: UTF-8 text, no NUL bytes, at most 256 KiB."""
+    if len(body) > MAX_SCRIPT_BYTES:
+        raise TooLarge(f'Script is {len(body)} bytes; the limit is {MAX_SCRIPT_BYTES} bytes')
+    try:
+        text = body.decode('utf-8')
+    except UnicodeDecodeError:
+        raise InvalidInput('Script is not UTF-8 text') from None
+    if '\x00' in text:
+        raise InvalidInput('Script contains NUL bytes; it must be plain text')
+    if not text.strip():
+        raise InvalidInput('Script is empty')
+    return text
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + '...'

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+### AIKORE-METADATA-START ###
+# aikore.name = ComfyUI
+# aikore.category = Image Generation
+# aikore.description = Node-based Stable Diffusion UI
+# aikore.venv_type = venv
+# aikore.venv_path = ./env
+# aikore.ready = http
+# aikore.stall_timeout = 900
+### AIKORE-METADATA-END ###
+#
+# Installs (first start) or updates (later starts) ComfyUI in this instance's
+# folder, then runs it on 127.0.0.1:$WEBUI_PORT.
+#   <instance>/ComfyUI   the git checkout (models/* link to the shared $MODELS_DIR)
+#   <instance>/env       the Python venv (touch <instance>/.rebuild to recreate it)
+#   $INSTANCE_OUTPUT_DIR generated images
+#
+# Settings: set them here or in the environment.
+#   COMFYUI_REPO     git URL                  (default: the official repository)
+#   COMFYUI_REF      branch, tag or commit    (default: the default branch)
+#   COMFYUI_PYTHON   interpreter for the venv (default: python3.12, python3.11 or python3)
+#   TORCH_INDEX_URL  PyTorch wheel index      (default: CUDA 12.8 wheels)
+#   COMFYUI_ARGS     extra arguments for main.py, e.g. "--lowvram --preview-method auto"
+set -euo pipefail
+
+if [[ -z "${AIKORE_FUNCTIONS:-}" || ! -f "${AIKORE_FUNCTIONS}" ]]; then
+  echo "[aikore] ERROR: AIKORE_FUNCTIONS is not set or missing; start this blueprint from AiKore" >&2
+  exit 1
+fi
+# shellcheck source-path=SCRIPTDIR source=functions.sh
+source "${AIKORE_FUNCTIONS}"
+
+: "${WEBUI_PORT:?WEBUI_PORT is not set}"
+: "${MODELS_DIR:?MODELS_DIR is not set}"
+INSTANCE_DIR="${INSTANCE_DIR:-$PWD}"
+INSTANCE_OUTPUT_DIR="${INSTANCE_OUTPUT_DIR:-$INSTANCE_DIR/output}"
+
+COMFYUI_REPO="${COMFYUI_REPO:-https://github.com/comfyanonymous/ComfyUI.git}"
+COMFYUI_REF="${COMFYUI_REF:-}"
+TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu128}"
+APP_DIR="$INSTANCE_DIR/ComfyUI"
+VENV_DIR="$INSTANCE_DIR/env"
+
+cd "$INSTANCE_DIR"
+
+# 1. Code
+aikore_git_sync "$COMFYUI_REPO" "$APP_DIR" "$COMFYUI_REF"
+
+# 2. Python environment
+if aikore_rebuild_requested; then
+  aikore_log "Removing $VENV_DIR"
+  rm -rf -- "${VENV_DIR:?}"
+fi
+PYTHON_BIN="${COMFYUI_PYTHON:-}"
+if [[ -z "$PYTHON_BIN" ]]; then
+  PYTHON_BIN=$(aikore_pick_python python3.12 python3.11 python3)
+fi
+aikore_venv_create "$VENV_DIR" "$PYTHON_BIN"
+
+# 3. PyTorch first (CUDA wheels), so that requirements.txt does not pull a
+#    default build from PyPI; skipped once torch imports.
+if aikore_python_has torch; then
+  aikore_log "PyTorch $(python -c 'import torch; print(torch.__version__)') is installed"
+else
+  aikore_log "Installing PyTorch from $TORCH_INDEX_URL"
+  python -m pip install torch torchvision torchaudio --index-url "$TORCH_INDEX_URL" ||
+    aikore_die "cannot install PyTorch from $TORCH_INDEX_URL"
+fi
+
+# 4. ComfyUI's requirements (only when requirements.txt changed)
+aikore_pip_install_requirements "$APP_DIR/requirements.txt"
+
+# 5. Shared models and per-instance outputs
+aikore_link_models "$APP_DIR/models" \
+  checkpoints loras vae controlnet clip clip_vision upscale_models \
+  embeddings unet diffusion_models text_encoders
+mkdir -p -- "$INSTANCE_OUTPUT_DIR"
+
+# 6. Run (exec: ComfyUI replaces this shell and receives the panel's signals)
+cd "$APP_DIR"
+aikore_log "Starting ComfyUI on http://127.0.0.1:${WEBUI_PORT} (GPUs: ${CUDA_VISIBLE_DEVICES:-all})"
+# shellcheck disable=SC2086 # COMFYUI_ARGS is split into separate arguments on purpose
+exec python main.py --listen 127.0.0.1 --port "$WEBUI_PORT" \
+  --output-directory "$INSTANCE_OUTPUT_DIR" ${COMFYUI_ARGS:-}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages AiKore needs, only those missing. Safe to run twice.
+# Used by `make setup` on a bare host and by the Dockerfile.
+set -euo pipefail
+
+packages=()
+need() { # need COMMAND PACKAGE: add PACKAGE when COMMAND is missing
+  command -v "$1" >/dev/null 2>&1 || packages+=("$2")
+}
+need python3 python3
+need git git
+need curl curl
+need shellcheck shellcheck
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
+
+if [ ${#packages[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "Installing system packages: ${packages[*]}"
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "Run as root or install: ${packages[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}"

@@ -1,0 +1,178 @@
+"""Shared test tools: free ports, waiting for conditions, a panel run as a real subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar('T')
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = '') -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'timed out after {timeout} s waiting for {what or condition}')
+        time.sleep(interval)
+
+
+def processes_under(data_dir: Path) -> list[psutil.Process]:
+    """Processes whose working directory lies in ``data_dir`` (the instances a test started)."""
+    found = []
+    root = str(data_dir)
+    for process in psutil.process_iter(['cwd']):
+        cwd = process.info.get('cwd') or ''
+        if cwd == root or cwd.startswith(root + os.sep):
+            found.append(process)
+    return found
+
+
+def kill_processes_under(data_dir: Path) -> None:
+    for process in processes_under(data_dir):
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+class Panel:
+    """``python -m app`` in a subprocess with its own data directory, port and token."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.token = env.pop('AIKORE_API_TOKEN', None) or secrets.token_urlsafe(16)
+        low = free_port()
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(('PYTEST_', 'NICEGUI_'))}
+        self.env = {
+            **inherited,
+            'AIKORE_DATA_DIR': str(data_dir),
+            'AIKORE_PORT': str(self.port),
+            'AIKORE_API_TOKEN': self.token,
+            'AIKORE_PORT_RANGE': f'{low}-{low + 9}' if low + 9 <= 65535 else '40001-40010',
+            'AIKORE_STOP_GRACE': '2',
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_file = data_dir.parent / f'panel-{data_dir.name}.log'
+        self.client = httpx.Client(
+            base_url=f'http://127.0.0.1:{self.port}/api', headers={'Authorization': f'Bearer {self.token}'}, timeout=15
+        )
+
+    @property
+    def url(self) -> str:
+        return f'http://127.0.0.1:{self.port}'
+
+    def start(self, timeout: float = 30.0) -> Panel:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open('ab') as log:
+            self.process = subprocess.Popen(
+                [sys.executable, '-m', 'app'], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for(self._healthy, timeout, 0.05, 'the panel to answer /api/health')
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f'panel exited with {self.process.returncode}:\n{self.log_text()}')
+        try:
+            return httpx.get(f'{self.url}/api/health', timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors='replace') if self.log_file.exists() else ''
+
+    def kill(self) -> None:
+        """SIGKILL the panel only: its instances keep running."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop_panel_only(self) -> None:
+        """Graceful panel exit (SIGTERM); what happens to instances is the panel's business."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def stop(self) -> None:
+        """Graceful panel exit, then make sure nothing the test started is left."""
+        self.stop_panel_only()
+        kill_processes_under(self.data_dir)
+        self.client.close()
+
+    # -- API shortcuts ---------------------------------------------------------------
+
+    def create(self, name: str, blueprint: str = 'Demo', **fields: Any) -> dict[str, Any]:
+        response = self.client.post('/instances', json={'name': name, 'blueprint': blueprint, **fields})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def instance(self, instance_id: int) -> dict[str, Any]:
+        response = self.client.get(f'/instances/{instance_id}')
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_status(self, instance_id: int, *statuses: str, timeout: float = 20.0) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            current = self.instance(instance_id)
+            return current if current['status'] in statuses else None
+
+        return wait_for(reached, timeout, 0.02, f'instance {instance_id} to be {statuses}')
+
+    def put_blueprint(self, name: str, script: str) -> None:
+        response = self.client.put(f'/blueprints/{name}', content=script.encode())
+        assert response.status_code in {201, 204}, response.text
+
+
+def blueprint(body: str, ready: str = 'http', stall_timeout: float = 30, name: str = 'Test') -> str:
+    """A small custom blueprint script around ``body``."""
+    return (
+        '#!/usr/bin/env bash\n'
+        '### AIKORE-METADATA-START ###\n'
+        f'# aikore.name = {name}\n'
+        '# aikore.category = Test\n'
+        f'# aikore.ready = {ready}\n'
+        f'# aikore.stall_timeout = {stall_timeout}\n'
+        '### AIKORE-METADATA-END ###\n'
+        f'{body}\n'
+    )
+
+
+def python_server_blueprint(delay: float = 0.0, ready: str = 'http') -> str:
+    """Serves HTTP on $WEBUI_PORT after ``delay`` seconds (the app process replaces bash)."""
+    python = sys.executable
+    return blueprint(
+        f'echo "booting $INSTANCE_NAME"\n'
+        f"exec {python} -u -c \"import time; time.sleep({delay}); print('serving', flush=True); "
+        'import http.server as h, os; '
+        "h.ThreadingHTTPServer(('127.0.0.1', int(os.environ['WEBUI_PORT'])), h.SimpleHTTPRequestHandler)"
+        '.serve_forever()"',
+        ready=ready,
+    )

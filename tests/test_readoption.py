@@ -1,0 +1,119 @@
+"""Jobs survive the panel: SIGKILL and graceful exits leave instances running, the next
+panel re-adopts them (same PID, logs still flowing, nothing launched twice), and autostart
+instances start with the panel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.helpers import Panel, blueprint, kill_processes_under, python_server_blueprint, wait_for
+
+COUNTED_SERVER = python_server_blueprint().replace('echo "booting', 'echo launched >> launches.txt\necho "booting')
+
+
+def launches(panel: Panel, name: str) -> int:
+    path = panel.data_dir / 'instances' / name / 'launches.txt'
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def log_size(panel: Panel, name: str) -> int:
+    return (panel.data_dir / 'instances' / name / 'logs' / 'output.log').stat().st_size
+
+
+def test_readoption_after_panel_sigkill(tmp_path: Path) -> None:
+    data = tmp_path / 'data'
+    first = Panel(data).start()
+    second: Panel | None = None
+    try:
+        first.put_blueprint('Counted', COUNTED_SERVER)
+        instance = first.create('survivor', blueprint='Counted')
+        first.client.post(f'/instances/{instance["id"]}/start')
+        started = first.wait_status(instance['id'], 'started')
+        pid, port = started['pid'], started['internal_port']
+
+        first.kill()
+        assert psutil.pid_exists(pid), 'the instance died with the panel'
+        size_before = log_size(first, 'survivor')
+        assert httpx.get(f'http://127.0.0.1:{port}/').status_code == 200  # still serving, still logging
+        wait_for(lambda: log_size(first, 'survivor') > size_before, 5, what='the log to grow without a panel')
+
+        second = Panel(data, AIKORE_STOP_ON_EXIT='1', AIKORE_API_TOKEN=first.token).start()
+        adopted = second.instance(instance['id'])
+        assert adopted['status'] == 'started'
+        assert adopted['pid'] == pid and adopted['internal_port'] == port
+        assert launches(second, 'survivor') == 1, 'launched twice'
+
+        size = log_size(second, 'survivor')
+        assert httpx.get(f'http://127.0.0.1:{port}/').status_code == 200
+        wait_for(lambda: log_size(second, 'survivor') > size, 5, what='the log to keep growing')
+        chunk = second.client.get(f'/instances/{instance["id"]}/logs', params={'offset': size}).json()
+        assert 'GET / ' in chunk['text']
+
+        # The adopted run is fully ours: exit detection and stop work on it.
+        second.client.post(f'/instances/{instance["id"]}/stop')
+        second.wait_status(instance['id'], 'stopped', timeout=15)
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        kill_processes_under(data)
+
+
+def test_graceful_exit_keeps_instances_and_autostart(tmp_path: Path) -> None:
+    data = tmp_path / 'data'
+    first = Panel(data).start()
+    second: Panel | None = None
+    try:
+        first.put_blueprint('Counted', COUNTED_SERVER)
+        running = first.create('keeper', blueprint='Counted')
+        auto = first.create('auto', blueprint='Counted', autostart=True)
+        first.client.post(f'/instances/{running["id"]}/start')
+        pid = first.wait_status(running['id'], 'started')['pid']
+        first.client.post(f'/instances/{auto["id"]}/start')
+        first.wait_status(auto['id'], 'started')
+        first.client.post(f'/instances/{auto["id"]}/stop')
+        first.wait_status(auto['id'], 'stopped')
+
+        first.stop_panel_only()
+        assert psutil.pid_exists(pid), 'a graceful panel exit stopped the instance'
+
+        second = Panel(data, AIKORE_STOP_ON_EXIT='1', AIKORE_API_TOKEN=first.token).start()
+        assert second.instance(running['id'])['pid'] == pid
+        assert second.instance(running['id'])['status'] == 'started'
+        second.wait_status(auto['id'], 'started')  # autostart
+        assert launches(second, 'auto') == 2 and launches(second, 'keeper') == 1
+
+        second.stop()  # AIKORE_STOP_ON_EXIT=1: everything ends with the panel
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_instance_that_died_while_panel_was_away(tmp_path: Path) -> None:
+    data = tmp_path / 'data'
+    first = Panel(data).start()
+    second: Panel | None = None
+    try:
+        first.put_blueprint(
+            'Quit', blueprint('echo hi\nwhile [ ! -f quit ]; do sleep 0.05; done\nexit 4', ready='none')
+        )
+        instance = first.create('quitter', blueprint='Quit')
+        first.client.post(f'/instances/{instance["id"]}/start')
+        pid = first.wait_status(instance['id'], 'started')['pid']
+        first.kill()
+        (data / 'instances' / 'quitter' / 'quit').touch()
+        wait_for(lambda: not psutil.pid_exists(pid), 5, what='the instance to exit')
+
+        second = Panel(data, AIKORE_STOP_ON_EXIT='1', AIKORE_API_TOKEN=first.token).start()
+        dead = second.instance(instance['id'])
+        assert dead['status'] == 'error' and dead['exit_code'] == 4 and dead['pid'] is None
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
