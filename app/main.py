@@ -15,6 +15,7 @@ from . import lifecycle
 from .api.app import create_api
 from .config import ConfigError, Settings
 from .pages import home  # noqa: F401 - registers the page
+from .services import auth
 
 api = create_api()
 app.mount('/api', api)
@@ -23,11 +24,19 @@ app.on_shutdown(lifecycle.shutdown)
 
 
 def main() -> None:
+    """``aikore`` runs the panel; ``aikore token`` prints the API token."""
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         sys.exit(f'aikore: {exc}')
+    if sys.argv[1:] == ['token']:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        token, _ = auth.api_token(settings.secrets_path, settings.api_token)
+        print(token)  # noqa: T201 - the command's output
+        return
+    if sys.argv[1:]:
+        sys.exit('usage: aikore [token]')
     ui.run(
         host=settings.host,
         port=settings.port,

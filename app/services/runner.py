@@ -39,11 +39,15 @@ class RotatingLog:
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def write(self, data: bytes) -> None:
-        if self.size + len(data) > self.max_bytes:
-            cut = data.rfind(b'\n') + 1 or len(data)
-            self._write(data[:cut])
+        while self.size + len(data) > self.max_bytes:
+            room = self.max_bytes - self.size
+            cut = data.rfind(b'\n', 0, room) + 1
+            if cut == 0 and self.size == 0:
+                cut = room  # one line longer than a whole file: split it
+            if cut:
+                self._write(data[:cut])
+                data = data[cut:]
             self.rotate()
-            data = data[cut:]
         if data:
             self._write(data)
 

@@ -1,0 +1,77 @@
+"""The runner's log writing (order, rotation at line boundaries, exit file) and paged reads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from app.services import logs, runner
+from app.services.supervisor import read_exit_file
+
+RUNNER = Path(runner.__file__)
+
+
+def run_runner(tmp_path: Path, script: str, max_bytes: int = 1 << 20, backups: int = 3) -> tuple[int, Path, Path]:
+    log, exit_file = tmp_path / 'output.log', tmp_path / 'exit'
+    command = [sys.executable, '-I', '-S', str(RUNNER), '--log', str(log), '--max-bytes', str(max_bytes)]
+    command += ['--backups', str(backups), '--exit-file', str(exit_file), '--', 'bash', '-c', script]
+    code = subprocess.run(command, timeout=60, check=False).returncode
+    return code, log, exit_file
+
+
+def test_runner_keeps_order_and_exit_code(tmp_path: Path) -> None:
+    code, log, exit_file = run_runner(tmp_path, 'echo out; echo err >&2; echo out2; exit 7')
+    assert code == 7
+    assert log.read_text() == 'out\nerr\nout2\n'
+    assert read_exit_file(exit_file, None) == 7
+
+
+def test_runner_reports_signals_shell_style(tmp_path: Path) -> None:
+    code, _, exit_file = run_runner(tmp_path, 'kill -9 $$')
+    assert code == 137 and read_exit_file(exit_file, None) == 137
+
+
+def test_runner_rotates_at_line_boundaries_and_loses_nothing(tmp_path: Path) -> None:
+    _, log, _ = run_runner(tmp_path, 'seq 1 20000', max_bytes=16 * 1024, backups=20)
+    files = sorted(tmp_path.glob('output.log.*'), key=lambda p: -int(p.suffix[1:])) + [log]
+    assert len(files) > 3
+    for path in files:
+        text = path.read_text()
+        assert text == '' or text.endswith('\n'), f'{path.name} ends mid-line'
+        assert path.stat().st_size <= 16 * 1024
+    numbers = [int(line) for path in files for line in path.read_text().splitlines()]
+    assert numbers == list(range(20000 - len(numbers) + 1, 20001))
+
+
+def test_runner_caps_backups(tmp_path: Path) -> None:
+    run_runner(tmp_path, 'seq 1 50000', max_bytes=8 * 1024, backups=2)
+    assert sorted(p.name for p in tmp_path.glob('output.log*')) == ['output.log', 'output.log.1', 'output.log.2']
+
+
+def test_read_chunk_pages_and_resets(tmp_path: Path) -> None:
+    path = tmp_path / 'output.log'
+    path.write_bytes('héllo wörld\n'.encode())
+    whole = logs.read_chunk(path, 0)
+    assert whole.text == 'héllo wörld\n' and whole.next_offset == path.stat().st_size and not whole.reset
+    # A limit that cuts 'é' in half stops before it; the next read starts with it.
+    first = logs.read_chunk(path, 0, limit=2)
+    assert first.text == 'h' and first.next_offset == 1
+    second = logs.read_chunk(path, first.next_offset)
+    assert second.text.startswith('é')
+    # An offset past the end (the file was rotated since): start over.
+    later = logs.read_chunk(path, 10_000)
+    assert later.reset and later.offset == 0 and later.text == whole.text
+    missing = logs.read_chunk(tmp_path / 'absent.log', 5)
+    assert missing.text == '' and missing.reset
+
+
+def test_rotate_for_new_run(tmp_path: Path) -> None:
+    path = tmp_path / 'output.log'
+    for run in range(4):
+        logs.rotate_for_new_run(path, backups=2)
+        path.write_text(f'run {run}\n')
+    assert path.read_text() == 'run 3\n'
+    assert (tmp_path / 'output.log.1').read_text() == 'run 2\n'
+    assert (tmp_path / 'output.log.2').read_text() == 'run 1\n'
+    assert not (tmp_path / 'output.log.3').exists()
