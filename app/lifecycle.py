@@ -12,11 +12,19 @@ from .services.core import Core
 log = logging.getLogger(__name__)
 
 
-async def startup() -> None:
-    settings = Settings.from_env()
-    core = await asyncio.to_thread(Core.open, settings)
+def open_core(settings: Settings) -> Core:
+    """Open the services before serving, so a bad data directory stops the panel at once."""
+    core = Core.open(settings)
     core_module.set_current(core)
+    return core
+
+
+async def startup() -> None:
+    if not core_module.started():  # e.g. an app run by a test harness instead of main()
+        await asyncio.to_thread(open_core, Settings.from_env())
+    core = core_module.current()
     await core.startup()
+    settings = core.settings
     log.info('AiKore is ready on http://%s:%s (data in %s)', settings.host, settings.port, settings.data_dir)
 
 

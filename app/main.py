@@ -14,6 +14,7 @@ from nicegui import app, ui
 from . import lifecycle
 from .api.app import create_api
 from .config import ConfigError, Settings
+from .db import SchemaError
 from .pages import home  # noqa: F401 - registers the page
 from .services import auth
 
@@ -37,6 +38,10 @@ def main() -> None:
         return
     if sys.argv[1:]:
         sys.exit('usage: aikore [token]')
+    try:
+        lifecycle.open_core(settings)
+    except (SchemaError, OSError, RuntimeError) as exc:
+        sys.exit(f'aikore: cannot open {settings.data_dir}: {exc}')
     ui.run(
         host=settings.host,
         port=settings.port,

@@ -66,6 +66,9 @@ class TokenAuthMiddleware:
             await JSONResponse({'detail': 'AiKore is starting; try again in a moment'}, 503)(scope, receive, send)
             return
         if not auth.token_matches(request_token(scope), core_module.current().api_token):
+            if scope['type'] == 'websocket':
+                await send({'type': 'websocket.close', 'code': 1008, 'reason': 'authentication required'})
+                return
             response = JSONResponse(
                 {'detail': 'Authentication required: send Authorization: Bearer <token> (or ?token=<token>)'},
                 status_code=401,

@@ -11,6 +11,7 @@ A blueprint is ``<Name>.sh``; its API name is the file stem. The metadata block 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from . import validation
 from .errors import Conflict, Forbidden, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
 
 START_MARKER = '### AIKORE-METADATA-START ###'
 END_MARKER = '### AIKORE-METADATA-END ###'
@@ -189,7 +192,8 @@ class BlueprintStore:
                 continue
             try:
                 meta = parse_metadata(path.read_text(encoding='utf-8'), stem)
-            except (OSError, UnicodeDecodeError, BlueprintError):
+            except (OSError, UnicodeDecodeError, BlueprintError) as exc:
+                log.warning('Skipping blueprint %s: %s', path, exc)
                 continue
             found.append(Blueprint(name=stem, source=source, path=path, meta=meta))
         return found

@@ -25,7 +25,9 @@ DRAIN_IDLE_SECONDS = 0.3
 class RotatingLog:
     """Appends bytes to a file and rotates it (output.log -> .1 -> .2 ...) past a size cap.
 
-    Rotation happens at a line boundary when the chunk has one, so lines stay whole.
+    Rotation happens at a line boundary, so lines stay whole (a file may pass the cap by the
+    rest of the line in progress); text without line ends (``\r`` progress bars) is written
+    at once, never held back.
     """
 
     def __init__(self, path: str, max_bytes: int, backups: int) -> None:
@@ -41,12 +43,14 @@ class RotatingLog:
     def write(self, data: bytes) -> None:
         while self.size + len(data) > self.max_bytes:
             room = self.max_bytes - self.size
-            cut = data.rfind(b'\n', 0, room) + 1
-            if cut == 0 and self.size == 0:
-                cut = room  # one line longer than a whole file: split it
-            if cut:
-                self._write(data[:cut])
-                data = data[cut:]
+            # Rotate after the last line that fits, else after the line in progress.
+            cut = data.rfind(b'\n', 0, max(room, 0)) + 1 or data.find(b'\n') + 1
+            if cut == 0:  # no line end in this chunk: let the line go on, unless it is huge
+                if self.size + len(data) <= 2 * self.max_bytes:
+                    break
+                cut = len(data)
+            self._write(data[:cut])
+            data = data[cut:]
             self.rotate()
         if data:
             self._write(data)
