@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 from .models import Instance, utc_now
+from .services.validation import INSTANCE_NAME_RE, OUTPUT_SEGMENT_RE
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +117,33 @@ def _migrate_seed_schema(engine: Engine) -> None:
         ).fetchall():
             conn.exec_driver_sql(f'DROP INDEX "{index_name}"')
         SQLModel.metadata.create_all(conn, tables=[Instance.__table__])  # type: ignore[attr-defined]
-        taken: set[str] = set()
+        names = _migrated_names(rows)
         for row in rows:
-            values = _seed_row_to_instance(row, taken)
+            values = _seed_row_to_instance(row, names[row['id']])
             conn.execute(Instance.__table__.insert().values(**values))  # type: ignore[attr-defined]
         conn.exec_driver_sql('DROP TABLE instances_seed')
     log.info('Upgraded %d instance rows from the seed schema', len(rows))
 
 
-def _seed_row_to_instance(row: dict[str, Any], taken: set[str]) -> dict[str, Any]:
-    name = _usable_name(str(row.get('name') or f'instance-{row["id"]}'), taken)
-    if name != row.get('name'):
-        log.warning('Seed instance %r renamed to %r (names are now [A-Za-z0-9_-])', row.get('name'), name)
+def _migrated_names(rows: list[dict[str, Any]]) -> dict[int, str]:
+    """A valid, unique name per row id: names that are valid already keep priority, so only
+    the invalid or duplicate ones change."""
+    taken: set[str] = set()
+    names: dict[int, str] = {}
+    for row in rows:
+        raw = str(row.get('name') or '')
+        if INSTANCE_NAME_RE.fullmatch(raw) and raw.lower() not in taken:
+            names[row['id']] = raw
+            taken.add(raw.lower())
+    for row in rows:
+        if row['id'] not in names:
+            raw = str(row.get('name') or f'instance-{row["id"]}')
+            names[row['id']] = _usable_name(raw, taken)
+            log.warning('Seed instance %r renamed to %r (names are now [A-Za-z0-9_-])', raw, names[row['id']])
+    return names
+
+
+def _seed_row_to_instance(row: dict[str, Any], name: str) -> dict[str, Any]:
     blueprint = str(row.get('base_blueprint') or '').removesuffix('.sh') or 'Demo'
     access = row.get('access_pattern') or 'port'
     return {
@@ -137,10 +153,10 @@ def _seed_row_to_instance(row: dict[str, Any], taken: set[str]) -> dict[str, Any
         'blueprint': blueprint,
         'gpu_ids': _seed_gpu_ids(row.get('gpu_ids')),
         'autostart': bool(row.get('autostart')),
-        'persistent': bool(row.get('persistent_mode')),
+        'persistent': bool(row.get('persistent_mode', row.get('persistent'))),
         'public_port': row.get('port'),
         'access_pattern': access if access in {'port', 'subdomain', 'path'} else 'port',
-        'output_path': name,
+        'output_path': _seed_output_path(row.get('output_path'), name),
         'restart_policy': 'never',
         # Processes of the old panel are not ours to adopt: they start stopped.
         'status': 'stopped',
@@ -149,12 +165,21 @@ def _seed_row_to_instance(row: dict[str, Any], taken: set[str]) -> dict[str, Any
         'exit_code': None,
         'internal_port': None,
         'active': False,
-        'persistent_port': row.get('vnc_port'),
-        'persistent_display': row.get('vnc_display'),
+        # Later releases of the original panel renamed vnc_* to persistent_*.
+        'persistent_port': row.get('persistent_port', row.get('vnc_port')),
+        'persistent_display': row.get('persistent_display', row.get('vnc_display')),
         'parent_id': None,
         'restart_count': 0,
         'created_at': utc_now(),
     }
+
+
+def _seed_output_path(raw: object, name: str) -> str:
+    text = str(raw or '').strip().strip('/')
+    segments = text.split('/') if text else []
+    if segments and all(OUTPUT_SEGMENT_RE.fullmatch(s) and s != '..' for s in segments):
+        return text
+    return name
 
 
 def _seed_gpu_ids(raw: object) -> list[int]:

@@ -34,7 +34,7 @@ def test_runner_reports_signals_shell_style(tmp_path: Path) -> None:
 
 def test_runner_rotates_at_line_boundaries_and_loses_nothing(tmp_path: Path) -> None:
     _, log, _ = run_runner(tmp_path, 'seq 1 20000', max_bytes=16 * 1024, backups=20)
-    files = sorted(tmp_path.glob('output.log.*'), key=lambda p: -int(p.suffix[1:])) + [log]
+    files = [*sorted(tmp_path.glob('output.log.*'), key=lambda p: -int(p.suffix[1:])), log]
     assert len(files) > 3
     for path in files:
         text = path.read_text()

@@ -11,8 +11,12 @@ from ..db import session_scope
 from ..models import Instance, InstancePublic, InstanceStatus
 from .errors import NotFound
 
+MAX_ID = 2**63
+
 
 def get(engine: Engine, instance_id: int) -> Instance:
+    if not 0 <= instance_id < MAX_ID:  # SQLite integers are 64-bit; larger ids exist nowhere
+        raise NotFound(f'No instance with id {instance_id}')
     with session_scope(engine) as session:
         instance = session.get(Instance, instance_id)
     if instance is None:

@@ -12,6 +12,8 @@ BLUEPRINT_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
 OUTPUT_SEGMENT_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
 MAX_SCRIPT_BYTES = 256 * 1024
 MAX_GPU_IDS = 64
+MAX_GPU_INDEX = 1023
+RESERVED_BLUEPRINT_NAMES = frozenset({'functions'})
 
 
 def instance_name(value: str) -> str:
@@ -29,6 +31,8 @@ def blueprint_name(value: str) -> str:
             f'Invalid blueprint name {_shown(value)}: use 1-64 characters, letters, digits, '
             "'.', '-' or '_', starting with a letter or digit, without the .sh suffix"
         )
+    if value.lower() in RESERVED_BLUEPRINT_NAMES:
+        raise InvalidInput(f'{value!r} is reserved (the shared helpers file); choose another blueprint name')
     return value
 
 
@@ -37,8 +41,8 @@ def gpu_ids(values: list[int], gpu_count: int | None) -> list[int]:
     if len(values) > MAX_GPU_IDS:
         raise InvalidInput(f'Too many GPU ids ({len(values)}); at most {MAX_GPU_IDS}')
     for gpu in values:
-        if isinstance(gpu, bool) or not isinstance(gpu, int) or gpu < 0:
-            raise InvalidInput(f'Invalid GPU id {gpu!r}: GPU ids are non-negative integers')
+        if isinstance(gpu, bool) or not isinstance(gpu, int) or not 0 <= gpu <= MAX_GPU_INDEX:
+            raise InvalidInput(f'Invalid GPU id {gpu!r}: GPU ids are integers from 0 to {MAX_GPU_INDEX}')
         if gpu_count is not None and gpu >= gpu_count:
             raise InvalidInput(f'GPU {gpu} does not exist: {gpu_count} GPU(s) detected (ids 0-{gpu_count - 1})')
     if len(set(values)) != len(values):
