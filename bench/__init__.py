@@ -1,0 +1,1 @@
+"""AiKore's benchmark suite: ``python -m bench`` (see bench/__main__.py)."""
