@@ -71,7 +71,7 @@ def test_demo_full_lifecycle(panel: Panel) -> None:
     assert restarted['pid'] != runner_pid
     assert group_members(runner_pid) == []
     fresh = panel.client.get(f'/instances/{created["id"]}/logs', params={'offset': old_offset}).json()
-    assert fresh['reset'] is True and fresh['offset'] == 0
+    assert fresh['reset'] is True and fresh['offset'] >= old_offset  # the cursor keeps counting
     assert 'Demo listening' in fresh['text']
     assert (panel.data_dir / 'instances' / 'demo-one' / 'logs' / 'output.log.1').is_file()
 

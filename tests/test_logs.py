@@ -6,18 +6,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+from app.models import LogChunk
 from app.services import logs, runner
 from app.services.supervisor import read_exit_file
 
 RUNNER = Path(runner.__file__)
 
 
-def run_runner(tmp_path: Path, script: str, max_bytes: int = 1 << 20, backups: int = 3) -> tuple[int, Path, Path]:
+def run_runner(
+    tmp_path: Path, script: str, max_bytes: int = 1 << 20, backups: int = 3, base: int = 0
+) -> tuple[int, Path, Path]:
     log, exit_file = tmp_path / 'output.log', tmp_path / 'exit'
     command = [sys.executable, '-I', '-S', str(RUNNER), '--log', str(log), '--max-bytes', str(max_bytes)]
-    command += ['--backups', str(backups), '--exit-file', str(exit_file), '--', 'bash', '-c', script]
+    command += ['--backups', str(backups), '--cursor-file', str(logs.cursor_path(log)), '--base', str(base)]
+    command += ['--exit-file', str(exit_file), '--', 'bash', '-c', script]
     code = subprocess.run(command, timeout=60, check=False).returncode
     return code, log, exit_file
+
+
+def read_all(log: Path, offset: int = 0, limit: int = 4096) -> tuple[str, list[LogChunk]]:
+    """Page through the log the way an API client does, until nothing new comes."""
+    chunks = []
+    while True:
+        chunk = logs.read_chunk(log, offset, limit)
+        chunks.append(chunk)
+        if not chunk.text:
+            return ''.join(c.text for c in chunks), chunks
+        offset = chunk.next_offset
 
 
 def test_runner_keeps_order_and_exit_code(tmp_path: Path) -> None:
@@ -49,7 +64,7 @@ def test_runner_caps_backups(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.glob('output.log*')) == ['output.log', 'output.log.1', 'output.log.2']
 
 
-def test_read_chunk_pages_and_resets(tmp_path: Path) -> None:
+def test_read_chunk_utf8_boundaries(tmp_path: Path) -> None:
     path = tmp_path / 'output.log'
     path.write_bytes('héllo wörld\n'.encode())
     whole = logs.read_chunk(path, 0)
@@ -57,13 +72,41 @@ def test_read_chunk_pages_and_resets(tmp_path: Path) -> None:
     # A limit that cuts 'é' in half stops before it; the next read starts with it.
     first = logs.read_chunk(path, 0, limit=2)
     assert first.text == 'h' and first.next_offset == 1
-    second = logs.read_chunk(path, first.next_offset)
-    assert second.text.startswith('é')
-    # An offset past the end (the file was rotated since): start over.
-    later = logs.read_chunk(path, 10_000)
+    assert logs.read_chunk(path, first.next_offset).text.startswith('é')
+    later = logs.read_chunk(path, 10_000)  # beyond the end: start over
     assert later.reset and later.offset == 0 and later.text == whole.text
     missing = logs.read_chunk(tmp_path / 'absent.log', 5)
     assert missing.text == '' and missing.reset
+
+
+def test_paging_follows_rotation_without_gaps(tmp_path: Path) -> None:
+    _, log, _ = run_runner(tmp_path, 'seq 1 20000', max_bytes=16 * 1024, backups=20)
+    text, chunks = read_all(log)
+    assert not any(c.reset for c in chunks)
+    assert text.splitlines() == [str(n) for n in range(1, 20001)]
+
+
+def test_paging_resets_when_text_was_rotated_away(tmp_path: Path) -> None:
+    _, log, _ = run_runner(tmp_path, 'seq 1 20000', max_bytes=8 * 1024, backups=2)
+    chunk = logs.read_chunk(log, 5)  # that text is gone: three files of about 8 KiB remain
+    assert chunk.reset and chunk.offset > 5
+    assert chunk.text.splitlines()[0].isdigit()
+    text, _ = read_all(log, chunk.offset)
+    assert text.splitlines()[-1] == '20000'
+
+
+def test_a_new_run_resets_readers_of_the_previous_one(tmp_path: Path) -> None:
+    _, log, _ = run_runner(tmp_path, 'echo first run; seq 1 100')
+    first_text, first = read_all(log)
+    old_offset = first[-1].next_offset
+    base = logs.next_run_base(log)
+    assert base == old_offset
+    logs.rotate_for_new_run(log, backups=3)
+    run_runner(tmp_path, 'echo second run', base=base)
+    fresh = logs.read_chunk(log, old_offset - 10)
+    assert fresh.reset and fresh.offset == base and fresh.text == 'second run\n'
+    assert logs.read_chunk(log, 0) == fresh.model_copy(update={'reset': False})
+    assert first_text.startswith('first run')
 
 
 def test_rotate_for_new_run(tmp_path: Path) -> None:

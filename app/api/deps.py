@@ -62,7 +62,7 @@ class TokenAuthMiddleware:
         if relative in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        if not core_module.started():
+        if not core_module.ready():
             await JSONResponse({'detail': 'AiKore is starting; try again in a moment'}, 503)(scope, receive, send)
             return
         if not auth.token_matches(request_token(scope), core_module.current().api_token):

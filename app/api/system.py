@@ -8,12 +8,17 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from ..services import core as core_module
+
 router = APIRouter(tags=['system'])
 
 
-@router.get('/health')
-async def health() -> dict[str, str]:
-    return {'status': 'ok'}
+@router.get('/health', responses={503: {'description': 'Still starting (re-adopting instances)'}})
+async def health() -> JSONResponse:
+    """Open to all: 200 once the panel can serve requests, 503 while it is starting."""
+    if not core_module.ready():
+        return JSONResponse({'status': 'starting'}, status_code=503)
+    return JSONResponse({'status': 'ok'})
 
 
 @router.get('/openapi.json', include_in_schema=False)

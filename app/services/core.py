@@ -29,6 +29,7 @@ class Core:
     supervisor: Supervisor
     instances: InstanceService
     api_token: str
+    ready: bool = False  # earlier runs re-adopted: requests may act on instances now
 
     @classmethod
     def open(cls, settings: Settings) -> Core:
@@ -47,6 +48,7 @@ class Core:
     async def startup(self) -> None:
         """Re-adopt what an earlier panel left running, then start autostart instances."""
         await self.supervisor.adopt_all()
+        self.ready = True
         await self.instances.start_autostart()
 
     async def shutdown(self) -> None:
@@ -70,3 +72,7 @@ def current() -> Core:
 
 def started() -> bool:
     return _current is not None
+
+
+def ready() -> bool:
+    return _current is not None and _current.ready

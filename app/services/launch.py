@@ -27,6 +27,7 @@ class Launch:
     instance_dir: Path
     script: Path
     log_path: Path
+    log_run_base: int  # the log cursor position where this run's output starts
     exit_file: Path
     port: int
     meta: BlueprintMeta
@@ -58,10 +59,13 @@ def prepare(settings: Settings, instance: Instance, functions_path: Path, taken_
     output_dir.mkdir(parents=True, exist_ok=True)
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     log_path = logs.log_path(folder)
+    run_base = logs.next_run_base(log_path)
     logs.rotate_for_new_run(log_path, settings.log_backups)
+    # Readers must never pair the new file with the previous run's cursor.
+    logs.write_cursor(log_path, logs.Cursor(run_base, run_base))
     port = free_port(taken_ports | set(range(settings.port_range[0], settings.port_range[1] + 1)) | {settings.port})
     env = environment(settings, instance, port, folder, output_dir, functions_path)
-    return Launch(folder, folder / LAUNCH_SCRIPT, log_path, folder / 'run' / EXIT_FILE, port, meta, env)
+    return Launch(folder, folder / LAUNCH_SCRIPT, log_path, run_base, folder / 'run' / EXIT_FILE, port, meta, env)
 
 
 def free_port(excluded: set[int]) -> int:

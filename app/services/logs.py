@@ -1,18 +1,57 @@
-"""Instance log files: where they are, rotation between runs, and paged reads by offset."""
+"""Instance log files: where they are, rotation between runs, and paged reads.
+
+Readers page with a byte cursor that keeps counting across rotated files and across runs
+(``logs/cursor.json``, kept by the runner, says where the current run and the current file
+start). So a reader never silently skips text: within a run it continues in the rotated
+files, and when its position belongs to an earlier run or to a file rotated away, the
+answer says ``reset`` and starts over at the oldest text still there.
+"""
 
 from __future__ import annotations
 
-import os
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..models import LogChunk
 
 LOG_FILE = 'output.log'
+CURSOR_FILE = 'cursor.json'
 MAX_READ_BYTES = 1024 * 1024
 
 
 def log_path(instance_dir: Path) -> Path:
     return instance_dir / 'logs' / LOG_FILE
+
+
+def cursor_path(log: Path) -> Path:
+    return log.with_name(CURSOR_FILE)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    run_base: int = 0  # position of the current run's first byte
+    file_base: int = 0  # position of output.log's first byte
+
+
+def read_cursor(log: Path) -> Cursor:
+    try:
+        data = json.loads(cursor_path(log).read_text())
+        return Cursor(int(data['run_base']), int(data['file_base']))
+    except (OSError, ValueError, KeyError, TypeError):
+        return Cursor()
+
+
+def write_cursor(log: Path, cursor: Cursor) -> None:
+    temp = cursor_path(log).with_suffix('.tmp')
+    temp.write_text(json.dumps({'run_base': cursor.run_base, 'file_base': cursor.file_base}) + '\n')
+    temp.replace(cursor_path(log))
+
+
+def next_run_base(log: Path) -> int:
+    """Where the next run starts counting: right after the current file's last byte."""
+    size = log.stat().st_size if log.exists() else 0
+    return read_cursor(log).file_base + size
 
 
 def rotate_for_new_run(path: Path, backups: int) -> None:
@@ -27,21 +66,54 @@ def rotate_for_new_run(path: Path, backups: int) -> None:
 
 
 def read_chunk(path: Path, offset: int, limit: int = MAX_READ_BYTES) -> LogChunk:
-    """Bytes of the current log from ``offset``; ``reset`` when the file is now shorter
-    than ``offset`` (rotated or truncated since), and then the text starts over at 0."""
-    offset = max(0, offset)
-    try:
-        with path.open('rb') as handle:
-            size = os.fstat(handle.fileno()).st_size
-            reset = offset > size
-            start = 0 if reset else offset
-            handle.seek(start)
-            data = handle.read(min(limit, size - start))
-    except FileNotFoundError:
-        return LogChunk(text='', offset=offset, next_offset=0, reset=offset > 0)
+    """Text of the current run from cursor position ``offset`` (0: the run's start)."""
+    for _ in range(3):  # a rotation between reading the cursor and the files: read again
+        cursor = read_cursor(path)
+        chunk = _read_at(path, cursor, offset, limit)
+        if read_cursor(path) == cursor:
+            return chunk
+    return chunk
+
+
+def _segments(path: Path, cursor: Cursor) -> list[tuple[int, Path, int]]:
+    """(base, file, size) of the current run's files, newest first."""
+    segments = []
+    base = cursor.file_base
+    index = 0
+    candidate = path
+    while True:
+        try:
+            size = candidate.stat().st_size
+        except FileNotFoundError:
+            break
+        if index:
+            base -= size
+        if base < cursor.run_base:
+            break
+        segments.append((base, candidate, size))
+        index += 1
+        candidate = path.with_name(f'{path.name}.{index}')
+    return segments
+
+
+def _read_at(path: Path, cursor: Cursor, offset: int, limit: int) -> LogChunk:
+    segments = _segments(path, cursor)
+    if not segments:
+        return LogChunk(text='', offset=cursor.run_base, next_offset=cursor.run_base, reset=offset > 0)
+    oldest = segments[-1][0]
+    end = segments[0][0] + segments[0][2]
+    reset = False
+    if offset == 0:
+        offset = oldest
+    elif offset < oldest or offset > end:
+        offset, reset = oldest, True
+    base, file, size = next(seg for seg in segments if seg[0] <= offset)
+    with file.open('rb') as handle:
+        handle.seek(offset - base)
+        data = handle.read(min(limit, size - (offset - base)))
     data = data[: _complete_utf8_length(data)]
     return LogChunk(
-        text=data.decode('utf-8', errors='replace'), offset=start, next_offset=start + len(data), reset=reset
+        text=data.decode('utf-8', errors='replace'), offset=offset, next_offset=offset + len(data), reset=reset
     )
 
 

@@ -11,6 +11,7 @@ import contextlib
 import re
 from pathlib import Path
 
+from . import logs
 from .blueprints import ReadyCheck
 
 HTTP_TIMEOUT = 5.0
@@ -54,7 +55,9 @@ async def http_answers(port: int, host: str = '127.0.0.1') -> bool:
 
 
 class LogWatcher:
-    """Reads a growing log file incrementally and looks for a regex in complete lines."""
+    """Follows the run's log (across rotations) and looks for a regex in its lines."""
+
+    MAX_READS = 8  # per check: a few MiB, so a log burst cannot hold a worker thread for long
 
     def __init__(self, path: Path, pattern: re.Pattern[str]) -> None:
         self.path = path
@@ -63,19 +66,18 @@ class LogWatcher:
         self.partial = ''
 
     def matched(self) -> bool:
-        try:
-            with self.path.open('rb') as handle:
-                handle.seek(self.offset)
-                data = handle.read(4 * 1024 * 1024)
-        except FileNotFoundError:
-            return False
-        if not data:
-            return False
-        self.offset += len(data)
-        text = self.partial + data.decode('utf-8', errors='replace')
-        lines = text.replace('\r', '\n').split('\n')
-        self.partial = lines.pop()[-65536:]
-        return any(self.pattern.search(line) for line in lines) or bool(self.pattern.search(self.partial))
+        for _ in range(self.MAX_READS):
+            chunk = logs.read_chunk(self.path, self.offset)
+            if chunk.reset:
+                self.partial = ''
+            self.offset = chunk.next_offset
+            if not chunk.text:
+                return False
+            lines = (self.partial + chunk.text).replace('\r', '\n').split('\n')
+            self.partial = lines.pop()[-65536:]
+            if any(self.pattern.search(line) for line in lines) or self.pattern.search(self.partial):
+                return True
+        return False
 
 
 class ReadinessProbe:

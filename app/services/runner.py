@@ -6,7 +6,8 @@ script exits it writes the exit code to a small file and exits with the same cod
 needs nothing from the panel: if the panel dies (even SIGKILL), the instance keeps
 running and logging, and the next panel reads the exit file.
 
-Run as ``python -I -S runner.py --log F --max-bytes N --backups K --exit-file F -- cmd...``;
+Run as ``python -I -S runner.py --log F --max-bytes N --backups K --cursor-file F --base N
+--exit-file F -- cmd...``;
 stdlib only, imported by nothing, so it starts in a few milliseconds.
 """
 
@@ -28,14 +29,28 @@ class RotatingLog:
     Rotation happens at a line boundary, so lines stay whole (a file may pass the cap by the
     rest of the line in progress); text without line ends (``\r`` progress bars) is written
     at once, never held back.
+
+    Readers page through the log with a cursor that keeps counting across files and runs;
+    the cursor file says where this run and the current file start in that count, so a
+    reader can find a position in the rotated files instead of losing it.
     """
 
-    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+    def __init__(self, path: str, max_bytes: int, backups: int, cursor_file: str, run_base: int) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
+        self.cursor_file = cursor_file
         self.fd = self._open()
         self.size = os.fstat(self.fd).st_size
+        self.run_base = run_base
+        self.file_base = run_base - self.size
+        self.save_cursor()
+
+    def save_cursor(self) -> None:
+        temp = f'{self.cursor_file}.tmp'
+        with open(temp, 'w') as handle:
+            handle.write(f'{{"run_base": {self.run_base}, "file_base": {self.file_base}}}\n')
+        os.replace(temp, self.cursor_file)
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -70,7 +85,9 @@ class RotatingLog:
                 os.replace(older, f'{self.path}.{index + 1}')
         os.replace(self.path, f'{self.path}.1')
         self.fd = self._open()
+        self.file_base += self.size
         self.size = 0
+        self.save_cursor()
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -150,7 +167,9 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    log = RotatingLog(options['log'], int(options['max-bytes']), int(options['backups']))
+    log = RotatingLog(
+        options['log'], int(options['max-bytes']), int(options['backups']), options['cursor-file'], int(options['base'])
+    )
     read_fd, write_fd = os.pipe()
     child = spawn(command, write_fd)
     os.close(write_fd)

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from ..config import Settings
 from ..models import Instance, InstancePublic, InstanceStatus, RestartPolicy
 from . import instance_store as store
-from . import launch, processes
+from . import launch, logs, processes
 from .blueprints import BlueprintStore, ReadyCheck
 from .errors import Conflict, ServiceError
 from .events import EventBus
@@ -134,6 +134,8 @@ class Supervisor:
             '--log', str(prepared.log_path),
             '--max-bytes', str(self.settings.log_max_bytes),
             '--backups', str(self.settings.log_backups),
+            '--cursor-file', str(logs.cursor_path(prepared.log_path)),
+            '--base', str(prepared.log_run_base),
             '--exit-file', str(prepared.exit_file),
             '--', launch.bash(), str(prepared.script),
         ]  # fmt: skip
@@ -377,7 +379,7 @@ class Supervisor:
                 self._begin_stop(run)
             elif instance.status != InstanceStatus.STARTED:
                 meta = await asyncio.to_thread(launch.read_meta, self.settings, instance)
-                log_path = launch.instance_dir(self.settings, instance.name) / 'logs' / 'output.log'
+                log_path = logs.log_path(launch.instance_dir(self.settings, instance.name))
                 waited = max(0.0, time.time() - (instance.pid_started_at or time.time()))
                 run.ready_task = self._spawn_task(
                     self._await_ready(run, meta.ready, meta.stall_timeout, log_path, waited)
