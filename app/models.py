@@ -60,27 +60,19 @@ def iso_utc(value: datetime) -> str:
 
 
 class InstanceBase(SQLModel):
-    name: str = Field(index=True, max_length=48)
-    blueprint: str = Field(max_length=64)
-    gpu_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
-    autostart: bool = False
-    persistent: bool = False
-    public_port: int | None = None
-    access_pattern: AccessPattern = AccessPattern.PORT
-    output_path: str | None = None
-    restart_policy: RestartPolicy = RestartPolicy.NEVER
-
-
-class InstanceCreate(SQLModel):
     name: str
     blueprint: str
-    gpu_ids: list[int] = Field(default_factory=list)
+    gpu_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     autostart: bool = False
     persistent: bool = False
     public_port: int | None = None
     access_pattern: AccessPattern = AccessPattern.PORT
     output_path: str | None = None
     restart_policy: RestartPolicy = RestartPolicy.NEVER
+
+
+class InstanceCreate(InstanceBase):
+    pass
 
 
 class InstanceUpdate(SQLModel):

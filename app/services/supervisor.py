@@ -224,10 +224,7 @@ class Supervisor:
             await self._save(
                 run.instance_id,
                 status=InstanceStatus.ERROR if failed else InstanceStatus.STOPPED,
-                exit_code=code,
-                pid=None,
-                pid_started_at=None,
-                internal_port=None,
+                **ended(code),
                 restart_count=restart_count + 1 if will_restart else restart_count,
             )
         log.log(logging.WARNING if failed else logging.INFO, '%s exited with code %s', run.name, code)
@@ -280,7 +277,7 @@ class Supervisor:
             if run is None:
                 instance = await asyncio.to_thread(store.get, self.engine, instance_id)
                 if instance.status in RUNNING:  # state left from a run we no longer hold
-                    return await self._save(instance_id, status=InstanceStatus.STOPPED, pid=None, internal_port=None)
+                    return await self._save(instance_id, status=InstanceStatus.STOPPED, **ended(instance.exit_code))
                 return store.to_public(instance)
             if run.stopping:
                 return store.to_public(await asyncio.to_thread(store.get, self.engine, instance_id))
@@ -314,10 +311,7 @@ class Supervisor:
             await self._save(
                 run.instance_id,
                 status=InstanceStatus.STOPPED,
-                exit_code=run.exit_code,
-                pid=None,
-                pid_started_at=None,
-                internal_port=None,
+                **ended(run.exit_code),
             )
         log.info('Stopped %s', run.name)
 
@@ -390,10 +384,7 @@ class Supervisor:
         await self._save(
             instance.id,
             status=InstanceStatus.STOPPED if clean else InstanceStatus.ERROR,
-            exit_code=code,
-            pid=None,
-            pid_started_at=None,
-            internal_port=None,
+            **ended(code),
         )
         log.info('%s ended while the panel was away (exit code %s)', instance.name, code)
         if pid:
@@ -439,6 +430,11 @@ class Supervisor:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error('Supervisor task failed', exc_info=task.exception())
+
+
+def ended(exit_code: int | None) -> dict[str, Any]:
+    """The runtime fields of an instance whose run is over."""
+    return {'exit_code': exit_code, 'pid': None, 'pid_started_at': None, 'internal_port': None}
 
 
 def read_exit_file(path: Path, runner_pid: int | None) -> int | None:
