@@ -46,7 +46,8 @@ def test_demo_full_lifecycle(panel: Panel) -> None:
     started = panel.wait_status(created['id'], 'started', timeout=20)
     runner_pid, port = started['pid'], started['internal_port']
     assert runner_pid and port
-    assert 'demo-one' in page(port).text
+    html = page(port).text
+    assert '<h1>demo-one</h1>' in html and 'CUDA_VISIBLE_DEVICES' in html and '(all)' in html and 'Uptime' in html
 
     # The log holds the coloured start-up lines, the \r progress bar and one line per request.
     for _ in range(40):
@@ -203,3 +204,51 @@ def test_stop_kills_term_ignoring_script_and_grandchildren(panel: Panel) -> None
     panel.wait_status(instance['id'], 'stopped', timeout=15)  # grace is 2 s in tests
     assert group_members(started['pid']) == []
     assert [p.pid for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_blueprint_environment_and_process_group(panel: Panel) -> None:
+    names = [
+        'WEBUI_PORT',
+        'INSTANCE_NAME',
+        'INSTANCE_SLUG',
+        'INSTANCE_DIR',
+        'INSTANCE_OUTPUT_DIR',
+        'MODELS_DIR',
+        'CUDA_DEVICE_ORDER',
+        'CUDA_VISIBLE_DEVICES',
+        'SUBFOLDER',
+        'AIKORE_DATA_DIR',
+        'BLUEPRINT',
+        'TMPDIR',
+        'AIKORE_FUNCTIONS',
+        'AIKORE_API_TOKEN',
+    ]
+    dump = ''.join(f'echo "{name}=${{{name}-<unset>}}"\n' for name in names)
+    panel.put_blueprint('EnvDump', blueprint(dump + 'echo "PWD=$PWD"\necho dumped\nexec sleep 300', ready='log:dumped'))
+    instance = panel.create('Env-Check', blueprint='EnvDump', gpu_ids=[1, 0], output_path='renders/env')
+    panel.client.post(f'/instances/{instance["id"]}/start')
+    started = panel.wait_status(instance['id'], 'started')
+    text = panel.client.get(f'/instances/{instance["id"]}/logs').json()['text']
+    env = dict(line.split('=', 1) for line in text.splitlines() if '=' in line)
+    data, folder = panel.data_dir, panel.data_dir / 'instances' / 'Env-Check'
+    assert env == {
+        'WEBUI_PORT': str(started['internal_port']),
+        'INSTANCE_NAME': 'Env-Check',
+        'INSTANCE_SLUG': 'env-check',
+        'INSTANCE_DIR': str(folder),
+        'INSTANCE_OUTPUT_DIR': str(data / 'outputs' / 'renders' / 'env'),
+        'MODELS_DIR': str(data / 'models'),
+        'CUDA_DEVICE_ORDER': 'PCI_BUS_ID',
+        'CUDA_VISIBLE_DEVICES': '0,1',
+        'SUBFOLDER': '/instance/env-check/',
+        'AIKORE_DATA_DIR': str(data),
+        'BLUEPRINT': 'EnvDump',
+        'TMPDIR': str(folder / 'tmp'),
+        'AIKORE_FUNCTIONS': str(Path(__file__).resolve().parent.parent / 'blueprints' / 'functions.sh'),
+        'AIKORE_API_TOKEN': '<unset>',  # the panel's secrets never reach a blueprint
+        'PWD': str(folder),
+    }
+    assert (data / 'outputs' / 'renders' / 'env').is_dir() and (folder / 'tmp').is_dir()
+    runner = started['pid']
+    assert os.getpgid(runner) == runner and os.getsid(runner) == runner  # its own session and group
+    assert all(os.getpgid(pid) == runner for pid in group_members(runner))
