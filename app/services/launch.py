@@ -49,8 +49,8 @@ def read_meta(settings: Settings, instance: Instance) -> BlueprintMeta:
     return parse_metadata(script.read_text(encoding='utf-8', errors='replace'), instance.blueprint)
 
 
-def prepare(settings: Settings, instance: Instance, functions_path: Path, taken_ports: set[int]) -> Launch:
-    """Create the run's folders, rotate the previous log and pick a port (blocking: run in a thread)."""
+def prepare(settings: Settings, instance: Instance, functions_path: Path, port: int) -> Launch:
+    """Create the run's folders and rotate the previous log (blocking: run in a thread)."""
     folder = instance_dir(settings, instance.name)
     meta = read_meta(settings, instance)
     for sub in ('logs', 'run', 'tmp'):
@@ -63,7 +63,6 @@ def prepare(settings: Settings, instance: Instance, functions_path: Path, taken_
     logs.rotate_for_new_run(log_path, settings.log_backups)
     # Readers must never pair the new file with the previous run's cursor.
     logs.write_cursor(log_path, logs.Cursor(run_base, run_base))
-    port = free_port(taken_ports | set(range(settings.port_range[0], settings.port_range[1] + 1)) | {settings.port})
     env = environment(settings, instance, port, folder, output_dir, functions_path)
     return Launch(folder, folder / LAUNCH_SCRIPT, log_path, run_base, folder / 'run' / EXIT_FILE, port, meta, env)
 

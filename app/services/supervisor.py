@@ -100,15 +100,16 @@ class Supervisor:
             instance = await asyncio.to_thread(store.get, self.engine, instance_id)
             if instance_id in self._runs or instance.status in RUNNING:
                 raise Conflict(f'Instance {instance.name!r} is already running ({instance.status})')
-            taken = self._reserved_ports | {run.port for run in self._runs.values() if run.port}
-            prepared = await asyncio.to_thread(
-                launch.prepare, self.settings, instance, self.blueprints.functions_path, taken
-            )
-            self._reserved_ports.add(prepared.port)
+            # Chosen on the event loop (two quick syscalls) so concurrent starts never pick the same port.
+            port = launch.free_port(self._ports_in_use())
+            self._reserved_ports.add(port)
             try:
+                prepared = await asyncio.to_thread(
+                    launch.prepare, self.settings, instance, self.blueprints.functions_path, port
+                )
                 run = await asyncio.to_thread(self._spawn, instance, prepared)
             finally:
-                self._reserved_ports.discard(prepared.port)
+                self._reserved_ports.discard(port)
             self._runs[instance_id] = run
             self._watch_exit(run)
             fields: dict[str, object] = {
@@ -126,6 +127,11 @@ class Supervisor:
             )
         log.info('Started %s (pid %s, port %s)', instance.name, run.pid, prepared.port)
         return public
+
+    def _ports_in_use(self) -> set[int]:
+        low, high = self.settings.port_range
+        ours = {run.port for run in self._runs.values() if run.port}
+        return ours | self._reserved_ports | set(range(low, high + 1)) | {self.settings.port}
 
     def _spawn(self, instance: Instance, prepared: launch.Launch) -> Run:
         prepared.exit_file.unlink(missing_ok=True)
