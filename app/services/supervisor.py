@@ -241,7 +241,7 @@ class Supervisor:
                      self.settings.restart_max)  # fmt: skip
             self._pending_restarts[run.instance_id] = self._spawn_task(self._restart_later(run.instance_id, delay))
         elif failed and instance.restart_policy == RestartPolicy.ON_FAILURE:
-            log.warning('%s failed %d times in a row: not restarting it again', run.name, restart_count)
+            log.warning('%s failed again after %d automatic restarts: not restarting it again', run.name, restart_count)
 
     def _collect_exit_code(self, run: Run) -> int | None:
         status: int | None = None
