@@ -164,7 +164,7 @@ class BlueprintStore:
         if existing is not None and existing.name != name:
             raise Conflict(f'A custom blueprint named {existing.name!r} already exists (names ignore case)')
         self.custom_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.custom_dir / f'{name}.sh', text)
+        write_script_atomic(self.custom_dir / f'{name}.sh', text)
         return existing is None
 
     def delete_custom(self, name: str) -> None:
@@ -199,7 +199,7 @@ class BlueprintStore:
         return found
 
 
-def _write_atomic(target: Path, text: str) -> None:
+def write_script_atomic(target: Path, text: str) -> None:
     """Write ``text`` to ``target`` through a temporary file and a rename."""
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f'.{target.name}.')
     try:
@@ -210,6 +210,3 @@ def _write_atomic(target: Path, text: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-
-
-write_script_atomic = _write_atomic

@@ -32,10 +32,6 @@ class EventBus(Generic[T]):
         if callback in self._subscribers:
             self._subscribers.remove(callback)
 
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)
-
     def publish(self, item: T) -> None:
         for callback in list(self._subscribers):
             try:

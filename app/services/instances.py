@@ -229,9 +229,6 @@ class InstanceService:
         path = logs.log_path(launch.instance_dir(self.settings, instance.name))
         return await asyncio.to_thread(logs.read_chunk, path, offset)
 
-    def log_path(self, instance: InstancePublic) -> Path:
-        return logs.log_path(launch.instance_dir(self.settings, instance.name))
-
     # ------------------------------------------------------------------ delete and trash
 
     async def delete(self, instance_id: int) -> None:

@@ -87,9 +87,6 @@ class Supervisor:
     def is_running(self, instance_id: int) -> bool:
         return instance_id in self._runs
 
-    def running_ids(self) -> list[int]:
-        return list(self._runs)
-
     # ------------------------------------------------------------------ start
 
     async def start(self, instance_id: int, *, automatic: bool = False) -> InstancePublic:
