@@ -13,7 +13,7 @@ import logging
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ def prepare_database(db_path: Path) -> Engine:
 def _inspect(db_path: Path) -> tuple[int, set[str]]:
     if not db_path.exists():
         return 0, set()
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn:
         version = conn.execute('PRAGMA user_version').fetchone()[0]
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     return int(version), tables
@@ -98,7 +98,7 @@ def backup_database(db_path: Path, version: int) -> Path:
     """Write a consistent copy of the database (SQLite backup API) and return its path."""
     stamp = utc_now().strftime('%Y%m%d-%H%M%S')
     target = db_path.with_name(f'{db_path.name}.v{version}-{stamp}.bak')
-    with sqlite3.connect(db_path) as source, sqlite3.connect(target) as copy:
+    with closing(sqlite3.connect(db_path)) as source, closing(sqlite3.connect(target)) as copy:
         source.backup(copy)
     return target
 
