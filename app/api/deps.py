@@ -45,6 +45,12 @@ def request_token(scope: Scope) -> str | None:
     return query.get('token', [None])[0]
 
 
+def authenticated(scope: Scope) -> bool:
+    """The one decision "may this request act on the panel?", for the API, the proxy's
+    auth_request and the pages: the API token (header or ?token=) passes."""
+    return core_module.started() and auth.token_matches(request_token(scope), core_module.current().api_token)
+
+
 class TokenAuthMiddleware:
     """Every API request but the open ones needs the token; checked before any routing, so
     unknown routes, wrong methods and invalid bodies answer 401 too."""
@@ -65,7 +71,7 @@ class TokenAuthMiddleware:
         if not core_module.ready():
             await JSONResponse({'detail': 'AiKore is starting; try again in a moment'}, 503)(scope, receive, send)
             return
-        if not auth.token_matches(request_token(scope), core_module.current().api_token):
+        if not authenticated(scope):
             if scope['type'] == 'websocket':
                 await send({'type': 'websocket.close', 'code': 1008, 'reason': 'authentication required'})
                 return
