@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
+
+from nicegui import app
+from nicegui.storage import Storage
 
 from .config import Settings
 from .services import core as core_module
@@ -26,6 +30,20 @@ async def startup() -> None:
     await core.startup()
     settings = core.settings
     log.info('AiKore is ready on http://%s:%s (data in %s)', settings.host, settings.port, settings.data_dir)
+    log.warning(
+        'Log in: %s (one-time link, valid for an hour)', login_link(settings, core.sessions.new_login_link_token())
+    )
+
+
+def login_link(settings: Settings, token: str) -> str:
+    host = settings.public_host or ('localhost' if settings.host in {'0.0.0.0', '::'} else settings.host)
+    return f'http://{host}:{settings.port}/login?once={token}'
+
+
+def keep_browser_storage_in(folder: Path) -> None:
+    """NiceGUI's per-browser storage (pane sizes, selected tab) lives in the data directory."""
+    Storage.path = folder.resolve()
+    app.storage = Storage()
 
 
 async def shutdown() -> None:

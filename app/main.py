@@ -15,11 +15,13 @@ from . import lifecycle
 from .api.app import create_api
 from .config import ConfigError, Settings
 from .db import SchemaError
-from .pages import home  # noqa: F401 - registers the page
+from .pages import home, login  # noqa: F401 - registers the pages
+from .pages.gate import SessionGate
 from .services import auth
 
 api = create_api()
 app.mount('/api', api)
+app.add_middleware(SessionGate)
 app.on_startup(lifecycle.startup)
 app.on_shutdown(lifecycle.shutdown)
 
@@ -39,10 +41,12 @@ def main() -> None:
     if sys.argv[1:]:
         sys.exit('usage: aikore [token]')
     try:
-        lifecycle.open_core(settings)
+        core = lifecycle.open_core(settings)
     except (SchemaError, OSError, RuntimeError) as exc:
         sys.exit(f'aikore: cannot open {settings.data_dir}: {exc}')
+    lifecycle.keep_browser_storage_in(settings.data_dir / 'nicegui')
     ui.run(
+        storage_secret=core.sessions.secret,
         host=settings.host,
         port=settings.port,
         title='AiKore',

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs
 
 from fastapi import Request
@@ -12,6 +13,7 @@ from ..services import auth
 from ..services import core as core_module
 from ..services.core import Core
 from ..services.errors import TooLarge
+from ..services.sessions import SESSION_COOKIE
 from ..services.validation import MAX_SCRIPT_BYTES
 
 OPEN_PATHS = {'/health'}
@@ -47,8 +49,27 @@ def request_token(scope: Scope) -> str | None:
 
 def authenticated(scope: Scope) -> bool:
     """The one decision "may this request act on the panel?", for the API, the proxy's
-    auth_request and the pages: the API token (header or ?token=) passes."""
-    return core_module.started() and auth.token_matches(request_token(scope), core_module.current().api_token)
+    auth_request and the pages: the API token (header or ?token=) or a logged-in browser
+    session cookie passes."""
+    if not core_module.started():
+        return False
+    core = core_module.current()
+    if auth.token_matches(request_token(scope), core.api_token):
+        return True
+    return core.sessions.valid(request_cookie(scope, SESSION_COOKIE))
+
+
+def request_cookie(scope: Scope, name: str) -> str | None:
+    for header, value in scope.get('headers', []):
+        if header == b'cookie':
+            cookies = SimpleCookie()
+            try:
+                cookies.load(value.decode('latin-1'))
+            except CookieError:
+                continue
+            if name in cookies:
+                return cookies[name].value
+    return None
 
 
 class TokenAuthMiddleware:

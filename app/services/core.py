@@ -15,6 +15,7 @@ from . import auth
 from .blueprints import BlueprintStore
 from .events import EventBus
 from .instances import InstanceService
+from .sessions import Sessions
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Core:
     supervisor: Supervisor
     instances: InstanceService
     api_token: str
+    sessions: Sessions
     ready: bool = False  # earlier runs re-adopted: requests may act on instances now
 
     @classmethod
@@ -43,7 +45,19 @@ class Core:
         blueprints = BlueprintStore(settings.stock_blueprints_dir, settings.custom_blueprints_dir)
         supervisor = Supervisor(settings, engine, blueprints, events)
         instances = InstanceService(settings, engine, blueprints, supervisor, events)
-        return cls(settings, engine, events, blueprints, supervisor, instances, token)
+        sessions = Sessions(settings.secrets_path, settings.data_dir / 'sessions.json', settings.password)
+        if sessions.generated_password:
+            log.warning('Login password generated (shown once, stored hashed): %s', sessions.generated_password)
+        return cls(
+            settings=settings,
+            engine=engine,
+            events=events,
+            blueprints=blueprints,
+            supervisor=supervisor,
+            instances=instances,
+            api_token=token,
+            sessions=sessions,
+        )
 
     async def startup(self) -> None:
         """Re-adopt what an earlier panel left running, then start autostart instances."""

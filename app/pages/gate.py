@@ -1,0 +1,59 @@
+"""The session gate in front of every page and websocket of the panel.
+
+Open without a session: the login routes, /api (which has its own token/session check),
+the proxy's auth endpoint, and NiceGUI's static code. Everything else needs a session (or
+the API token): a browser is sent to the login page, anything else gets 401, and a
+websocket is refused — also when its Origin is another site.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+from nicegui import __version__ as nicegui_version
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..api.deps import authenticated
+
+OPEN_EXACT = {'/login', '/logout', '/favicon.ico', '/_aikore/auth'}
+OPEN_PREFIXES = ('/api/', f'/_nicegui/{nicegui_version}/')
+
+
+def is_open(path: str) -> bool:
+    return path in OPEN_EXACT or path == '/api' or path.startswith(OPEN_PREFIXES)
+
+
+def same_origin(scope: Scope) -> bool:
+    headers = dict(scope.get('headers', []))
+    origin = headers.get(b'origin')
+    if origin is None:
+        return True
+    host = headers.get(b'host', b'').decode('latin-1')
+    return urlsplit(origin.decode('latin-1')).netloc == host
+
+
+class SessionGate:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope['type'] not in {'http', 'websocket'} or is_open(scope['path']):
+            await self.app(scope, receive, send)
+            return
+        if scope['type'] == 'websocket':
+            if authenticated(scope) and same_origin(scope):
+                await self.app(scope, receive, send)
+            else:
+                await send({'type': 'websocket.close', 'code': 1008})
+            return
+        if authenticated(scope):
+            await self.app(scope, receive, send)
+            return
+        if scope.get('method') == 'GET' and not scope['path'].startswith('/_nicegui'):
+            query = scope.get('query_string', b'').decode('latin-1')
+            target = scope['path'] + (f'?{query}' if query else '')
+            response: Response = RedirectResponse(f'/login?next={quote(target)}', status_code=303)
+        else:
+            response = JSONResponse({'detail': 'Log in first'}, status_code=401)
+        await response(scope, receive, send)

@@ -1,0 +1,100 @@
+"""Login and logout: plain HTML forms (no websocket needed before a session exists)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import math
+
+from fastapi import Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from nicegui import app
+
+from ..api.deps import authenticated, request_cookie
+from ..services import core as core_module
+from ..services.sessions import SESSION_COOKIE, SESSION_DAYS
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>AiKore — log in</title>
+<style>
+body {{ margin: 0; min-height: 100vh; display: grid; place-items: center; background: #121212;
+       color: #e5e7eb; font-family: system-ui, sans-serif; }}
+form {{ background: #1e1e1e; padding: 2rem; border-radius: 12px; width: min(90vw, 340px);
+       box-shadow: 0 8px 30px #0008; }}
+h1 {{ margin: 0 0 1.2rem; font-size: 1.6rem; }}
+input[type=password] {{ width: 100%; box-sizing: border-box; padding: .7rem; border-radius: 8px;
+       border: 1px solid #444; background: #111; color: inherit; font-size: 1rem; }}
+button {{ margin-top: 1rem; width: 100%; padding: .7rem; border: 0; border-radius: 8px;
+       background: #5898d4; color: white; font-size: 1rem; cursor: pointer; }}
+.error {{ color: #f87171; margin: 0 0 1rem; }}
+</style></head>
+<body><form method="post" action="/login">
+<h1>AiKore</h1>
+{error}
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" autofocus required>
+<input type="hidden" name="next" value="{next}">
+<button type="submit">Log in</button>
+</form></body></html>
+"""
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths: never an open redirect."""
+    if not target or not target.startswith('/') or target.startswith('//') or '\\' in target:
+        return '/'
+    return target
+
+
+def client_key(request: Request) -> str:
+    peer = request.client.host if request.client else 'unknown'
+    forwarded = request.headers.get('x-real-ip')
+    return forwarded if forwarded and peer in {'127.0.0.1', '::1'} else peer
+
+
+def login_form(next_path: str, error: str = '', status_code: int = 200) -> HTMLResponse:
+    shown = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ''
+    return HTMLResponse(PAGE.format(error=shown, next=html.escape(safe_next(next_path))), status_code=status_code)
+
+
+def logged_in(next_path: str) -> RedirectResponse:
+    response = RedirectResponse(safe_next(next_path), status_code=303)
+    cookie = core_module.current().sessions.open()
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_DAYS * 86400, httponly=True, samesite='lax', path='/')
+    return response
+
+
+@app.get('/login', include_in_schema=False)
+async def login_page(request: Request, next: str = '/', once: str | None = None) -> Response:
+    sessions = core_module.current().sessions
+    if once is not None:
+        if sessions.redeem_login_link(once):
+            return logged_in(next)
+        return login_form(next, 'This login link was used already or has expired: log in with the password.', 401)
+    if authenticated(request.scope):
+        return RedirectResponse(safe_next(next), status_code=303)
+    return login_form(next)
+
+
+@app.post('/login', include_in_schema=False)
+async def login_submit(request: Request, password: str = Form(''), next: str = Form('/')) -> Response:
+    sessions = core_module.current().sessions
+    client = client_key(request)
+    wait = sessions.throttle.retry_after(client)
+    if wait > 0:
+        return login_form(next, f'Too many failed logins: try again in {math.ceil(wait)} s.', 429)
+    if not await asyncio.to_thread(sessions.password_matches, password):
+        sessions.throttle.failed(client)
+        return login_form(next, 'Wrong password.', 401)
+    sessions.throttle.succeeded(client)
+    return logged_in(next)
+
+
+@app.get('/logout', include_in_schema=False)
+@app.post('/logout', include_in_schema=False)
+async def logout(request: Request) -> RedirectResponse:
+    core_module.current().sessions.close(request_cookie(request.scope, SESSION_COOKIE))
+    response = RedirectResponse('/login', status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path='/')
+    return response
