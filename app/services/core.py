@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
@@ -15,6 +15,7 @@ from . import auth
 from .blueprints import BlueprintStore
 from .events import EventBus
 from .instances import InstanceService
+from .log_stream import LogStreams
 from .sessions import Sessions
 from .supervisor import Supervisor
 
@@ -31,6 +32,7 @@ class Core:
     instances: InstanceService
     api_token: str
     sessions: Sessions
+    log_streams: LogStreams = field(default_factory=LogStreams)
     ready: bool = False  # earlier runs re-adopted: requests may act on instances now
 
     @classmethod
@@ -66,6 +68,7 @@ class Core:
         await self.instances.start_autostart()
 
     async def shutdown(self) -> None:
+        self.log_streams.shutdown()
         await self.supervisor.shutdown()
         await asyncio.to_thread(self.engine.dispose)
 

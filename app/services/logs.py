@@ -54,6 +54,30 @@ def next_run_base(log: Path) -> int:
     return read_cursor(log).file_base + size
 
 
+def end_offset(path: Path) -> int:
+    """The cursor position just after the last byte written so far."""
+    return next_run_base(path)
+
+
+def read_tail(path: Path, nbytes: int, end: int) -> str:
+    """The current run's text before cursor position ``end``: its last ``nbytes`` at most,
+    starting at a line start."""
+    cursor = read_cursor(path)
+    start = max(cursor.run_base, end - nbytes)
+    parts: list[str] = []
+    offset = start
+    while offset < end:
+        chunk = read_chunk(path, offset, limit=end - offset)
+        if chunk.reset or not chunk.text:
+            break
+        parts.append(chunk.text)
+        offset = chunk.next_offset
+    text = ''.join(parts)
+    if start > cursor.run_base and '\n' in text:
+        text = text[text.index('\n') + 1 :]
+    return text
+
+
 def rotate_for_new_run(path: Path, backups: int) -> None:
     """Keep the previous run's log as ``output.log.1`` so each run starts a fresh file."""
     if not path.exists() or path.stat().st_size == 0:
