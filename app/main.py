@@ -12,33 +12,36 @@ import sys
 from nicegui import app, ui
 
 from . import lifecycle
+from .api import metrics
 from .api.app import create_api
 from .config import ConfigError, Settings
 from .db import SchemaError
-from .pages import home, login  # noqa: F401 - registers the pages
+from .pages import dashboard, downloads, login  # noqa: F401 - registers the pages
 from .pages.gate import SessionGate
 from .services import auth
 
 api = create_api()
 app.mount('/api', api)
+app.add_api_route('/metrics', metrics.endpoint, methods=['GET'], include_in_schema=False)  # token checked inside
 app.add_middleware(SessionGate)
 app.on_startup(lifecycle.startup)
 app.on_shutdown(lifecycle.shutdown)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """``aikore`` runs the panel; ``aikore token`` prints the API token."""
+    args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         sys.exit(f'aikore: {exc}')
-    if sys.argv[1:] == ['token']:
+    if args == ['token']:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         token, _ = auth.api_token(settings.secrets_path, settings.api_token)
         print(token)  # noqa: T201 - the command's output
         return
-    if sys.argv[1:]:
+    if args:
         sys.exit('usage: aikore [token]')
     try:
         core = lifecycle.open_core(settings)

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from nicegui.testing.user import User
+from nicegui.testing.user_simulation import user_simulation
 
-from tests.helpers import Panel
+from app.services.sessions import SESSION_COOKIE
+from tests.helpers import Panel, free_port
 
 
 @pytest.fixture
@@ -26,3 +29,31 @@ def shared_panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Panel]:
         yield running
     finally:
         running.stop()
+
+
+UI_MAIN = Path(__file__).with_name('ui_main.py')
+
+
+@pytest.fixture
+async def ui_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[User]:
+    """A logged-in user of a fresh panel run in-process (NiceGUI's user simulation)."""
+    low = free_port()
+    for name, value in {
+        'AIKORE_DATA_DIR': str(tmp_path / 'data'),
+        'AIKORE_PORT': str(free_port()),
+        'AIKORE_PORT_RANGE': f'{low}-{low + 9}',
+        'AIKORE_API_TOKEN': 'ui-test-token',
+        'AIKORE_STOP_ON_EXIT': '1',
+        'AIKORE_STOP_GRACE': '2',
+    }.items():
+        monkeypatch.setenv(name, value)
+    async with user_simulation(main_file=UI_MAIN) as user:
+        from app.services import core as core_module
+
+        user.http_client.cookies.set(SESSION_COOKIE, core_module.current().sessions.open())
+        yield user
+    errors = [record for record in caplog.get_records('call') if record.levelname == 'ERROR']
+    if errors:
+        pytest.fail(f'ERROR logs: {[record.getMessage() for record in errors]}', pytrace=False)

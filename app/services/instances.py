@@ -63,6 +63,7 @@ class InstanceService:
         self.supervisor = supervisor
         self.events = events
         self.gpu_count = gpu_count
+        self.removed: EventBus[int] = EventBus('instances-removed')  # ids of deleted instances
         self._catalog_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ reading
@@ -179,6 +180,9 @@ class InstanceService:
         if existing is not None and existing.id != except_id:
             raise Conflict(f'An instance named {existing.name!r} already exists (names ignore case)')
 
+    async def suggested_public_port(self) -> int:
+        return await asyncio.to_thread(self._suggest_public_port)
+
     def _suggest_public_port(self) -> int:
         """The lowest port of the range no instance uses (ports may be shared, so never none)."""
         used, _ = store.used_ports(self.engine)
@@ -222,6 +226,9 @@ class InstanceService:
         folder.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(write_script_atomic, folder / launch.LAUNCH_SCRIPT, text)
 
+    def log_file(self, name: str) -> Path:
+        return logs.log_path(launch.instance_dir(self.settings, name))
+
     async def read_log(self, instance_id: int, offset: int) -> LogChunk:
         if offset < 0:
             raise InvalidInput('offset must be 0 or more')
@@ -242,6 +249,7 @@ class InstanceService:
             self.supervisor.forget(instance_id)
             entry = await asyncio.to_thread(self._move_to_trash, instance)
             await asyncio.to_thread(store.delete, self.engine, instance_id)
+        self.removed.publish(instance_id)
         log.info('Moved instance %s to the trash as %s', instance.name, entry)
 
     def _move_to_trash(self, instance: Instance) -> str:

@@ -1,0 +1,100 @@
+"""The create dialog and the first-run card that creates a Demo instance in one click."""
+
+from __future__ import annotations
+
+from nicegui import ui
+
+from ..models import AccessPattern, InstanceCreate, RestartPolicy
+from ..services import validation
+from ..services.core import Core
+from ..services.errors import InvalidInput
+from ..services.gpus import detected_gpu_count
+from .feedback import attempt
+from .instance_table import parse_gpu_ids
+
+
+def name_error(value: str) -> str | None:
+    """The same rule as the API, shown while typing."""
+    try:
+        validation.instance_name(value)
+    except InvalidInput as exc:
+        return exc.detail
+    return None
+
+
+def blueprint_options(core: Core) -> dict[str, str]:
+    """Stock first, then custom, each with its category."""
+    options = {}
+    for blueprint in sorted(core.blueprints.all(), key=lambda bp: (bp.source != 'stock', bp.name.lower())):
+        category = f' · {blueprint.meta.category}' if blueprint.meta.category else ''
+        options[blueprint.name] = f'{blueprint.source.capitalize()} — {blueprint.name}{category}'
+    return options
+
+
+async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
+    options = blueprint_options(core)
+    descriptions = {bp.name: bp.meta.description for bp in core.blueprints.all()}
+    gpu_count = detected_gpu_count()
+    with ui.dialog() as dialog, ui.card().classes('w-[32rem] max-w-full'):
+        ui.label('New instance').classes('text-lg font-bold')
+        name = ui.input('Name', validation=name_error).props('autofocus').classes('w-full').mark('create-name')
+        chosen = ui.select(options, label='Blueprint', value=blueprint if blueprint in options else None)
+        chosen.classes('w-full').mark('create-blueprint')
+        description = ui.label().classes('text-sm opacity-70')
+        chosen.on_value_change(lambda e: description.set_text(descriptions.get(e.value, '')))
+        description.set_text(descriptions.get(chosen.value or '', ''))
+        gpus: ui.select | ui.input
+        if gpu_count:
+            gpus = ui.select(list(range(gpu_count)), multiple=True, label='GPUs', value=[]).classes('w-full')
+        else:
+            gpus = ui.input('GPUs (e.g. 0,1; none detected)', value='').classes('w-full')
+        with ui.row().classes('w-full'):
+            autostart = ui.checkbox('Autostart')
+            persistent = ui.checkbox('Persistent desktop')
+        low, high = core.settings.port_range
+        port = ui.number(f'Public port ({low}-{high})', value=await core.instances.suggested_public_port(),
+                         min=low, max=high, format='%d').classes('w-full')  # fmt: skip
+        access = ui.select([p.value for p in AccessPattern], label='Access', value='port').classes('w-full')
+        policy = ui.select([p.value for p in RestartPolicy], label='Restart policy', value='never').classes('w-full')
+
+        async def create() -> None:
+            try:
+                gpu_ids = list(gpus.value) if gpu_count else parse_gpu_ids(gpus.value)
+            except InvalidInput as exc:
+                ui.notify(exc.detail, type='negative')
+                return
+            data = InstanceCreate(
+                name=name.value or '',
+                blueprint=chosen.value or '',
+                gpu_ids=gpu_ids,
+                autostart=autostart.value,
+                persistent=persistent.value,
+                public_port=int(port.value) if port.value is not None else None,
+                access_pattern=AccessPattern(access.value),
+                restart_policy=RestartPolicy(policy.value),
+            )
+            if await attempt(core.instances.create(data), f'Created {data.name}') is not None:
+                dialog.close()
+
+        with ui.row().classes('w-full justify-end'):
+            ui.button('Cancel', on_click=dialog.close).props('flat')
+            ui.button('Create', on_click=create).props('color=primary').mark('create-submit')
+    dialog.open()
+
+
+async def create_demo(core: Core) -> None:
+    """First run: a Demo instance with a free name, in one click."""
+    names = {instance.name.lower() for instance in await core.instances.list_all()}
+    name = next(candidate for n in range(1, 1000) if (candidate := 'demo' if n == 1 else f'demo-{n}') not in names)
+    await attempt(core.instances.create(InstanceCreate(name=name, blueprint='Demo')), f'Created {name}')
+
+
+def empty_state(core: Core) -> ui.card:
+    with ui.card().classes('w-full items-center text-center p-8') as card:
+        ui.icon('rocket_launch', size='xl').classes('opacity-70')
+        ui.label('No instances yet').classes('text-lg font-bold')
+        ui.label('The offline Demo blueprint needs no GPU and no network: a good first instance.')
+        with ui.row():
+            ui.button('Create a Demo instance', on_click=lambda: create_demo(core)).props('color=primary')
+            ui.button('Choose a blueprint…', on_click=lambda: open_create_dialog(core)).props('flat')
+    return card

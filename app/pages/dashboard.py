@@ -1,0 +1,96 @@
+"""The dashboard: instance table, monitor area and tools (Logs, Script, View, Terminal,
+Trash) in resizable panes whose sizes and selected tab are remembered per user."""
+
+from __future__ import annotations
+
+from nicegui import app, ui
+
+from ..models import InstancePublic
+from ..services import core as core_module
+from .create_dialog import empty_state, open_create_dialog
+from .frame import frame
+from .instance_table import InstanceTable
+from .log_view import LogView
+from .script_view import ScriptView
+from .trash_view import TrashView
+from .view_tab import ViewTab
+
+TABS = ('Logs', 'Script', 'View', 'Terminal', 'Trash')
+
+
+def remembered(key: str, default: float) -> float:
+    value = app.storage.user.get(key, default)
+    return float(value) if isinstance(value, int | float) else default
+
+
+def remember(key: str, value: object) -> None:
+    app.storage.user[key] = value
+
+
+@ui.page('/')
+async def dashboard() -> None:
+    core = core_module.current()
+
+    async def select(instance: InstancePublic, tab: str) -> None:
+        """An action of a row opens one of the tools on that instance."""
+        tabs.set_value(tab)
+        if tab == 'Logs':
+            await logs.show(instance)
+        elif tab == 'Script':
+            await script.show(instance)
+        elif tab == 'View':
+            view.show(instance)
+
+    with frame('Dashboard'):
+        ui.add_css('.aikore-pane { height: calc(100vh - 64px); }')
+        with (
+            ui.splitter(horizontal=True, value=remembered('split_main', 45), limits=(15, 85))
+            .classes('w-full aikore-pane')
+            .on_value_change(lambda e: remember('split_main', e.value)) as main_split
+        ):
+            with main_split.before, ui.column().classes('w-full p-2 gap-2'):
+                with ui.row().classes('items-center w-full'):
+                    ui.label('Instances').classes('text-lg font-bold')
+                    ui.space()
+                    ui.button('New instance', icon='add', on_click=lambda: open_create_dialog(core))
+                empty = empty_state(core)
+                table = InstanceTable(core, select=select, on_empty_change=empty.set_visibility)
+            with (
+                main_split.after,
+                ui.splitter(value=remembered('split_tools', 70), limits=(30, 100))
+                .classes('w-full h-full')
+                .on_value_change(lambda e: remember('split_tools', e.value)) as tools_split,
+            ):
+                with tools_split.before, ui.column().classes('w-full h-full p-2 gap-1'):
+                    with ui.tabs(value=app.storage.user.get('tab', 'Logs')).props('dense align=left') as tabs:
+                        for name in TABS:
+                            ui.tab(name)
+                    tabs.on_value_change(lambda e: remember('tab', e.value))
+                    with ui.tab_panels(tabs).classes('w-full grow').bind_value(tabs) as panels:
+                        with ui.tab_panel('Logs').classes('p-0 h-full'):
+                            logs = LogView(core)
+                        with ui.tab_panel('Script').classes('p-0 h-full'):
+                            script = ScriptView(core)
+                        with ui.tab_panel('View').classes('p-0 h-full'):
+                            view = ViewTab()
+                        with ui.tab_panel('Terminal').classes('p-0 h-full'):
+                            ui.label('Terminal: pick an instance (its Terminal button)').mark('terminal-placeholder')
+                        with ui.tab_panel('Trash').classes('p-0'):
+                            trash = TrashView(core)
+                    panels.props('animated=false')
+                with tools_split.after, ui.column().classes('w-full h-full p-2 max-sm:hidden'):
+                    ui.label('Monitor').classes('font-bold')
+                    ui.label('System and GPU charts appear here.').classes('opacity-60').mark('monitor-placeholder')
+
+    def changed(instance: InstancePublic) -> None:
+        table.apply(instance)
+        view.changed(instance)
+
+    def removed(instance_id: int) -> None:
+        table.removed(instance_id)
+        trash.refresh_soon()
+
+    client = ui.context.client
+    unsubscribe = [core.events.subscribe(changed), core.instances.removed.subscribe(removed)]
+    client.on_delete(lambda: [stop() for stop in unsubscribe])
+    await table.load()

@@ -1,0 +1,29 @@
+"""The frame shared by every page: header with navigation, theme toggle and logout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from nicegui import app, ui
+
+
+@contextmanager
+def frame(title: str) -> Iterator[None]:
+    dark = ui.dark_mode(value=app.storage.user.get('dark', True))
+
+    def toggle_theme() -> None:
+        dark.value = not dark.value
+        app.storage.user['dark'] = dark.value
+
+    ui.page_title(f'AiKore · {title}')
+    with ui.header(elevated=True).classes('items-center gap-4 py-1 px-4 bg-slate-900 text-white'):
+        ui.label('AiKore').classes('text-xl font-bold')
+        ui.link('Dashboard', '/').classes('text-white no-underline')
+        ui.link('Blueprints', '/blueprints').classes('text-white no-underline')
+        ui.space()
+        ui.button(icon='dark_mode', on_click=toggle_theme).props('flat round color=white').tooltip('Dark / light')
+        ui.button(icon='logout', on_click=lambda: ui.navigate.to('/logout')).props('flat round color=white').tooltip(
+            'Log out'
+        )
+    yield

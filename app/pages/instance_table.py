@@ -1,0 +1,273 @@
+"""The instance table: one row per instance, inline editing, actions, live status.
+
+Rows subscribe to nothing themselves: the table listens to the service's instance events
+once and updates only the row that changed, so a status change costs a few hundred bytes
+on the websocket whatever the number of instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nicegui import ui
+
+from ..models import AccessPattern, InstancePublic, InstanceStatus, InstanceUpdate, RestartPolicy
+from ..services.core import Core
+from ..services.errors import InvalidInput
+from .feedback import attempt
+
+COLUMNS = '160px 150px 90px 60px 60px 130px 70px 100px 110px 110px 1fr'
+HEADERS = ['Name', 'Blueprint', 'GPUs', 'Auto', 'Pers.', 'Status', 'PID', 'Port', 'Access', 'Restart', 'Actions']
+STATUS_COLORS = {
+    InstanceStatus.STOPPED: 'grey-7',
+    InstanceStatus.STARTING: 'amber-8',
+    InstanceStatus.STARTED: 'positive',
+    InstanceStatus.STALLED: 'orange-9',
+    InstanceStatus.STOPPING: 'amber-8',
+    InstanceStatus.ERROR: 'negative',
+}
+BUSY = {InstanceStatus.STARTING, InstanceStatus.STOPPING}
+# What a change needs when the instance runs.
+RESTART_FIELDS = {'gpu_ids': 'GPUs', 'persistent': 'persistent mode'}
+
+Select = Callable[[InstancePublic, str], Awaitable[None]]
+
+
+def parse_gpu_ids(text: str) -> list[int]:
+    parts = [part.strip() for part in text.replace(' ', ',').split(',') if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise InvalidInput(f'GPUs must be a list of numbers such as "0,1", not {text!r}')
+    return [int(part) for part in parts]
+
+
+def status_text(instance: InstancePublic) -> str:
+    if instance.status == InstanceStatus.ERROR and instance.exit_code is not None:
+        return f'error ({instance.exit_code})'
+    return str(instance.status)
+
+
+class InstanceRow:
+    """The elements of one instance, kept so a change updates them in place."""
+
+    def __init__(self, core: Core, instance: InstancePublic, categories: dict[str, str], select: Select) -> None:
+        self.core = core
+        self.instance = instance
+        self.select = select
+        self.elements: list[ui.element] = []
+        with ui.element('div').classes('contents') as self.container:
+            self._build(categories)
+        self.refresh(instance)
+
+    def _build(self, categories: dict[str, str]) -> None:
+        instance = self.instance
+        self.name = ui.input(value=instance.name, on_change=self._mark_dirty).props('dense borderless')
+        self.name.mark(f'name-{instance.id}')
+        with ui.column().classes('gap-0'):
+            ui.label(instance.blueprint).classes('font-medium')
+            ui.label(categories.get(instance.blueprint, '')).classes('text-xs opacity-60')
+        self.gpus = ui.input(value=_gpu_text(instance.gpu_ids), on_change=self._mark_dirty).props('dense borderless')
+        self.autostart = ui.checkbox(value=instance.autostart, on_change=self._mark_dirty).props('dense')
+        self.persistent = ui.checkbox(value=instance.persistent, on_change=self._mark_dirty).props('dense')
+        with ui.row().classes('items-center gap-1 no-wrap'):
+            self.spinner = ui.spinner(size='sm')
+            self.status = ui.badge().mark(f'status-{instance.id}')
+        self.pid = ui.label()
+        self.port = ui.number(value=instance.public_port, format='%d', on_change=self._mark_dirty)
+        self.port.props('dense borderless')
+        self.access = ui.select([p.value for p in AccessPattern], value=instance.access_pattern.value,
+                                on_change=self._mark_dirty).props('dense borderless')  # fmt: skip
+        self.restart_policy = ui.select([p.value for p in RestartPolicy], value=instance.restart_policy.value,
+                                        on_change=self._mark_dirty).props('dense borderless')  # fmt: skip
+        with ui.row().classes('gap-0 no-wrap items-center'):
+            self.update_button = ui.button('Update', on_click=self.save).props('dense color=primary size=sm')
+            self.start_stop = ui.button(on_click=self.start_or_stop).props('flat dense round')
+            self.start_stop.mark(f'start-stop-{instance.id}')
+            with self.start_stop:
+                self.start_stop_tip = ui.tooltip('Start')
+            self.restart = self._action('restart_alt', 'Restart', self.restart_instance)
+            # Disabled buttons show no tooltip: the reason sits on a wrapper.
+            with ui.element('span') as self.open_wrapper:
+                self.open = self._action('open_in_new', 'Open', self.open_instance)
+            with ui.element('span') as self.view_wrapper:
+                self.view = self._action('preview', 'View', lambda: self.select(self.instance, 'View'))
+            self._action('article', 'Logs', lambda: self.select(self.instance, 'Logs'))
+            self._action('code', 'Script', lambda: self.select(self.instance, 'Script'))
+            self._action('terminal', 'Terminal', lambda: self.select(self.instance, 'Terminal'))
+            self._action('delete', 'Delete', self.confirm_delete).props('color=negative')
+
+    @staticmethod
+    def _action(icon: str, tip: str, handler: Callable[[], Any]) -> ui.button:
+        button = ui.button(icon=icon, on_click=handler).props('flat dense round')
+        button.tooltip(tip)
+        return button
+
+    # -- showing ---------------------------------------------------------------------
+
+    def refresh(self, instance: InstancePublic) -> None:
+        """Show a new state; fields the user is editing keep their edits."""
+        previous, self.instance = self.instance, instance
+        fields: list[tuple[Any, Any, Any]] = [
+            (self.name, previous.name, instance.name),
+            (self.gpus, _gpu_text(previous.gpu_ids), _gpu_text(instance.gpu_ids)),
+            (self.autostart, previous.autostart, instance.autostart),
+            (self.persistent, previous.persistent, instance.persistent),
+            (self.port, previous.public_port, instance.public_port),
+            (self.access, previous.access_pattern.value, instance.access_pattern.value),
+            (self.restart_policy, previous.restart_policy.value, instance.restart_policy.value),
+        ]
+        for element, old, new in fields:
+            if element.value == old:
+                element.set_value(new)
+        self.status.set_text(status_text(instance))
+        self.status.props(f'color={STATUS_COLORS[instance.status]}')
+        self.spinner.set_visibility(instance.status in BUSY)
+        self.pid.set_text(str(instance.pid or '—'))
+        running = instance.status.is_running
+        icon, color = ('stop', 'negative') if running else ('play_arrow', 'positive')
+        self.start_stop.props(f'icon={icon} color={color}')
+        self.start_stop_tip.set_text('Stop' if running else 'Start')
+        self.restart.set_enabled(running)
+        self._set_reachable(self.open, self.open_wrapper, instance.urls.open)
+        self._set_reachable(self.view, self.view_wrapper, instance.urls.view)
+        self._mark_dirty()
+
+    def _set_reachable(self, button: ui.button, wrapper: ui.element, url: str | None) -> None:
+        button.set_enabled(url is not None)
+        wrapper.props(f'title="{"" if url else why_unreachable(self.instance)}"')
+
+    def _mark_dirty(self, *_: Any) -> None:
+        self.update_button.set_visibility(bool(self.changes()))
+
+    def changes(self) -> dict[str, Any]:
+        instance = self.instance
+        current: dict[str, Any] = {
+            'name': self.name.value,
+            'autostart': self.autostart.value,
+            'persistent': self.persistent.value,
+            'public_port': int(self.port.value) if self.port.value is not None else None,
+            'access_pattern': self.access.value,
+            'restart_policy': self.restart_policy.value,
+        }
+        if self.gpus.value != _gpu_text(instance.gpu_ids):
+            current['gpu_ids'] = self.gpus.value
+        original = instance.model_dump(mode='json')
+        return {key: value for key, value in current.items() if key == 'gpu_ids' or original.get(key) != value}
+
+    # -- actions ---------------------------------------------------------------------
+
+    async def save(self, restart: bool = False) -> None:
+        changes = self.changes()
+        try:
+            if 'gpu_ids' in changes:
+                changes['gpu_ids'] = parse_gpu_ids(changes['gpu_ids'])
+        except InvalidInput as exc:
+            ui.notify(exc.detail, type='negative')
+            return
+        result = await attempt(self.core.instances.update(self.instance.id, InstanceUpdate(**changes)))
+        if result is None:
+            return
+        public, restart_required = result
+        self.refresh(public)
+        if restart:
+            await attempt(self.core.instances.restart(public.id), f'{public.name} saved and restarting')
+        elif restart_required:
+            self.offer_restart(public, [RESTART_FIELDS[key] for key in changes if key in RESTART_FIELDS])
+        else:
+            ui.notify(f'{public.name} updated', type='positive')
+
+    def offer_restart(self, public: InstancePublic, what: list[str]) -> None:
+        with ui.dialog() as dialog, ui.card():
+            ui.label(f'{public.name} is running: {", ".join(what) or "this change"} applies at its next start.')
+            with ui.row():
+                ui.button('Later', on_click=dialog.close).props('flat')
+
+                async def restart_now() -> None:
+                    dialog.close()
+                    await attempt(self.core.instances.restart(public.id), f'Restarting {public.name}')
+
+                ui.button('Restart now', on_click=restart_now).props('color=primary')
+        dialog.open()
+
+    async def start_or_stop(self) -> None:
+        instance = self.instance
+        if instance.status.is_running:
+            await attempt(self.core.instances.stop(instance.id), f'Stopping {instance.name}')
+        else:
+            await attempt(self.core.instances.start(instance.id), f'Starting {instance.name}')
+
+    async def restart_instance(self) -> None:
+        await attempt(self.core.instances.restart(self.instance.id), f'Restarting {self.instance.name}')
+
+    def open_instance(self) -> None:
+        if self.instance.urls.open:
+            ui.navigate.to(self.instance.urls.open, new_tab=True)
+
+    def confirm_delete(self) -> None:
+        instance = self.instance
+        with ui.dialog() as dialog, ui.card():
+            ui.label(f'Delete {instance.name}? Its folder moves to the trash, from where it can be restored.')
+            with ui.row():
+                ui.button('Cancel', on_click=dialog.close).props('flat')
+
+                async def delete() -> None:
+                    dialog.close()
+                    await attempt(self.core.instances.delete(instance.id), f'{instance.name} moved to the trash')
+
+                ui.button('Delete', on_click=delete).props('color=negative')
+        dialog.open()
+
+    def remove(self) -> None:
+        self.container.delete()
+
+
+def why_unreachable(instance: InstancePublic) -> str:
+    if not instance.status.is_running:
+        return 'Start the instance first'
+    if instance.status != InstanceStatus.STARTED:
+        return 'Not ready yet'
+    return 'Not reachable yet: activate its public port or use the path/subdomain access'
+
+
+def _gpu_text(gpu_ids: list[int]) -> str:
+    return ','.join(str(gpu) for gpu in gpu_ids)
+
+
+class InstanceTable:
+    """All rows, kept in step with the service's events."""
+
+    def __init__(self, core: Core, select: Select, on_empty_change: Callable[[bool], object]) -> None:
+        self.core = core
+        self.select = select
+        self.on_empty_change = on_empty_change
+        self.rows: dict[int, InstanceRow] = {}
+        self.categories: dict[str, str] = {}
+        grid_style = f'grid-template-columns: {COLUMNS}'
+        with (
+            ui.element('div').classes('w-full overflow-x-auto'),
+            ui.grid().style(grid_style).classes('items-center gap-x-2 gap-y-1 min-w-max'),
+        ):
+            for header in HEADERS:
+                ui.label(header).classes('text-xs uppercase opacity-60')
+            self.grid = ui.element('div').classes('contents')
+
+    async def load(self) -> None:
+        self.categories = {bp.name: bp.meta.category for bp in self.core.blueprints.all()}
+        for instance in await self.core.instances.list_all():
+            self.apply(instance)
+        self.on_empty_change(not self.rows)
+
+    def apply(self, instance: InstancePublic) -> None:
+        row = self.rows.get(instance.id)
+        if row is not None:
+            row.refresh(instance)
+            return
+        with self.grid:
+            self.rows[instance.id] = InstanceRow(self.core, instance, self.categories, self.select)
+        self.on_empty_change(False)
+
+    def removed(self, instance_id: int) -> None:
+        row = self.rows.pop(instance_id, None)
+        if row is not None:
+            row.remove()
+        self.on_empty_change(not self.rows)

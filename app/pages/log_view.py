@@ -1,0 +1,111 @@
+"""The Logs tab: the instance's recent output, then live text, in a real terminal view
+(ANSI colours and ``\\r`` progress bars render as they would in a shell)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from nicegui import ui
+
+from ..models import InstancePublic
+from ..services.core import Core
+from ..services.log_stream import LogText
+
+TERMINAL_OPTIONS = {'convertEol': True, 'scrollback': 20000, 'disableStdin': True, 'fontSize': 13}
+
+
+class LogView:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.instance: InstancePublic | None = None
+        self._unfollow: Callable[[], None] | None = None
+        self.paused: list[str] = []
+        self.following = True
+        with ui.row().classes('items-center w-full gap-2'):
+            self.title = ui.label('Pick an instance (its Logs button)').classes('font-medium')
+            ui.space()
+            self.follow = ui.button('Pause', icon='pause', on_click=self.toggle_follow).props('flat dense')
+            self.search = ui.input(placeholder='Search').props('dense clearable').classes('w-40')
+            self.search.on('keydown.enter', lambda: self.find(forward=True))
+            ui.button(icon='keyboard_arrow_up', on_click=lambda: self.find(forward=False)).props('flat dense round')
+            ui.button(icon='keyboard_arrow_down', on_click=lambda: self.find(forward=True)).props('flat dense round')
+            self.download = ui.button(icon='download', on_click=self.download_log).props('flat dense round')
+            self.download.tooltip('Download the full log')
+            ui.button(icon='clear_all', on_click=self.clear).props('flat dense round').tooltip('Clear the view')
+        self.terminal = ui.xterm(TERMINAL_OPTIONS).classes('w-full h-full min-h-[16rem]').mark('log-terminal')
+        self.match_line = -1
+        ui.context.client.on_delete(self.stop)
+
+    async def show(self, instance: InstancePublic) -> None:
+        if self.instance is not None and self.instance.id == instance.id:
+            return
+        self.stop()
+        self.instance = instance
+        self.title.set_text(f'Logs · {instance.name}')
+        self.terminal.run_terminal_method('reset')
+        replay, self._unfollow = await self.core.log_streams.follow(
+            self.core.instances.log_file(instance.name), self._received
+        )
+        if replay:
+            self.terminal.write(replay)
+
+    def _received(self, item: LogText) -> None:
+        if item.reset:
+            self.paused.clear()
+            self.terminal.run_terminal_method('reset')
+        if not self.following:
+            self.paused.append(item.text)
+            return
+        if item.text:
+            self.terminal.write(item.text)
+
+    def toggle_follow(self) -> None:
+        self.following = not self.following
+        self.follow.set_text('Pause' if self.following else 'Follow')
+        self.follow.props(f'icon={"pause" if self.following else "play_arrow"}')
+        if self.following and self.paused:
+            self.terminal.write(''.join(self.paused))
+            self.paused.clear()
+
+    def clear(self) -> None:
+        self.terminal.run_terminal_method('clear')
+
+    async def find(self, forward: bool) -> None:
+        """Select the next/previous line holding the search text in the terminal's buffer."""
+        needle = (self.search.value or '').strip()
+        if not needle:
+            return
+        script = f"""
+        const term = getElement({self.terminal.id}).terminal;
+        const buffer = term.buffer.active, needle = {json.dumps(needle.lower())};
+        const total = buffer.length, forward = {json.dumps(forward)};
+        let row = {self.match_line};
+        for (let i = 0; i < total; i++) {{
+            row = forward ? (row + 1) % total : (row - 1 + total) % total;
+            const text = buffer.getLine(row)?.translateToString(true) ?? '';
+            const col = text.toLowerCase().indexOf(needle);
+            if (col >= 0) {{
+                term.select(col, row, needle.length);
+                term.scrollToLine(Math.max(0, row - 3));
+                return row;
+            }}
+        }}
+        return -1;
+        """
+        row = await ui.run_javascript(script)
+        if row is None or row < 0:
+            ui.notify(f'"{needle}" is not in the view', type='warning')
+            return
+        self.match_line = int(row)
+
+    def download_log(self) -> None:
+        if self.instance is not None:
+            ui.download.from_url(f'/download/logs/{self.instance.id}')
+
+    def stop(self) -> None:
+        if self._unfollow is not None:
+            self._unfollow()
+            self._unfollow = None
+        self.instance = None
+        self.paused.clear()

@@ -1,0 +1,123 @@
+"""The Script tab: the instance's launch.sh in a code editor, saved with Save, Save &
+Restart, Ctrl/Cmd-S, or kept as a new custom blueprint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from nicegui import ui
+
+from ..models import InstancePublic
+from ..services import validation
+from ..services.core import Core
+from ..services.errors import InvalidInput
+from .feedback import attempt, succeeded
+
+
+class ScriptView:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.instance: InstancePublic | None = None
+        self.saved_text = ''
+        with ui.row().classes('items-center w-full gap-2'):
+            self.title = ui.label('Pick an instance (its Script button)').classes('font-medium')
+            self.dirty_mark = ui.badge('unsaved', color='warning')
+            ui.space()
+            self.save_button = ui.button('Save', icon='save', on_click=self.save).props('flat dense')
+            ui.button('Save & Restart', icon='restart_alt', on_click=self.save_and_restart).props('flat dense')
+            ui.button('Save as blueprint…', icon='library_add', on_click=self.save_as_blueprint).props('flat dense')
+        self.editor = ui.codemirror('', language='Shell', theme='basicDark', on_change=self._changed)
+        self.editor.classes('w-full h-full min-h-[16rem]').mark('script-editor')
+        self.editor.map_key('Mod-s', self.save)
+        self._changed()
+
+    @property
+    def dirty(self) -> bool:
+        return self.instance is not None and self.editor.value != self.saved_text
+
+    def _changed(self, *_: object) -> None:
+        self.dirty_mark.set_visibility(self.dirty)
+
+    async def show(self, instance: InstancePublic) -> None:
+        if self.instance is not None and self.instance.id == instance.id:
+            return
+        if self.dirty:
+            self._confirm(f'Discard the unsaved changes to {self.instance.name if self.instance else ""}?',
+                          'Discard', lambda: self._load(instance))  # fmt: skip
+            return
+        await self._load(instance)
+
+    async def _load(self, instance: InstancePublic) -> None:
+        text = await attempt(self.core.instances.read_script(instance.id))
+        if text is None:
+            return
+        self.instance, self.saved_text = instance, text
+        self.title.set_text(f'Script · {instance.name} · launch.sh')
+        self.editor.set_value(text)
+        self._changed()
+
+    async def save(self) -> bool:
+        if self.instance is None:
+            return False
+        text = self.editor.value
+        if not await succeeded(self.core.instances.write_script(self.instance.id, text.encode()), 'Script saved'):
+            return False
+        self.saved_text = text
+        self._changed()
+        return True
+
+    async def save_and_restart(self) -> None:
+        instance = self.instance
+        if instance is None:
+            return
+        current = await self.core.instances.get(instance.id)
+
+        async def go() -> None:
+            if await self.save():
+                await attempt(self.core.instances.restart(instance.id), f'Restarting {instance.name}')
+
+        if current.status.is_running:
+            self._confirm(f'{instance.name} is running: save and restart it now?', 'Save & Restart', go)
+        else:
+            await go()
+
+    def save_as_blueprint(self) -> None:
+        with ui.dialog() as dialog, ui.card():
+            ui.label('Save as a custom blueprint').classes('font-bold')
+            name = ui.input('Blueprint name', validation=_blueprint_name_error).mark('blueprint-name')
+
+            async def create() -> None:
+                if _blueprint_name_error(name.value or ''):
+                    return
+                text = self.editor.value.encode()
+                saving = asyncio.to_thread(self.core.blueprints.put_custom, name.value, text)
+                if await succeeded(saving, f'Blueprint {name.value} saved'):
+                    dialog.close()
+
+            with ui.row():
+                ui.button('Cancel', on_click=dialog.close).props('flat')
+                ui.button('Save', on_click=create).props('color=primary').mark('blueprint-save')
+        dialog.open()
+
+    @staticmethod
+    def _confirm(question: str, action: str, then: Callable[[], Awaitable[None]]) -> None:
+        with ui.dialog() as dialog, ui.card():
+            ui.label(question)
+            with ui.row():
+                ui.button('Cancel', on_click=dialog.close).props('flat')
+
+                async def confirmed() -> None:
+                    dialog.close()
+                    await then()
+
+                ui.button(action, on_click=confirmed).props('color=primary')
+        dialog.open()
+
+
+def _blueprint_name_error(value: str) -> str | None:
+    try:
+        validation.blueprint_name(value)
+    except InvalidInput as exc:
+        return exc.detail
+    return None

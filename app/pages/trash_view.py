@@ -1,0 +1,56 @@
+"""The Trash tab: deleted instances, with Restore and Delete forever."""
+
+from __future__ import annotations
+
+from nicegui import ui
+
+from ..services.core import Core
+from .feedback import attempt
+
+
+class TrashView:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        with ui.row().classes('items-center w-full'):
+            ui.label('Deleted instances').classes('font-medium')
+            ui.space()
+            ui.button(icon='refresh', on_click=self.refresh).props('flat dense round').tooltip('Refresh')
+        self.list = ui.column().classes('w-full gap-1').mark('trash-list')
+        ui.timer(0, self.refresh, once=True)
+
+    def refresh_soon(self) -> None:
+        ui.timer(0, self.refresh, once=True)
+
+    async def refresh(self) -> None:
+        entries = await self.core.instances.trash()
+        self.list.clear()
+        with self.list:
+            if not entries:
+                ui.label('The trash is empty.').classes('opacity-60')
+            for entry in entries:
+                with ui.row().classes('items-center w-full gap-2'):
+                    ui.label(entry.name).classes('font-medium')
+                    ui.label(f'{entry.blueprint} · deleted {entry.deleted_at}').classes('text-sm opacity-60')
+                    ui.space()
+                    ui.button('Restore', on_click=lambda e=entry.name: self.restore(e)).props('flat dense')
+                    ui.button('Delete forever', on_click=lambda e=entry.name: self.purge(e)).props(
+                        'flat dense color=negative'
+                    )
+
+    async def restore(self, name: str) -> None:
+        if await attempt(self.core.instances.restore(name), f'{name} restored') is not None:
+            await self.refresh()
+
+    def purge(self, name: str) -> None:
+        with ui.dialog() as dialog, ui.card():
+            ui.label(f'Delete {name} and its files for good? This cannot be undone.')
+            with ui.row():
+                ui.button('Cancel', on_click=dialog.close).props('flat')
+
+                async def purge() -> None:
+                    dialog.close()
+                    await attempt(self.core.instances.purge(name), f'{name} deleted for good')
+                    await self.refresh()
+
+                ui.button('Delete forever', on_click=purge).props('color=negative')
+        dialog.open()

@@ -1,0 +1,50 @@
+"""The View tab: the selected instance embedded in the page (its ``urls.view``)."""
+
+from __future__ import annotations
+
+from nicegui import ui
+
+from ..models import InstancePublic
+from .instance_table import why_unreachable
+
+
+class ViewTab:
+    def __init__(self) -> None:
+        self.instance: InstancePublic | None = None
+        with ui.row().classes('items-center w-full gap-2'):
+            self.title = ui.label('Pick an instance (its View button)').classes('font-medium')
+            ui.space()
+            self.reload = ui.button(icon='refresh', on_click=self.reload_frame).props('flat dense round')
+            self.reload.tooltip('Reload')
+            self.new_tab = ui.button(icon='open_in_new', on_click=self.open_new_tab).props('flat dense round')
+            self.new_tab.tooltip('Open in a new tab')
+        self.reason = ui.label().classes('opacity-70')
+        self.frame = ui.element('iframe').classes('w-full h-full min-h-[20rem] border-0 bg-white')
+        self.frame.mark('view-frame')
+        self._render()
+
+    def show(self, instance: InstancePublic) -> None:
+        self.instance = instance
+        self._render()
+
+    def changed(self, instance: InstancePublic) -> None:
+        if self.instance is not None and instance.id == self.instance.id and instance.urls != self.instance.urls:
+            self.show(instance)
+
+    def _render(self) -> None:
+        instance = self.instance
+        url = instance.urls.view if instance else None
+        if instance is not None:
+            self.title.set_text(f'View · {instance.name}')
+        self.reason.set_text('' if url or instance is None else why_unreachable(instance))
+        self.frame.props(f'src="{url}"' if url else 'src="about:blank"')
+        self.frame.set_visibility(url is not None)
+        self.reload.set_enabled(url is not None)
+        self.new_tab.set_enabled(url is not None)
+
+    def reload_frame(self) -> None:
+        ui.run_javascript(f'const f = getElement({self.frame.id}); if (f) f.src = f.src;')
+
+    def open_new_tab(self) -> None:
+        if self.instance is not None and self.instance.urls.view:
+            ui.navigate.to(self.instance.urls.view, new_tab=True)
