@@ -42,7 +42,12 @@ async def dashboard() -> None:
             view.show(instance)
 
     with frame('Dashboard'):
-        ui.add_css('.aikore-pane { height: calc(100vh - 64px); }')
+        ui.add_css(
+            '.aikore-pane { height: calc(100vh - 64px); }'
+            '@media (max-width: 640px) {'
+            ' .aikore-tools > .q-splitter__before { width: 100% !important; }'
+            ' .aikore-tools > .q-splitter__separator, .aikore-tools > .q-splitter__after { display: none; } }'
+        )
         with (
             ui.splitter(horizontal=True, value=remembered('split_main', 45), limits=(15, 85))
             .classes('w-full aikore-pane')
@@ -58,7 +63,7 @@ async def dashboard() -> None:
             with (
                 main_split.after,
                 ui.splitter(value=remembered('split_tools', 70), limits=(30, 100))
-                .classes('w-full h-full')
+                .classes('w-full h-full aikore-tools')
                 .on_value_change(lambda e: remember('split_tools', e.value)) as tools_split,
             ):
                 with tools_split.before, ui.column().classes('w-full h-full p-2 gap-1'):

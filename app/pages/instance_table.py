@@ -17,7 +17,7 @@ from ..services.core import Core
 from ..services.errors import InvalidInput
 from .feedback import attempt
 
-COLUMNS = '160px 150px 90px 60px 60px 130px 70px 100px 110px 110px 1fr'
+COLUMNS = '140px 120px 64px 44px 44px 112px 64px 84px 104px 112px auto'
 HEADERS = ['Name', 'Blueprint', 'GPUs', 'Auto', 'Pers.', 'Status', 'PID', 'Port', 'Access', 'Restart', 'Actions']
 STATUS_COLORS = {
     InstanceStatus.STOPPED: 'grey-7',
@@ -81,7 +81,7 @@ class InstanceRow:
                                         on_change=self._mark_dirty).props('dense borderless')  # fmt: skip
         with ui.row().classes('gap-0 no-wrap items-center'):
             self.update_button = ui.button('Update', on_click=self.save).props('dense color=primary size=sm')
-            self.start_stop = ui.button(on_click=self.start_or_stop).props('flat dense round')
+            self.start_stop = ui.button(on_click=self.start_or_stop).props('flat dense round size=sm')
             self.start_stop.mark(f'start-stop-{instance.id}')
             with self.start_stop:
                 self.start_stop_tip = ui.tooltip('Start')
@@ -98,7 +98,7 @@ class InstanceRow:
 
     @staticmethod
     def _action(icon: str, tip: str, handler: Callable[[], Any]) -> ui.button:
-        button = ui.button(icon=icon, on_click=handler).props('flat dense round')
+        button = ui.button(icon=icon, on_click=handler).props('flat dense round size=sm')
         button.tooltip(tip)
         return button
 
