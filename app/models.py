@@ -89,6 +89,7 @@ class InstanceUpdate(SQLModel):
 
 class Instance(InstanceBase, table=True):
     __tablename__ = 'instances'
+    __table_args__ = {'sqlite_autoincrement': True}  # ids of deleted instances are never reused
 
     id: int | None = Field(default=None, primary_key=True)
     slug: str = Field(index=True, unique=True, max_length=48)

@@ -30,3 +30,89 @@ async def test_status_changes_appear_without_reload(ui_user: User) -> None:
     ui_user.find(marker=f'start-stop-{instance.id}').click()
     await ui_user.should_see('stopped', retries=100)
     assert ui_user.find(ui.badge).elements.pop().text == 'stopped'
+
+
+async def test_create_dialog_validates_and_creates(ui_user: User) -> None:
+    await ui_user.open('/')
+    ui_user.find('New instance').click()
+    await ui_user.should_see(marker='create-name', retries=50)
+    ui_user.find(marker='create-name').type('bad name!')
+    await ui_user.should_see('Invalid instance name')
+    ui_user.find(marker='create-submit').click()
+    await ui_user.should_see('Invalid instance name')
+    assert await core_module.current().instances.list_all() == []
+    ui_user.find(marker='create-name').clear().type('comfy-gpu0')
+    ui_user.find(marker='create-blueprint').click()
+    ui_user.find('Stock — ComfyUI · Image Generation').click()
+    await ui_user.should_see('Node-based Stable Diffusion UI')
+    ui_user.find(marker='create-submit').click()
+    await ui_user.should_see('Created comfy-gpu0')
+    (created,) = await core_module.current().instances.list_all()
+    assert (created.name, created.blueprint) == ('comfy-gpu0', 'ComfyUI')
+
+
+async def test_create_dialog_shows_service_errors(ui_user: User) -> None:
+    core = core_module.current()
+    await core.instances.create(InstanceCreate(name='taken', blueprint='Demo'))
+    await ui_user.open('/')
+    ui_user.find('New instance').click()
+    await ui_user.should_see(marker='create-name', retries=50)
+    ui_user.find(marker='create-name').type('TAKEN')
+    ui_user.find(marker='create-submit').click()
+    await ui_user.should_see("An instance named 'taken' already exists (names ignore case)")
+
+
+async def test_inline_edit_and_update(ui_user: User) -> None:
+    core = core_module.current()
+    instance = await core.instances.create(InstanceCreate(name='before', blueprint='Demo'))
+    await ui_user.open('/')
+    await ui_user.should_not_see('Update')
+    ui_user.find(marker=f'name-{instance.id}').clear().type('after')
+    await ui_user.should_see('Update')
+    ui_user.find('Update').click()
+    await ui_user.should_see('after updated')
+    assert (await core.instances.get(instance.id)).name == 'after'
+    ui_user.find(marker=f'name-{instance.id}').clear().type('no good')
+    ui_user.find('Update').click()
+    await ui_user.should_see('Invalid instance name')
+
+
+async def test_delete_restore_from_trash(ui_user: User) -> None:
+    core = core_module.current()
+    instance = await core.instances.create(InstanceCreate(name='goner', blueprint='Demo'))
+    await ui_user.open('/')
+    await ui_user.should_see(marker=f'name-{instance.id}')
+    ui_user.find(marker=f'delete-{instance.id}').click()
+    await ui_user.should_see('Delete goner?')
+    ui_user.find(marker='confirm-delete').click()
+    await ui_user.should_see('goner moved to the trash')
+    await ui_user.should_not_see(marker=f'name-{instance.id}')
+    assert [e.name for e in await core.instances.trash()] == ['goner']
+    ui_user.find('Trash').click()
+    await ui_user.should_see('goner')
+    ui_user.find('Restore').click()
+    await ui_user.should_see('goner restored')
+    await ui_user.should_see(marker='name-2')
+
+
+async def test_script_save_and_save_as_blueprint(ui_user: User) -> None:
+    core = core_module.current()
+    instance = await core.instances.create(InstanceCreate(name='scripted', blueprint='Demo'))
+    await ui_user.open('/')
+    ui_user.find(marker=f'script-{instance.id}').click()  # the row's action opens the tab on it
+    await ui_user.should_see('Script · scripted · launch.sh', retries=50)
+    editor = ui_user.find(marker='script-editor').elements.pop()
+    assert 'AIKORE-METADATA-START' in editor.value
+    editor.set_value(editor.value + '\n# tuned\n')
+    await ui_user.should_see('unsaved')
+    ui_user.find('Save').click()
+    await ui_user.should_see('Script saved')
+    assert (await core.instances.read_script(instance.id)).endswith('# tuned\n')
+    ui_user.find('Save as blueprint…').click()
+    ui_user.find(marker='blueprint-name').type('Demo')
+    ui_user.find(marker='blueprint-save').click()
+    await ui_user.should_see('stock blueprint')
+    ui_user.find(marker='blueprint-name').clear().type('MyDemo')
+    ui_user.find(marker='blueprint-save').click()
+    await ui_user.should_see('Blueprint MyDemo saved')
+    assert core.blueprints.read('MyDemo').endswith('# tuned\n')

@@ -54,7 +54,7 @@ class InstanceRow:
         self.core = core
         self.instance = instance
         self.select = select
-        self.elements: list[ui.element] = []
+        self.actions: list[ui.button] = []
         with ui.element('div').classes('contents') as self.container:
             self._build(categories)
         self.refresh(instance)
@@ -95,11 +95,14 @@ class InstanceRow:
             self._action('code', 'Script', lambda: self.select(self.instance, 'Script'))
             self._action('terminal', 'Terminal', lambda: self.select(self.instance, 'Terminal'))
             self._action('delete', 'Delete', self.confirm_delete).props('color=negative')
+            for button in self.actions:
+                button.mark(f'{button.mark_name}-{instance.id}')
 
-    @staticmethod
-    def _action(icon: str, tip: str, handler: Callable[[], Any]) -> ui.button:
+    def _action(self, icon: str, tip: str, handler: Callable[[], Any]) -> ui.button:
         button = ui.button(icon=icon, on_click=handler).props('flat dense round size=sm')
         button.tooltip(tip)
+        button.mark_name = tip.lower()  # type: ignore[attr-defined]
+        self.actions.append(button)
         return button
 
     # -- showing ---------------------------------------------------------------------
@@ -214,7 +217,7 @@ class InstanceRow:
                     dialog.close()
                     await attempt(self.core.instances.delete(instance.id), f'{instance.name} moved to the trash')
 
-                ui.button('Delete', on_click=delete).props('color=negative')
+                ui.button('Delete', on_click=delete).props('color=negative').mark('confirm-delete')
         dialog.open()
 
     def remove(self) -> None:

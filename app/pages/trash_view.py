@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nicegui import ui
+from nicegui import background_tasks, ui
 
 from ..services.core import Core
 from .feedback import attempt
@@ -19,7 +19,8 @@ class TrashView:
         ui.timer(0, self.refresh, once=True)
 
     def refresh_soon(self) -> None:
-        ui.timer(0, self.refresh, once=True)
+        """Called from service events, outside any page context."""
+        background_tasks.create(self.refresh(), name='trash refresh')
 
     async def refresh(self) -> None:
         entries = await self.core.instances.trash()
