@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -53,6 +54,8 @@ async def ui_user(
         from app.services import core as core_module
 
         user.http_client.cookies.set(SESSION_COOKIE, core_module.current().sessions.open())
+        # The simulated browser has plotly.js "loaded" at once (no real JavaScript runs here).
+        user.javascript_rules[re.compile(r'.*\.Plotly !== "undefined".*', re.DOTALL)] = lambda _: True
         yield user
     errors = [record for record in caplog.get_records('call') if record.levelname == 'ERROR']
     if errors:

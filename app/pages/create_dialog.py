@@ -22,6 +22,29 @@ def name_error(value: str) -> str | None:
     return None
 
 
+async def gpu_choices(core: Core, count: int) -> tuple[dict[int, str], int | None]:
+    """Each GPU with its free memory and the running instances pinned to it; and the
+    GPU with the most free memory (preselected)."""
+    sample = core.monitor.latest
+    pinned: dict[int, list[str]] = {}
+    for instance in await core.instances.list_all():
+        if instance.status.is_running:
+            for gpu in instance.gpu_ids:
+                pinned.setdefault(gpu, []).append(instance.name)
+    options = {}
+    for index in range(count):
+        stats = next((g for g in sample.gpus if g.index == index), None) if sample else None
+        label = f'GPU {index}'
+        if stats is not None:
+            label += f' · {stats.reading.name}'
+            if stats.memory_free is not None:
+                label += f' · {stats.memory_free / 1024**3:.1f} GiB free'
+        if index in pinned:
+            label += f' · used by {", ".join(pinned[index])}'
+        options[index] = label
+    return options, sample.freest_gpu() if sample else None
+
+
 def blueprint_options(core: Core) -> dict[str, str]:
     """Stock first, then custom, each with its category."""
     options = {}
@@ -45,7 +68,9 @@ async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
         description.set_text(descriptions.get(chosen.value or '', ''))
         gpus: ui.select | ui.input
         if gpu_count:
-            gpus = ui.select(list(range(gpu_count)), multiple=True, label='GPUs', value=[]).classes('w-full')
+            gpu_options, freest = await gpu_choices(core, gpu_count)
+            gpus = ui.select(gpu_options, multiple=True, label='GPUs', value=[freest] if freest is not None else [])
+            gpus.classes('w-full').mark('create-gpus')
         else:
             gpus = ui.input('GPUs (e.g. 0,1; none detected)', value='').classes('w-full')
         with ui.row().classes('w-full'):

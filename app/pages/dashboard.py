@@ -11,7 +11,9 @@ from .create_dialog import empty_state, open_create_dialog
 from .frame import frame
 from .instance_table import InstanceTable
 from .log_view import LogView
+from .monitor_pane import MonitorPane
 from .script_view import ScriptView
+from .terminal_view import TerminalView
 from .trash_view import TrashView
 from .view_tab import ViewTab
 
@@ -40,6 +42,8 @@ async def dashboard() -> None:
             await script.show(instance)
         elif tab == 'View':
             view.show(instance)
+        elif tab == 'Terminal':
+            await terminal.show(instance)
 
     with frame('Dashboard'):
         ui.add_css(
@@ -79,13 +83,12 @@ async def dashboard() -> None:
                         with ui.tab_panel('View').classes('p-0 h-full'):
                             view = ViewTab()
                         with ui.tab_panel('Terminal').classes('p-0 h-full'):
-                            ui.label('Terminal: pick an instance (its Terminal button)').mark('terminal-placeholder')
+                            terminal = TerminalView(core)
                         with ui.tab_panel('Trash').classes('p-0'):
                             trash = TrashView(core)
                     panels.props('animated=false')
-                with tools_split.after, ui.column().classes('w-full h-full p-2 max-sm:hidden'):
-                    ui.label('Monitor').classes('font-bold')
-                    ui.label('System and GPU charts appear here.').classes('opacity-60').mark('monitor-placeholder')
+                with tools_split.after, ui.column().classes('w-full h-full p-2 gap-1 overflow-y-auto max-sm:hidden'):
+                    MonitorPane(core)
 
     def changed(instance: InstancePublic) -> None:
         table.apply(instance)
@@ -96,6 +99,10 @@ async def dashboard() -> None:
         trash.refresh_soon()
 
     client = ui.context.client
-    unsubscribe = [core.events.subscribe(changed), core.instances.removed.subscribe(removed)]
+    unsubscribe = [
+        core.events.subscribe(changed),
+        core.instances.removed.subscribe(removed),
+        core.monitor.events.subscribe(table.show_usage),
+    ]
     client.on_delete(lambda: [stop() for stop in unsubscribe])
     await table.load()

@@ -15,10 +15,11 @@ from nicegui import ui
 from ..models import AccessPattern, InstancePublic, InstanceStatus, InstanceUpdate, RestartPolicy
 from ..services.core import Core
 from ..services.errors import InvalidInput
+from ..services.sampler import InstanceStats, Sample
 from .feedback import attempt
 
-COLUMNS = '140px 120px 64px 44px 44px 112px 64px 84px 104px 112px auto'
-HEADERS = ['Name', 'Blueprint', 'GPUs', 'Auto', 'Pers.', 'Status', 'PID', 'Port', 'Access', 'Restart', 'Actions']
+COLUMNS = '140px 120px 64px 44px 44px 112px 96px 84px 104px 112px auto'
+HEADERS = ['Name', 'Blueprint', 'GPUs', 'Auto', 'Pers.', 'Status', 'PID · use', 'Port', 'Access', 'Restart', 'Actions']
 STATUS_COLORS = {
     InstanceStatus.STOPPED: 'grey-7',
     InstanceStatus.STARTING: 'amber-8',
@@ -28,6 +29,7 @@ STATUS_COLORS = {
     InstanceStatus.ERROR: 'negative',
 }
 BUSY = {InstanceStatus.STARTING, InstanceStatus.STOPPING}
+GB = 1024**3
 # What a change needs when the instance runs.
 RESTART_FIELDS = {'gpu_ids': 'GPUs', 'persistent': 'persistent mode'}
 
@@ -54,7 +56,7 @@ class InstanceRow:
         self.core = core
         self.instance = instance
         self.select = select
-        self.actions: list[ui.button] = []
+        self.actions: list[tuple[str, ui.button]] = []
         with ui.element('div').classes('contents') as self.container:
             self._build(categories)
         self.refresh(instance)
@@ -72,7 +74,9 @@ class InstanceRow:
         with ui.row().classes('items-center gap-1 no-wrap'):
             self.spinner = ui.spinner(size='sm')
             self.status = ui.badge().mark(f'status-{instance.id}')
-        self.pid = ui.label()
+        with ui.column().classes('gap-0'):
+            self.pid = ui.label()
+            self.usage = ui.label().classes('text-xs opacity-60 whitespace-nowrap').mark(f'usage-{instance.id}')
         self.port = ui.number(value=instance.public_port, format='%d', on_change=self._mark_dirty)
         self.port.props('dense borderless')
         self.access = ui.select([p.value for p in AccessPattern], value=instance.access_pattern.value,
@@ -95,14 +99,13 @@ class InstanceRow:
             self._action('code', 'Script', lambda: self.select(self.instance, 'Script'))
             self._action('terminal', 'Terminal', lambda: self.select(self.instance, 'Terminal'))
             self._action('delete', 'Delete', self.confirm_delete).props('color=negative')
-            for button in self.actions:
-                button.mark(f'{button.mark_name}-{instance.id}')
+            for name, button in self.actions:
+                button.mark(f'{name}-{instance.id}')
 
     def _action(self, icon: str, tip: str, handler: Callable[[], Any]) -> ui.button:
         button = ui.button(icon=icon, on_click=handler).props('flat dense round size=sm')
         button.tooltip(tip)
-        button.mark_name = tip.lower()  # type: ignore[attr-defined]
-        self.actions.append(button)
+        self.actions.append((tip.lower(), button))
         return button
 
     # -- showing ---------------------------------------------------------------------
@@ -134,6 +137,16 @@ class InstanceRow:
         self._set_reachable(self.open, self.open_wrapper, instance.urls.open)
         self._set_reachable(self.view, self.view_wrapper, instance.urls.view)
         self._mark_dirty()
+
+    def show_usage(self, stats: InstanceStats | None) -> None:
+        """CPU, RAM and VRAM of the instance's whole process tree (from the monitor)."""
+        text = ''
+        if stats is not None and self.instance.status.is_running:
+            text = f'{stats.cpu_percent:.0f}% · {stats.memory_rss / GB:.1f} GB'
+            if stats.gpu_memory:
+                text += f' · {stats.gpu_memory / GB:.1f} GB VRAM'
+        if self.usage.text != text:
+            self.usage.set_text(text)
 
     def _set_reachable(self, button: ui.button, wrapper: ui.element, url: str | None) -> None:
         button.set_enabled(url is not None)
@@ -268,6 +281,10 @@ class InstanceTable:
         with self.grid:
             self.rows[instance.id] = InstanceRow(self.core, instance, self.categories, self.select)
         self.on_empty_change(False)
+
+    def show_usage(self, sample: Sample) -> None:
+        for instance_id, row in self.rows.items():
+            row.show_usage(sample.instances.get(instance_id))
 
     def removed(self, instance_id: int) -> None:
         row = self.rows.pop(instance_id, None)

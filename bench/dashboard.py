@@ -1,0 +1,96 @@
+"""Dashboard benchmarks in Debian's headless Chromium (Playwright): first render of a table
+of 50 instances, bytes on the websocket per status change, and status change → visible."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from playwright.sync_api import Page, sync_playwright
+
+from tests.helpers import Panel
+
+from .core import PYTHON, Context, Result, create, median, post, put_blueprint, wait_status
+
+CHROMIUM_ARGS = [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+]
+INSTANCES = 50
+# Records each status badge change with the browser's clock (same machine: same clock as ours).
+WATCH_BADGES = """
+window.__changes = [];
+for (const badge of document.querySelectorAll('.q-badge')) {
+    new MutationObserver(() => window.__changes.push([badge.textContent, Date.now()]))
+        .observe(badge, {childList: true, characterData: true, subtree: true});
+}
+"""
+
+
+def dashboard(ctx: Context) -> list[Result]:
+    panel = ctx.panel('dashboard')
+    put_blueprint(panel, 'Serve', f'exec {PYTHON} -m http.server --bind 127.0.0.1 "$WEBUI_PORT"', ready='tcp')
+    ids = [create(panel, f'inst-{n:02d}', 'Serve') for n in range(INSTANCES)]
+    link = re.search(r'Log in: (\S+)', panel.log_text())
+    assert link is not None
+    runs = 3 if ctx.quick else 5
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path='/usr/bin/chromium', args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={'width': 1280, 'height': 800})
+        context.new_page().goto(link.group(1))
+        render = [_first_render(context.new_page(), panel.url) for _ in range(runs)]
+        page = context.new_page()
+        page.goto(f'{panel.url}/')
+        page.wait_for_function(f"document.querySelectorAll('.q-badge').length >= {INSTANCES}")
+        frames: list[int] = []
+        page.on('websocket', lambda ws: ws.on('framereceived', lambda payload: frames.append(len(payload))))
+        page.reload()
+        page.wait_for_function(f"document.querySelectorAll('.q-badge').length >= {INSTANCES}")
+        page.evaluate(WATCH_BADGES)
+        latencies, bytes_per_change = [], []
+        for _ in range(runs * 2):
+            latency, sent = _status_change(page, panel, ids[0], frames)
+            latencies.append(latency)
+            bytes_per_change.append(sent)
+        browser.close()
+    ctx.stop_panel(panel)
+    return [
+        Result('dashboard_render', f'dashboard first render, {INSTANCES} instances (median)', 's', median(render),
+               1.5, '<= 1.5 s', '-', note=f'max {max(render):.2f} s, n={runs}', samples=render),
+        Result('status_bytes', 'websocket bytes per status change (median)', 'B', median(bytes_per_change),
+               2048, '< 2 KB', '-', note=f'max {max(bytes_per_change):.0f} B', samples=bytes_per_change),
+        Result('status_visible', 'status change -> visible in browser (median)', 's', median(latencies),
+               0.3, '<= 300 ms', '-', note=f'max {max(latencies) * 1000:.0f} ms, n={len(latencies)}',
+               samples=latencies),
+    ]  # fmt: skip
+
+
+def _first_render(page: Page, url: str) -> float:
+    began = time.perf_counter()
+    page.goto(f'{url}/')
+    page.wait_for_function(f"document.querySelectorAll('.q-badge').length >= {INSTANCES}")
+    elapsed = time.perf_counter() - began
+    page.close()
+    return elapsed
+
+
+def _status_change(page: Page, panel: Panel, instance_id: int, frames: list[int]) -> tuple[float, float]:
+    """Start (or stop) one instance through the API; the time until the browser shows the
+    first new status, and the websocket bytes per status change it took."""
+    running = panel.instance(instance_id)['status'] == 'started'
+    page.evaluate('window.__changes = []')
+    del frames[:]
+    began = time.time() * 1000
+    post(panel, f'/instances/{instance_id}/{"stop" if running else "start"}')
+    wanted = 'stopped' if running else 'started'
+    wait_status(panel, instance_id, wanted)
+    page.wait_for_function(f"window.__changes.some(c => c[0] === '{wanted}')")
+    changes = page.evaluate('window.__changes')
+    first_seen = min(when for _text, when in changes)
+    statuses = {text for text, _when in changes}
+    return (first_seen - began) / 1000, sum(frames) / max(1, len(statuses))
