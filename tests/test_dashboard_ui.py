@@ -10,6 +10,12 @@ from app.services import core as core_module
 from tests.helpers import python_server_blueprint
 
 
+async def test_login_required(ui_user: User) -> None:
+    ui_user.http_client.cookies.clear()
+    response = await ui_user.http_client.get('/', follow_redirects=False)
+    assert response.status_code == 303 and response.headers['location'] == '/login?next=/'
+
+
 async def test_empty_state_creates_a_demo_instance(ui_user: User) -> None:
     await ui_user.open('/')
     await ui_user.should_see('No instances yet')

@@ -1,0 +1,143 @@
+"""End to end in a real headless Chromium (Debian's), driven by Playwright, against the
+panel run as a subprocess: what a person does on the first day."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests.helpers import Panel, python_server_blueprint
+
+CHROMIUM = '/usr/bin/chromium'
+CHROMIUM_ARGS = [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+]
+ARTIFACTS = Path(__file__).with_name('artifacts')
+
+
+@pytest.fixture(scope='module')
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), 'chromium is installed by `make test` (container/install-deps.sh --test)'
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def panel(tmp_path: Path) -> Iterator[Panel]:
+    running = Panel(tmp_path / 'data', AIKORE_STOP_ON_EXIT='1').start()
+    yield running
+    running.stop()
+
+
+def login_link(panel: Panel) -> str:
+    match = re.search(r'Log in: (http://\S+)', panel.log_text())
+    assert match
+    return match.group(1)
+
+
+def password(panel: Panel) -> str:
+    match = re.search(r'stored hashed\): (\S+)', panel.log_text())
+    assert match
+    return match.group(1)
+
+
+def console_errors(page: Page) -> list[str]:
+    errors: list[str] = []
+
+    def keep(message: ConsoleMessage) -> None:
+        if message.type == 'error':
+            errors.append(message.text)
+
+    page.on('console', keep)
+    page.on('pageerror', lambda error: errors.append(str(error)))
+    return errors
+
+
+COUNT_REDRAWS = """
+() => {
+    const chart = document.querySelector('.js-plotly-plot');
+    const component = getElement(chart.id.slice(1));
+    window.__redraws = 0;
+    const original = component.update;
+    component.update = function (...args) { window.__redraws += 1; return original.apply(this, args); };
+    return chart.data[0].x.length;
+}
+"""
+
+
+def assert_charts_grow_without_redraw(page: Page) -> None:
+    """The system chart gets new points, appended in place (no Plotly re-render)."""
+    expect(page.locator('.js-plotly-plot').first).to_be_visible()
+    before = page.evaluate(COUNT_REDRAWS)
+    page.wait_for_function(f"document.querySelector('.js-plotly-plot').data[0].x.length >= {before + 2}", timeout=10000)
+    assert page.evaluate('window.__redraws') == 0
+
+
+def test_first_day(browser: Browser, panel: Panel) -> None:
+    page = browser.new_page(viewport={'width': 1280, 'height': 800})
+    errors = console_errors(page)
+    page.goto(login_link(panel))
+    expect(page.get_by_text('No instances yet')).to_be_visible(timeout=15000)
+    page.get_by_role('button', name='Create a Demo instance').click()
+    expect(page.get_by_text('Created demo')).to_be_visible()
+    status = page.locator('.q-badge').first
+    expect(status).to_have_text('stopped')
+
+    page.locator('button', has_text=re.compile('^play_arrow$')).first.click()
+    expect(status).to_have_text('started', timeout=20000)  # pushed: no reload
+
+    page.locator('button', has_text=re.compile('^article$')).first.click()
+    rows = page.locator('.xterm-rows')
+    expect(rows).to_contain_text('Loading demo model', timeout=10000)
+    expect(rows).to_contain_text('Demo listening')
+    assert rows.locator('span[class*="xterm-fg-"]').count() > 0, 'the ANSI colours are rendered'
+    assert_charts_grow_without_redraw(page)
+
+    view = page.locator('button', has_text=re.compile('^preview$')).first
+    expect(view).to_be_enabled(timeout=10000)
+    view.click()
+    expect(page.frame_locator('iframe').get_by_role('heading', name='demo')).to_be_visible(timeout=10000)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / 'dashboard-1280x800.png'))
+    page.set_viewport_size({'width': 390, 'height': 844})
+    expect(page.get_by_text('Instances')).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / 'dashboard-390x844.png'))
+    page.set_viewport_size({'width': 1280, 'height': 800})
+
+    page.locator('button', has_text=re.compile('^stop$')).first.click()
+    expect(status).to_have_text('stopped', timeout=20000)
+    assert errors == []
+
+
+def test_two_browsers_see_each_other(browser: Browser, panel: Panel) -> None:
+    panel.put_blueprint('Quick', python_server_blueprint())
+    panel.create('shared', blueprint='Quick')
+    first, second = browser.new_context(), browser.new_context()
+    try:
+        one, two = first.new_page(), second.new_page()
+        one.goto(login_link(panel))
+        two.goto(f'{panel.url}/login')
+        two.get_by_label('Password').fill(password(panel))
+        two.get_by_role('button', name='Log in').click()
+        for page in (one, two):
+            expect(page.locator('.q-badge').first).to_have_text('stopped', timeout=15000)
+        one.locator('button', has_text=re.compile('^play_arrow$')).first.click()
+        expect(two.locator('.q-badge').first).to_have_text('started', timeout=15000)
+        two.locator('button', has_text=re.compile('^stop$')).first.click()
+        expect(one.locator('.q-badge').first).to_have_text('stopped', timeout=15000)
+    finally:
+        first.close()
+        second.close()
