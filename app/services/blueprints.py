@@ -173,6 +173,32 @@ class BlueprintStore:
             raise Forbidden(f'{blueprint.name!r} is a stock blueprint and cannot be deleted')
         blueprint.path.unlink()
 
+    def create_custom(self, name: str, body: bytes) -> Blueprint:
+        """A new custom blueprint; refuses a name any blueprint already has (ignoring case)."""
+        validation.blueprint_name(name)
+        existing = self._find(name)
+        if existing is not None:
+            raise Conflict(f'A {existing.source} blueprint named {existing.name!r} already exists')
+        self.put_custom(name, body)
+        return self.get(name)
+
+    def rename_custom(self, old: str, new: str) -> Blueprint:
+        """Rename a custom blueprint (its file); stock names and taken names are refused."""
+        validation.blueprint_name(new)
+        blueprint = self.get(old)
+        if blueprint.source == 'stock':
+            raise Forbidden(f'{blueprint.name!r} is a stock blueprint and cannot be renamed; copy it instead')
+        taken = self._find(new)
+        if taken is not None and taken.path != blueprint.path:
+            raise Conflict(f'A {taken.source} blueprint named {taken.name!r} already exists; choose another name')
+        target = self.custom_dir / f'{new}.sh'
+        if target.exists() and not target.samefile(blueprint.path):
+            raise Conflict(f'{target} already exists; choose another name')
+        if new != blueprint.name:
+            blueprint.path.rename(target)  # same folder: atomic, and case-only renames work too
+            log.info('Renamed custom blueprint %s to %s', blueprint.name, new)
+        return self.get(new)
+
     def _find(self, name: str) -> Blueprint | None:
         every = self.all()
         for blueprint in every:

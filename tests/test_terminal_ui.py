@@ -1,0 +1,132 @@
+"""The Terminal tab through NiceGUI's user simulation: a real bash behind a simulated xterm."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+from nicegui import ui
+from nicegui.testing.user import User
+
+from app.models import InstanceCreate
+from app.services import core as core_module
+from app.services.core import Core
+from app.services.terminals import ShellSpec, Terminal
+
+
+class Screen:
+    """Collects what the page writes into its xterm."""
+
+    def __init__(self) -> None:
+        self.text = ''
+
+    def write(self, data: bytes | str) -> None:
+        self.text += data.decode() if isinstance(data, bytes) else data
+
+
+async def until(condition: Callable[[], object], timeout: float = 10.0, what: str = '') -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f'timed out after {timeout} s waiting for {what or condition}')
+        await asyncio.sleep(0.02)
+
+
+def open_shells() -> list[Terminal]:
+    return list(core_module.current().terminals._open)
+
+
+def ended(terminal: Terminal) -> bool:
+    try:
+        process = psutil.Process(terminal.pid)
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def own_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Shells read ~/.bashrc: a clean one, not this machine's."""
+    (tmp_path / 'home').mkdir()
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+
+
+async def test_terminal_tab_opens_a_shell_for_the_instance(ui_user: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    core = core_module.current()
+    first = await core.instances.create(InstanceCreate(name='shelly', blueprint='Demo', gpu_ids=[0]))
+    second = await core.instances.create(InstanceCreate(name='other', blueprint='Demo'))
+    await ui_user.open('/')
+    xterm = ui_user.find(marker='terminal').elements.pop()
+    assert isinstance(xterm, ui.xterm)
+    screen = Screen()
+    monkeypatch.setattr(xterm, 'write', screen.write)
+
+    await ui_user.should_see(marker=f'terminal-{first.id}')  # the table fills in after the page opens
+    ui_user.find(marker=f'terminal-{first.id}').click()
+    await ui_user.should_see('Terminal · shelly')
+    await until(lambda: len(open_shells()) == 1, what='a shell')
+    shell = open_shells()[0]
+    typing = ui_user.find(marker='terminal')
+    typing.trigger('data', 'echo "<$INSTANCE_NAME:$CUDA_VISIBLE_DEVICES>"; pwd\r')
+    await until(lambda: '<shelly:0>' in screen.text, what='the instance environment')
+    assert str(core.settings.instances_dir / 'shelly') in screen.text
+
+    typing.trigger('resize', {'cols': 101, 'rows': 33})
+    typing.trigger('data', 'stty size\r')
+    await until(lambda: '33 101' in screen.text, what='the resized terminal')
+
+    ui_user.find(marker=f'terminal-{second.id}').click()  # another instance: the first shell ends
+    await ui_user.should_see('Terminal · other')
+    await until(lambda: ended(shell), what='the first shell to end')
+    await until(lambda: len(open_shells()) == 1 and open_shells()[0] is not shell, what='the second shell')
+    second_shell = open_shells()[0]
+
+    ui_user.client.delete()  # the page closes: its shell ends
+    await until(lambda: ended(second_shell) and not open_shells(), what='the shell to end with the page')
+
+
+async def test_the_oldest_terminal_of_a_user_is_closed_with_a_notice(
+    ui_user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = core_module.current()
+    instance = await core.instances.create(InstanceCreate(name='many', blueprint='Demo'))
+    await ui_user.open('/')
+    xterm = ui_user.find(marker='terminal').elements.pop()
+    screen = Screen()
+    monkeypatch.setattr(xterm, 'write', screen.write)
+    await ui_user.should_see(marker=f'terminal-{instance.id}')
+    ui_user.find(marker=f'terminal-{instance.id}').click()
+    await until(lambda: len(open_shells()) == 1, what='the page shell')
+    owner = open_shells()[0].owner
+    assert owner not in {'', 'anonymous'}  # counted per browser
+    page_shell = open_shells()[0]
+    others = []
+    for _ in range(5):  # the same browser opens five more (other tabs)
+        others.append(await core.terminals.open(owner, _plain(core), lambda _: None, lambda _: None))
+    await until(lambda: 'at most 5 terminals per user' in screen.text, what='the notice in the oldest')
+    assert not page_shell.alive
+    assert core.terminals.of(owner) == others
+    await ui_user.should_see(marker='terminal-new-shell')
+
+
+def _plain(core: Core) -> ShellSpec:
+    return ShellSpec(argv=['bash', '--norc', '-i'], cwd=core.settings.data_dir, env={'PATH': '/usr/bin:/bin'})
+
+
+async def test_a_double_click_leaves_one_shell(ui_user: User) -> None:
+    core = core_module.current()
+    instance = await core.instances.create(InstanceCreate(name='twice', blueprint='Demo'))
+    await ui_user.open('/')
+    await ui_user.should_see(marker=f'terminal-{instance.id}')
+    button = ui_user.find(marker=f'terminal-{instance.id}')
+    button.click()
+    button.click()
+    await ui_user.should_see(marker='terminal-end-shell')
+    await until(lambda: len(open_shells()) == 1 and all(not s.closed for s in open_shells()), what='one shell')
+    ui_user.find(marker='terminal-end-shell').click()
+    await until(lambda: not open_shells(), what='no shell')
+    await ui_user.should_see(marker='terminal-new-shell')
