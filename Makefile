@@ -3,7 +3,7 @@ VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup run test lint typecheck pytest bench clean
+.PHONY: setup run test test-deps lint typecheck pytest bench clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml container/install-deps.sh
 run: setup
 	$(VENV)/bin/aikore
 
-test: setup lint typecheck pytest
+test: setup test-deps lint typecheck pytest
+
+test-deps:
+	bash container/install-deps.sh --test
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -15,6 +15,8 @@ T = TypeVar('T', int, float)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STOCK_BLUEPRINTS_DIR = REPO_ROOT / 'blueprints'
+NGINX_TEMPLATES_DIR = REPO_ROOT / 'container' / 'nginx'
+NGINX_MODES = ('auto', 'managed', 'external', 'off')
 
 
 class ConfigError(ValueError):
@@ -37,6 +39,12 @@ class Settings:
     stop_grace: float = 10.0
     restart_max: int = 5
     restart_backoff: float = 1.0
+    monitor_interval: float = 1.0
+    # --- networking (README "Networking") ---
+    nginx: str = 'off'  # auto | managed | external | off; AIKORE_NGINX unset means auto (settings built in code: off)
+    panel_port: int | None = None  # the panel's loopback port behind nginx; None: a free one at start
+    nginx_pid: Path | None = None  # external mode: the supervised master's pid file; None: <data>/nginx/nginx.pid
+    nginx_templates: Path = NGINX_TEMPLATES_DIR
 
     # --- the data directory layout (DESIGN "Data directory") ---
     @property
@@ -102,7 +110,19 @@ class Settings:
             stop_grace=_number(env, 'AIKORE_STOP_GRACE', 10.0, float, minimum=0.1),
             restart_max=_number(env, 'AIKORE_RESTART_MAX', 5, int, minimum=0),
             restart_backoff=_number(env, 'AIKORE_RESTART_BACKOFF', 1.0, float, minimum=0.0),
+            monitor_interval=_seconds_between(env, 'AIKORE_MONITOR_INTERVAL', 1.0, 0.25, 10.0),
+            nginx=_choice(env, 'AIKORE_NGINX', NGINX_MODES),
+            panel_port=_port(env, 'AIKORE_PANEL_PORT', 0) or None,
+            nginx_pid=Path(env['AIKORE_NGINX_PID']).resolve() if env.get('AIKORE_NGINX_PID') else None,
+            nginx_templates=Path(env.get('AIKORE_NGINX_TEMPLATES') or NGINX_TEMPLATES_DIR).resolve(),
         )
+
+
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or choices[0]).strip().lower()
+    if value not in choices:
+        raise ConfigError(f'{name}={env.get(name)!r} must be one of: {", ".join(choices)}')
+    return value
 
 
 def _flag(env: dict[str, str], name: str) -> bool:
@@ -119,6 +139,13 @@ def _number(env: dict[str, str], name: str, default: T, kind: type[T], *, minimu
         raise ConfigError(f'{name}={raw!r} is not a number') from None
     if value < minimum:
         raise ConfigError(f'{name}={raw!r} must be at least {minimum}')
+    return value
+
+
+def _seconds_between(env: dict[str, str], name: str, default: float, low: float, high: float) -> float:
+    value = _number(env, name, default, float, minimum=low)
+    if not value <= high:  # also refuses nan
+        raise ConfigError(f'{name}={env.get(name)!r} must be between {low} and {high} seconds')
     return value
 
 

@@ -12,8 +12,10 @@ from nicegui.storage import Storage
 from .config import Settings
 from .services import core as core_module
 from .services.core import Core
+from .services.nginx import NginxError
 
 log = logging.getLogger(__name__)
+failure: str | None = None  # why startup gave up; main() exits with it
 
 
 def open_core(settings: Settings) -> Core:
@@ -27,7 +29,14 @@ async def startup() -> None:
     if not core_module.started():  # e.g. an app run by a test harness instead of main()
         await asyncio.to_thread(open_core, Settings.from_env())
     core = core_module.current()
-    await core.startup()
+    try:
+        await core.startup()
+    except NginxError as exc:  # the panel cannot be reached: stop instead of serving nothing
+        global failure
+        failure = f'nginx: {exc}'
+        log.critical('Cannot start: %s', failure)
+        app.shutdown()
+        return
     settings = core.settings
     log.info('AiKore is ready on http://%s:%s (data in %s)', settings.host, settings.port, settings.data_dir)
     log.warning(

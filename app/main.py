@@ -12,17 +12,18 @@ import sys
 from nicegui import app, ui
 
 from . import lifecycle
-from .api import metrics
+from .api import metrics, proxy_auth
 from .api.app import create_api
 from .config import ConfigError, Settings
 from .db import SchemaError
-from .pages import dashboard, downloads, login  # noqa: F401 - registers the pages
+from .pages import blueprints_page, dashboard, downloads, login  # noqa: F401 - registers the pages
 from .pages.gate import SessionGate
 from .services import auth
 
 api = create_api()
 app.mount('/api', api)
 app.add_api_route('/metrics', metrics.endpoint, methods=['GET'], include_in_schema=False)  # token checked inside
+app.add_api_route('/_aikore/auth', proxy_auth.check, methods=['GET', 'HEAD'], include_in_schema=False)  # nginx
 app.add_middleware(SessionGate)
 app.on_startup(lifecycle.startup)
 app.on_shutdown(lifecycle.shutdown)
@@ -50,8 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     lifecycle.keep_browser_storage_in(settings.data_dir / 'nicegui')
     ui.run(
         storage_secret=core.sessions.secret,
-        host=settings.host,
-        port=settings.port,
+        host=core.network.panel_host,  # behind nginx: a loopback port; else AIKORE_HOST:AIKORE_PORT
+        port=core.network.panel_port,
         title='AiKore',
         dark=True,
         reload=False,
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         show_welcome_message=False,
         uvicorn_logging_level='warning',
     )
+    if lifecycle.failure:
+        sys.exit(f'aikore: {lifecycle.failure}')
 
 
 if __name__ in {'__main__', '__mp_main__'}:

@@ -37,6 +37,7 @@ from .core import (
     put_blueprint,
     wait_status,
 )
+from .proxy import proxy
 
 TWENTY = 20
 
@@ -272,20 +273,116 @@ def start20(ctx: Context) -> list[Result]:
                 extra={'start_calls_s': calls, 'direct_popen_s': direct},
             )
         )
-    if 'idle_cpu' not in ctx.shared.get('selected', ()):
+    if not {'idle_cpu', 'monitor'} & set(ctx.shared.get('selected', ())):
         _stop_all(panel, ids)
         ctx.shared['twenty_running'] = False
     return results
 
 
+# ---------------------------------------------------------------------------- 6. monitor sample cost
+
+
+def _empty(ctx: Context) -> Panel:
+    """A panel with no instance, shared by monitor and idle_cpu as their baseline."""
+    if 'empty' not in ctx.shared:
+        ctx.shared['empty'] = ctx.panel('empty')
+    return ctx.shared['empty']
+
+
+def _set_interval(panel: Panel, seconds: float) -> None:
+    response = panel.client.put('/system/interval', json={'interval': seconds})
+    if response.status_code != 200:
+        raise BenchError(f'PUT /system/interval answered {response.status_code}: {response.text}')
+
+
+def _sample_costs(panel: Panel, since: float, count: int, instances: int) -> list[float]:
+    """``sample_seconds`` (the panel times each sample in its worker thread) of ``count``
+    samples taken after ``since`` with ``instances`` instances in them."""
+
+    def enough() -> list[float] | None:
+        samples = [
+            s for s in panel.client.get('/system/history').json()
+            if s['timestamp'] > since and len(s['instances']) == instances
+        ]  # fmt: skip
+        return [s['sample_seconds'] for s in samples] if len(samples) >= count else None
+
+    return poll(enough, 30 + count, 0.5, f'{count} samples with {instances} instances')
+
+
+def _direct_sample_costs(panel: Panel, repeats: int) -> list[float]:
+    """The same sampler class in this process, on the same 20 process trees, no panel around it."""
+    from app.services.gpus import default_source
+    from app.services.sampler import RunningInstance, SystemSampler
+
+    running = {
+        item['id']: RunningInstance(item['pid'], item['name'])
+        for item in panel.client.get('/instances').json()
+        if item['pid']
+    }
+    sampler = SystemSampler(panel.data_dir, default_source())
+    costs = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        sampler.sample(running, 1.0)
+        costs.append(time.perf_counter() - began)
+        time.sleep(0.01)
+    return costs
+
+
+def monitor(ctx: Context) -> list[Result]:
+    """Cost of one monitor sample with 20 running instances (machine, GPUs, and each instance's
+    process tree): the median of the panel's own ``sample_seconds`` over N samples taken at a
+    0.25 s interval. Baseline: the same on a panel with no instance, sampled at the same time."""
+    count = 20 if ctx.quick else 80
+    panel, ids = _twenty(ctx)
+    if not ctx.shared.get('twenty_running'):
+        _start_all(panel, ids, parallel=False)
+        ctx.shared['twenty_running'] = True
+    empty = _empty(ctx)
+    since = time.time()
+    for target in (panel, empty):
+        _set_interval(target, 0.25)
+    try:
+        costs = _sample_costs(panel, since, count, TWENTY)
+        empty_costs = _sample_costs(empty, since, count, 0)
+    finally:
+        for target in (panel, empty):
+            _set_interval(target, 1.0)
+    direct = _direct_sample_costs(panel, 50 if ctx.quick else 200)
+    gpus = len(panel.client.get('/system/stats').json()['gpus'])
+    if 'idle_cpu' not in ctx.shared.get('selected', ()):
+        _stop_all(panel, ids)
+        ctx.shared['twenty_running'] = False
+    return [
+        Result(
+            key='monitor_sample',
+            label='one monitor sample, 20 instances (median)',
+            unit='s',
+            value=median(costs),
+            target=0.005,
+            target_text='<= 5 ms',
+            original='-',
+            baseline=median(empty_costs),
+            baseline_label='0 instances',
+            note=(
+                f'p90 {percentile(costs, 0.9) * 1000:.1f} ms, n={len(costs)}, {gpus} GPU(s); '
+                f'same sampler in-process {median(direct) * 1000:.1f} ms'
+            ),
+            samples=costs,
+            extra={'empty_panel_costs_s': empty_costs, 'in_process_costs_s': direct, 'gpus': gpus},
+        )
+    ]
+
+
 def idle_cpu(ctx: Context) -> list[Result]:
-    """20 started instances, no client: the panel's CPU time over a window, as % of one core.
+    """20 started instances, no client: the panel's CPU time over a window, as % of one core,
+    with the monitor sampling at its default 1 s, then again at 10 s (close to no monitor).
     Baseline: a second panel with no instance, measured over the same window."""
     window = 10.0 if ctx.quick else 30.0
     panel, ids = _twenty(ctx)
     if not ctx.shared.get('twenty_running'):
         _start_all(panel, ids, parallel=False)
-    empty = ctx.panel('empty')
+    empty = _empty(ctx)
     time.sleep(2.0)  # let both settle (startup work, closing of the start calls' connections)
     busy_process = psutil.Process(panel.process.pid if panel.process else 0)
     empty_process = psutil.Process(empty.process.pid if empty.process else 0)
@@ -316,22 +413,29 @@ def idle_cpu(ctx: Context) -> list[Result]:
             precise(busy_process), precise(empty_process),
         )  # fmt: skip
 
-    before = sample()
-    time.sleep(window)
-    after = sample()
-    elapsed = after[0] - before[0]
-    busy_pct, empty_pct, instances_pct, busy_precise, empty_precise = (
-        (after[index] - before[index]) / elapsed * 100 for index in range(1, 6)
-    )
+    def measure() -> tuple[float, ...]:
+        before = sample()
+        time.sleep(window)
+        after = sample()
+        elapsed = after[0] - before[0]
+        return (elapsed, *((after[index] - before[index]) / elapsed * 100 for index in range(1, 6)))
+
+    elapsed, busy_pct, empty_pct, instances_pct, busy_precise, empty_precise = measure()  # monitor at 1 s
+    for target in (panel, empty):
+        _set_interval(target, 10.0)
+    slow = measure()  # the monitor at 10 s: close to the panel without it
+    for target in (panel, empty):
+        _set_interval(target, 1.0)
     rss = busy_process.memory_info().rss
     empty_rss = empty_process.memory_info().rss
     ctx.stop_panel(empty)
+    ctx.shared.pop('empty', None)
     _stop_all(panel, ids)
     ctx.shared['twenty_running'] = False
     return [
         Result(
             key='idle_cpu',
-            label=f'idle CPU, 20 instances, {window:.0f} s (panel)',
+            label=f'idle CPU, 20 instances, {window:.0f} s (panel, monitor at 1 s)',
             unit='%',
             value=busy_pct,
             target=0.5,
@@ -351,7 +455,21 @@ def idle_cpu(ctx: Context) -> list[Result]:
                 'runners_and_apps_cpu_pct': instances_pct,
                 'cpu_tick_resolution_pct': 1 / elapsed,
             },
-        )
+        ),
+        Result(
+            key='idle_cpu_monitor_10s',
+            label=f'idle CPU, 20 instances, {window:.0f} s (panel, monitor at 10 s)',
+            unit='%',
+            value=slow[1],
+            target=0.5,
+            target_text='<= 0.5 % core',
+            original='0.17 %',
+            baseline=busy_pct,
+            baseline_label='monitor at 1 s',
+            note=f'schedstat {slow[4]:.3f} % vs {busy_precise:.3f} % at 1 s; empty panel {slow[2]:.2f} %',
+            samples=[slow[1]],
+            extra={'window_s': slow[0], 'empty_panel_cpu_pct': slow[2], 'panel_cpu_pct_schedstat': slow[4]},
+        ),
     ]
 
 
@@ -583,7 +701,9 @@ BENCHMARKS: dict[str, Callable[[Context], list[Result]]] = {
     'crash_detect': crash_detect,
     'log_burst': log_burst,
     'start20': start20,
+    'monitor': monitor,
     'idle_cpu': idle_cpu,
+    'proxy': proxy,
 }
 
 # What a failed benchmark's row(s) show: (key, label, target, target_text, original, unit).
@@ -593,5 +713,13 @@ PLACEHOLDERS: dict[str, list[tuple[str, str, float, str, str, str]]] = {
     'crash_detect': [('crash_detect', 'kill -9 -> "error" in API', 0.5, '<= 500 ms', 'never detected', 's')],
     'log_burst': [('log_burst', 'log burst 200k lines', 0.1, '<= 100 ms stall', '-', 's')],
     'start20': [('start20_sequential', '20 starts -> all started', 1.0, '<= 1.0 s', '1.8 s', 's')],
+    'monitor': [('monitor_sample', 'one monitor sample, 20 instances', 0.005, '<= 5 ms', '-', 's')],
     'idle_cpu': [('idle_cpu', 'idle CPU, 20 instances', 0.5, '<= 0.5 % core', '0.17 %', '%')],
+    'proxy': [
+        ('throughput_socat', '200 MB download through socat', 0.5, '>= 50% of direct', '-', 'MB/s'),
+        ('throughput_nginx', '200 MB download through nginx', 0.4, '>= 40% of direct', '-', 'MB/s'),
+        ('latency_nginx', 'small GET, p99 added by nginx', 0.002, '<= 2 ms', '-', 's'),
+        ('latency_socat', 'small GET, p99 added by socat', 0.002, '<= 2 ms', '-', 's'),
+        ('latency_nginx_panel', 'small GET, p99 added by nginx+panel', 0.002, '<= 2 ms', '-', 's'),
+    ],
 }

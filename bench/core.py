@@ -46,13 +46,16 @@ class Result:
     baseline_label: str = ''
     note: str = ''  # shown after the measured value
     checks_ok: bool = True  # a correctness condition of the benchmark (e.g. no lost log line)
+    higher_is_better: bool = False  # throughput-like figures: met when value >= target
     samples: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
     @property
     def met(self) -> bool:
-        return self.error is None and self.checks_ok and self.value is not None and self.value <= self.target
+        if self.error is not None or not self.checks_ok or self.value is None:
+            return False
+        return self.value >= self.target if self.higher_is_better else self.value <= self.target
 
     @property
     def ratio(self) -> float | None:
@@ -85,6 +88,10 @@ def fmt(value: float | None, unit: str) -> str:
         return 'n/a'
     if unit == '%':
         return f'{value:.2f} %'
+    if unit == 'MB/s':
+        return f'{value:.0f} MB/s'
+    if unit == 'B':
+        return f'{value:.0f} B'
     if value < 1.0:
         return f'{value * 1000:.1f} ms'
     return f'{value:.2f} s'

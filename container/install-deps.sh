@@ -11,7 +11,12 @@ need python3 python3
 need git git
 need curl curl
 need shellcheck shellcheck
+need socat socat                                    # public ports
+[ -x /usr/sbin/nginx ] || need nginx nginx          # the reverse proxy (in /usr/sbin: not on a user's PATH)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
+if [ "${1:-}" = "--test" ]; then # what only the test suite needs: a real browser for end-to-end tests
+  need chromium chromium
+fi
 
 if [ ${#packages[@]} -eq 0 ]; then
   exit 0
@@ -25,3 +30,9 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}"
+# AiKore runs its own nginx master; the distribution's service that the package just started
+# (a default site on port 80) is not needed.
+if [[ " ${packages[*]} " == *" nginx "* ]] && [ -d /run/systemd/system ]; then
+  echo "Disabling the distribution's nginx service (AiKore starts its own nginx)"
+  "${sudo[@]}" systemctl disable --now nginx >/dev/null 2>&1 || true
+fi

@@ -51,8 +51,14 @@ def processes_under(data_dir: Path) -> list[psutil.Process]:
 
 
 def kill_processes_under(data_dir: Path) -> None:
-    for process in processes_under(data_dir):
+    """Instances (and forwarders) by working directory, and an nginx master left by a killed
+    panel by its command line (its config lies in the data dir)."""
+    config = str(data_dir / 'nginx' / 'nginx.conf')
+    masters = [p for p in psutil.process_iter(['cmdline']) if config in ' '.join(p.info.get('cmdline') or [])]
+    for process in [*processes_under(data_dir), *masters]:
         with contextlib.suppress(psutil.Error):
+            for child in process.children():
+                child.kill()
             process.kill()
 
 
@@ -66,6 +72,9 @@ class Panel:
         low = free_port()
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(('PYTEST_', 'NICEGUI_'))}
         self.env = {
+            # As in production: behind the panel's own nginx when it is installed (AIKORE_NGINX=auto);
+            # a test, or AIKORE_NGINX in the environment, may choose another mode.
+            'AIKORE_NGINX': 'auto',
             **inherited,
             'AIKORE_DATA_DIR': str(data_dir),
             'AIKORE_PORT': str(self.port),
@@ -76,8 +85,14 @@ class Panel:
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.log_file = data_dir.parent / f'panel-{data_dir.name}.log'
+        # Behind nginx, each call on a new connection: a reload closes idle keep-alive connections,
+        # and a request sent on one at that instant is lost (browsers retry; httpx does not).
+        keep_alive = self.env['AIKORE_NGINX'] == 'off'
         self.client = httpx.Client(
-            base_url=f'http://127.0.0.1:{self.port}/api', headers={'Authorization': f'Bearer {self.token}'}, timeout=15
+            base_url=f'http://127.0.0.1:{self.port}/api',
+            headers={'Authorization': f'Bearer {self.token}'},
+            timeout=15,
+            limits=httpx.Limits(max_keepalive_connections=None if keep_alive else 0),
         )
 
     @property
@@ -90,7 +105,11 @@ class Panel:
             self.process = subprocess.Popen(
                 [sys.executable, '-m', 'app'], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
-        wait_for(self._healthy, timeout, 0.05, 'the panel to answer /api/health')
+        try:
+            wait_for(self._healthy, timeout, 0.05, 'the panel to answer /api/health')
+        except BaseException:
+            self.stop()  # a panel that never came up must not outlive the test
+            raise
         return self
 
     def _healthy(self) -> bool:

@@ -113,7 +113,7 @@ def test_first_day(browser: Browser, panel: Panel) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / 'dashboard-1280x800.png'))
     page.set_viewport_size({'width': 390, 'height': 844})
-    expect(page.get_by_text('Instances')).to_be_visible()
+    expect(page.get_by_text('Instances', exact=True)).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / 'dashboard-390x844.png'))
     page.set_viewport_size({'width': 1280, 'height': 800})
 

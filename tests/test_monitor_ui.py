@@ -57,4 +57,4 @@ async def test_instance_usage_in_the_table(ui_user: User) -> None:
     await core.monitor.sample_now()
     (usage,) = ui_user.find(marker=f'usage-{instance.id}').elements
     assert isinstance(usage, ui.label)
-    assert usage.text.endswith(' GB') and '%' in usage.text
+    assert usage.text.endswith(' MB') and '%' in usage.text  # a small Python server: megabytes

@@ -9,13 +9,13 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from ..services.errors import ServiceError
-from . import blueprints, instances, system, trash
+from . import blueprints, instances, network, system, trash
 from .deps import TokenAuthMiddleware
 
 
 def create_api() -> FastAPI:
     api = FastAPI(title='AiKore API', version='1', docs_url=None, redoc_url=None, openapi_url=None)
-    for module in (system, instances, blueprints, trash):
+    for module in (system, instances, blueprints, trash, network):
         api.include_router(module.router)
     api.add_middleware(TokenAuthMiddleware)
     api.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]

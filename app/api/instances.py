@@ -1,4 +1,7 @@
-"""/api/instances: thin routes over ``InstanceService``."""
+"""/api/instances: thin routes over ``InstanceService`` and the public ports (``Ports``).
+
+Every instance answered carries its ``urls`` for the host the caller reached the panel at.
+"""
 
 from __future__ import annotations
 
@@ -15,25 +18,29 @@ router = APIRouter(prefix='/instances', tags=['instances'])
 CoreDep = Annotated[Core, Depends(get_core)]
 
 
+def shown(core: Core, request: Request, public: InstancePublic) -> InstancePublic:
+    return core.network.with_urls(public, request.headers.get('host'), request.url.scheme)
+
+
 @router.post('', status_code=201)
-async def create_instance(data: InstanceCreate, core: CoreDep) -> InstancePublic:
-    return await core.instances.create(data)
+async def create_instance(data: InstanceCreate, core: CoreDep, request: Request) -> InstancePublic:
+    return shown(core, request, await core.instances.create(data))
 
 
 @router.get('')
-async def list_instances(core: CoreDep) -> list[InstancePublic]:
-    return await core.instances.list_all()
+async def list_instances(core: CoreDep, request: Request) -> list[InstancePublic]:
+    return [shown(core, request, public) for public in await core.instances.list_all()]
 
 
 @router.get('/{instance_id}')
-async def get_instance(instance_id: int, core: CoreDep) -> InstancePublic:
-    return await core.instances.get(instance_id)
+async def get_instance(instance_id: int, core: CoreDep, request: Request) -> InstancePublic:
+    return shown(core, request, await core.instances.get(instance_id))
 
 
 @router.patch('/{instance_id}')
-async def update_instance(instance_id: int, data: InstanceUpdate, core: CoreDep) -> dict[str, Any]:
+async def update_instance(instance_id: int, data: InstanceUpdate, core: CoreDep, request: Request) -> dict[str, Any]:
     public, restart_required = await core.instances.update(instance_id, data)
-    return {**public.model_dump(mode='json'), 'restart_required': restart_required}
+    return {**shown(core, request, public).model_dump(mode='json'), 'restart_required': restart_required}
 
 
 @router.delete('/{instance_id}', status_code=204)
@@ -43,18 +50,35 @@ async def delete_instance(instance_id: int, core: CoreDep) -> Response:
 
 
 @router.post('/{instance_id}/start', status_code=202)
-async def start_instance(instance_id: int, core: CoreDep) -> InstancePublic:
-    return await core.instances.start(instance_id)
+async def start_instance(instance_id: int, core: CoreDep, request: Request) -> InstancePublic:
+    return shown(core, request, await core.instances.start(instance_id))
 
 
 @router.post('/{instance_id}/stop', status_code=202)
-async def stop_instance(instance_id: int, core: CoreDep) -> InstancePublic:
-    return await core.instances.stop(instance_id)
+async def stop_instance(instance_id: int, core: CoreDep, request: Request) -> InstancePublic:
+    return shown(core, request, await core.instances.stop(instance_id))
 
 
 @router.post('/{instance_id}/restart', status_code=202)
-async def restart_instance(instance_id: int, core: CoreDep) -> InstancePublic:
-    return await core.instances.restart(instance_id)
+async def restart_instance(instance_id: int, core: CoreDep, request: Request) -> InstancePublic:
+    return shown(core, request, await core.instances.restart(instance_id))
+
+
+@router.post(
+    '/{instance_id}/activate',
+    responses={409: {'description': 'Port held by another instance (`holder`), by another program, or not started'}},
+)
+async def activate_instance(
+    instance_id: int, core: CoreDep, request: Request, force: Annotated[bool, Query()] = False
+) -> InstancePublic:
+    """Map the public port to the instance; ``force=true`` takes it over from the instance holding it."""
+    return shown(core, request, await core.network.ports.activate(instance_id, force))
+
+
+@router.post('/{instance_id}/deactivate')
+async def deactivate_instance(instance_id: int, core: CoreDep, request: Request) -> InstancePublic:
+    """Unmap the public port (its live connections are cut)."""
+    return shown(core, request, await core.network.ports.deactivate(instance_id))
 
 
 @router.get('/{instance_id}/logs')

@@ -1,16 +1,28 @@
-"""/api/health (open) and the API's own documentation (token protected)."""
+"""/api/health (open), the monitor's figures (/api/system/...) and the API's own
+documentation (token protected)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
 
 from ..services import core as core_module
+from ..services.core import Core
+from .deps import get_core
 
 router = APIRouter(tags=['system'])
+CoreDep = Annotated[Core, Depends(get_core)]
+
+
+class Interval(BaseModel):
+    """The monitor's sampling interval in seconds (0.25-10), the same for every viewer."""
+
+    model_config = ConfigDict(strict=True)
+    interval: float
 
 
 @router.get('/health', responses={503: {'description': 'Still starting (re-adopting instances)'}})
@@ -34,3 +46,26 @@ async def docs(request: Request) -> HTMLResponse:
     # A browser opening the docs with ?token= passes it on to the schema request too.
     schema_url = f'{root}/openapi.json' + (f'?token={token}' if token else '')
     return get_swagger_ui_html(openapi_url=schema_url, title='AiKore API')
+
+
+@router.get('/system/stats')
+async def system_stats(core: CoreDep) -> JSONResponse:
+    """The latest sample: machine, GPUs and per-instance figures (bytes, %, °C, W; Unix time)."""
+    return JSONResponse((await core.monitor.current()).to_json())
+
+
+@router.get('/system/history')
+async def system_history(core: CoreDep, seconds: Annotated[float | None, Query(gt=0, le=86400)] = None) -> Response:
+    """The samples of the last ``seconds`` (default: all kept, 3600 samples), oldest first."""
+    return Response(await core.monitor.history_json(seconds), media_type='application/json')
+
+
+@router.get('/system/interval')
+async def get_interval(core: CoreDep) -> Interval:
+    return Interval(interval=core.monitor.interval)
+
+
+@router.put('/system/interval', responses={422: {'description': 'Not a number of seconds within 0.25-10'}})
+async def set_interval(body: Interval, core: CoreDep) -> Interval:
+    """Change how often the panel samples, for everyone, at once (not kept across restarts)."""
+    return Interval(interval=core.monitor.set_interval(body.interval))

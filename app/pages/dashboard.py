@@ -32,6 +32,11 @@ def remember(key: str, value: object) -> None:
 @ui.page('/')
 async def dashboard() -> None:
     core = core_module.current()
+    host = ui.context.client.request.headers.get('host')
+
+    def with_urls(instance: InstancePublic) -> InstancePublic:
+        """Open and View URLs as this browser reaches the panel."""
+        return core.network.with_urls(instance, host)
 
     async def select(instance: InstancePublic, tab: str) -> None:
         """An action of a row opens one of the tools on that instance."""
@@ -63,7 +68,7 @@ async def dashboard() -> None:
                     ui.space()
                     ui.button('New instance', icon='add', on_click=lambda: open_create_dialog(core))
                 empty = empty_state(core)
-                table = InstanceTable(core, select=select, on_empty_change=empty.set_visibility)
+                table = InstanceTable(core, select, empty.set_visibility, with_urls)
             with (
                 main_split.after,
                 ui.splitter(value=remembered('split_tools', 70), limits=(30, 100))
@@ -92,7 +97,12 @@ async def dashboard() -> None:
 
     def changed(instance: InstancePublic) -> None:
         table.apply(instance)
-        view.changed(instance)
+        view.changed(with_urls(instance))
+
+    def routes_changed(_: None) -> None:
+        table.refresh_urls()
+        if view.instance is not None:
+            view.changed(with_urls(view.instance))
 
     def removed(instance_id: int) -> None:
         table.removed(instance_id)
@@ -104,5 +114,7 @@ async def dashboard() -> None:
         core.instances.removed.subscribe(removed),
         core.monitor.events.subscribe(table.show_usage),
     ]
+    if core.network.proxy is not None:
+        unsubscribe.append(core.network.proxy.routes_changed.subscribe(routes_changed))
     client.on_delete(lambda: [stop() for stop in unsubscribe])
     await table.load()

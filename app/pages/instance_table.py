@@ -142,9 +142,9 @@ class InstanceRow:
         """CPU, RAM and VRAM of the instance's whole process tree (from the monitor)."""
         text = ''
         if stats is not None and self.instance.status.is_running:
-            text = f'{stats.cpu_percent:.0f}% · {stats.memory_rss / GB:.1f} GB'
+            text = f'{stats.cpu_percent:.0f}% · {size(stats.memory_rss)}'
             if stats.gpu_memory:
-                text += f' · {stats.gpu_memory / GB:.1f} GB VRAM'
+                text += f' · {size(stats.gpu_memory)} VRAM'
         if self.usage.text != text:
             self.usage.set_text(text)
 
@@ -237,6 +237,10 @@ class InstanceRow:
         self.container.delete()
 
 
+def size(nbytes: int) -> str:
+    return f'{nbytes / GB:.1f} GB' if nbytes >= GB else f'{nbytes / 1024**2:.0f} MB'
+
+
 def why_unreachable(instance: InstancePublic) -> str:
     if not instance.status.is_running:
         return 'Start the instance first'
@@ -252,8 +256,15 @@ def _gpu_text(gpu_ids: list[int]) -> str:
 class InstanceTable:
     """All rows, kept in step with the service's events."""
 
-    def __init__(self, core: Core, select: Select, on_empty_change: Callable[[bool], object]) -> None:
+    def __init__(
+        self,
+        core: Core,
+        select: Select,
+        on_empty_change: Callable[[bool], object],
+        with_urls: Callable[[InstancePublic], InstancePublic],
+    ) -> None:
         self.core = core
+        self.with_urls = with_urls
         self.select = select
         self.on_empty_change = on_empty_change
         self.rows: dict[int, InstanceRow] = {}
@@ -273,7 +284,13 @@ class InstanceTable:
             self.apply(instance)
         self.on_empty_change(not self.rows)
 
+    def refresh_urls(self) -> None:
+        """Routes changed (proxy reloaded): Open/View may have become reachable."""
+        for row in self.rows.values():
+            row.refresh(self.with_urls(row.instance))
+
     def apply(self, instance: InstancePublic) -> None:
+        instance = self.with_urls(instance)
         row = self.rows.get(instance.id)
         if row is not None:
             row.refresh(instance)

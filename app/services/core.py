@@ -14,10 +14,15 @@ from ..models import InstancePublic
 from . import auth
 from .blueprints import BlueprintStore
 from .events import EventBus
+from .gpu_source import GpuSource
+from .gpus import default_source
 from .instances import InstanceService
 from .log_stream import LogStreams
+from .monitor import Monitor
+from .network import Network
 from .sessions import Sessions
 from .supervisor import Supervisor
+from .terminals import Terminals
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +37,16 @@ class Core:
     instances: InstanceService
     api_token: str
     sessions: Sessions
+    monitor: Monitor
+    network: Network
     log_streams: LogStreams = field(default_factory=LogStreams)
+    terminals: Terminals = field(default_factory=Terminals)  # interactive shells (Terminal tab)
     ready: bool = False  # earlier runs re-adopted: requests may act on instances now
 
     @classmethod
-    def open(cls, settings: Settings) -> Core:
-        """Lay out the data directory, open/upgrade the database, load credentials (blocking)."""
+    def open(cls, settings: Settings, gpu_source: GpuSource | None = None) -> Core:
+        """Lay out the data directory, open/upgrade the database, load credentials (blocking).
+        ``gpu_source`` replaces NVML (tests hand in a fake one)."""
         settings.ensure_layout()
         engine = prepare_database(settings.db_path)
         token, generated = auth.api_token(settings.secrets_path, settings.api_token)
@@ -46,7 +55,13 @@ class Core:
         events: EventBus[InstancePublic] = EventBus('instances')
         blueprints = BlueprintStore(settings.stock_blueprints_dir, settings.custom_blueprints_dir)
         supervisor = Supervisor(settings, engine, blueprints, events)
-        instances = InstanceService(settings, engine, blueprints, supervisor, events)
+        gpus = gpu_source or default_source()
+        network = Network.open(settings, engine, events, token)
+        patterns = network.access_patterns
+        instances = InstanceService(
+            settings, engine, blueprints, supervisor, events, gpu_count=gpus.count, access_patterns=patterns
+        )
+        monitor = Monitor(supervisor, gpus, settings.data_dir, settings.monitor_interval)
         sessions = Sessions(settings.secrets_path, settings.data_dir / 'sessions.json', settings.password)
         if sessions.generated_password:
             log.warning('Login password generated (shown once, stored hashed): %s', sessions.generated_password)
@@ -59,17 +74,24 @@ class Core:
             instances=instances,
             api_token=token,
             sessions=sessions,
+            monitor=monitor,
+            network=network,
         )
 
     async def startup(self) -> None:
         """Re-adopt what an earlier panel left running, then start autostart instances."""
         await self.supervisor.adopt_all()
+        await self.network.startup(self.events, self.instances.removed)
         self.ready = True
         await self.instances.start_autostart()
+        await self.monitor.start()
 
     async def shutdown(self) -> None:
+        await self.monitor.stop()
         self.log_streams.shutdown()
+        await self.terminals.close_all()
         await self.supervisor.shutdown()
+        await self.network.shutdown()
         await asyncio.to_thread(self.engine.dispose)
 
 

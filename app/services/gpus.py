@@ -1,23 +1,18 @@
-"""How many NVIDIA GPUs this machine has, as NVML sees them (None: no driver / no GPU)."""
+"""How many NVIDIA GPUs this machine has (None: no driver / no GPU), from the same NVML
+source the monitor reads, so create validation and the GPU charts always agree."""
 
 from __future__ import annotations
 
 import functools
-import logging
 
-log = logging.getLogger(__name__)
+from .gpu_source import NvmlSource
 
 
 @functools.cache
-def detected_gpu_count() -> int | None:
-    try:
-        import pynvml
+def default_source() -> NvmlSource:
+    """The panel's one NVML source (NVML is opened once per process, on first use)."""
+    return NvmlSource()
 
-        pynvml.nvmlInit()
-    except Exception as exc:  # pynvml.NVMLError and friends: the "no GPU" case
-        log.info('No NVIDIA GPU detected (%s)', type(exc).__name__)
-        return None
-    try:
-        return int(pynvml.nvmlDeviceGetCount())
-    finally:
-        pynvml.nvmlShutdown()
+
+def detected_gpu_count() -> int | None:
+    return default_source().count()

@@ -56,6 +56,7 @@ class InstanceService:
         supervisor: Supervisor,
         events: EventBus[InstancePublic],
         gpu_count: Callable[[], int | None] = detected_gpu_count,
+        access_patterns: frozenset[AccessPattern] = frozenset(AccessPattern),
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -63,6 +64,7 @@ class InstanceService:
         self.supervisor = supervisor
         self.events = events
         self.gpu_count = gpu_count
+        self.access_patterns = access_patterns  # path and subdomain need the proxy (AIKORE_NGINX)
         self.removed: EventBus[int] = EventBus('instances-removed')  # ids of deleted instances
         self._catalog_lock = asyncio.Lock()
 
@@ -102,7 +104,7 @@ class InstanceService:
             autostart=data.autostart,
             persistent=data.persistent,
             public_port=port if port is not None else self._suggest_public_port(),
-            access_pattern=data.access_pattern,
+            access_pattern=self._access_pattern(data.access_pattern),
             output_path=output,
             restart_policy=data.restart_policy,
         )
@@ -142,6 +144,8 @@ class InstanceService:
         for key in ('autostart', 'persistent', 'access_pattern', 'restart_policy'):
             if key in sent:
                 changes[key] = sent[key]
+        if 'access_pattern' in changes:
+            self._access_pattern(changes['access_pattern'])
         blueprint_change = None
         if 'blueprint' in sent:
             blueprint = self.blueprints.get(sent['blueprint'])
@@ -158,9 +162,19 @@ class InstanceService:
             self._rename_folder(current.name, name)
             changes.update(name=name, slug=name.lower())
         changes = {key: value for key, value in changes.items() if getattr(current, key) != value}
+        if 'public_port' in changes and current.active:
+            changes['active'] = False  # unmapped from the old port; activate again on the new one
         if blueprint_change is not None:
             self._replace_script(changes.get('name', current.name), blueprint_change)
         return changes
+
+    def _access_pattern(self, pattern: AccessPattern) -> AccessPattern:
+        if pattern not in self.access_patterns:
+            raise InvalidInput(
+                f'Access pattern {pattern.value!r} needs the NGINX proxy, which is off here (AIKORE_NGINX=off or '
+                "nginx not installed): use 'port'"
+            )
+        return pattern
 
     def _rename_folder(self, old: str, new: str) -> None:
         source, target = launch.instance_dir(self.settings, old), launch.instance_dir(self.settings, new)

@@ -87,6 +87,13 @@ class Supervisor:
     def is_running(self, instance_id: int) -> bool:
         return instance_id in self._runs
 
+    def running_pids(self) -> dict[int, int]:
+        """{instance id: runner PID} of the runs held now; the runner leads the instance's process tree."""
+        return {instance_id: run.pid for instance_id, run in self._runs.items()}
+
+    def running_names(self) -> dict[int, str]:
+        return {instance_id: run.name for instance_id, run in self._runs.items()}
+
     # ------------------------------------------------------------------ start
 
     async def start(self, instance_id: int, *, automatic: bool = False) -> InstancePublic:

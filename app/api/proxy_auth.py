@@ -1,0 +1,51 @@
+"""``/_aikore/auth``: nginx's ``auth_request`` for the ``/instance/…`` and ``<slug>.<host>``
+routes. The decision is ``app.api.deps.authenticated``, the same as for the API and pages.
+
+nginx sets ``X-Original-URI`` (the client's own value never reaches this endpoint through
+nginx) so a ``?token=`` on the instance URL counts; the Authorization and Cookie headers
+come with the subrequest. 204 lets the request through, 401 refuses it and names the login
+page in ``X-AiKore-Login`` (nginx redirects browsers there). A browser that came with a valid
+``?token=`` also gets a session cookie for that host, so the page's own requests pass too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import parse_qs, quote, urlsplit
+
+from fastapi import Request, Response
+
+from ..services import core as core_module
+from ..services.sessions import SESSION_COOKIE, SESSION_DAYS
+from .deps import authenticated, request_cookie
+
+
+async def check(request: Request) -> Response:
+    original = request.headers.get('x-original-uri') or '/'
+    query = urlsplit(original).query
+    scope = {**request.scope, 'query_string': query.encode('latin-1', errors='replace')}
+    if not authenticated(scope):
+        return Response(status_code=401, headers={'X-AiKore-Login': login_url(request, original)})
+    response = Response(status_code=204)
+    if _wants_session_cookie(request, query):
+        cookie = await asyncio.to_thread(core_module.current().sessions.open)
+        response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_DAYS * 86400, httponly=True, samesite='lax')
+    return response
+
+
+def _wants_session_cookie(request: Request, query: str) -> bool:
+    """A browser page load that passed with ?token= and holds no valid session yet."""
+    if 'token' not in parse_qs(query) or 'text/html' not in request.headers.get('accept', ''):
+        return False
+    return not core_module.current().sessions.valid(request_cookie(request.scope, SESSION_COOKIE))
+
+
+def login_url(request: Request, original: str) -> str:
+    """Path routes: the panel's login page, back to the same URL after. Subdomain routes: the
+    login page on the parent host (the login page only returns to same-site paths)."""
+    if request.headers.get('x-aikore-route') != 'subdomain':
+        return f'/login?next={quote(original, safe="")}'
+    host = request.headers.get('host', '')
+    parent = host.partition('.')[2] or host
+    scheme = request.headers.get('x-forwarded-proto') or request.url.scheme
+    return f'{scheme}://{parent}/login'

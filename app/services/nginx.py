@@ -1,0 +1,315 @@
+"""The nginx program: check a config (``nginx -t``), signal a reload, and, in the managed
+mode, run and supervise the panel's own master.
+
+Every command names the config by its absolute path (``-c``) and, where the build knows
+``-e``, the error log under the data dir, so nothing falls back to /etc/nginx or
+/var/log/nginx. The managed master runs in the foreground (``daemon off``) in its own
+session, with ``setpriv --pdeathsig TERM`` where available so it ends with the panel even
+when the panel is SIGKILLed; a master left by an earlier panel is found through the pid
+file and ended at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from . import processes
+
+log = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT = 30.0
+START_TIMEOUT = 10.0  # nginx retries a busy listen port 5 times, 0.5 s apart
+STOP_TIMEOUT = 5.0
+RELOAD_TIMEOUT = 5.0
+MAX_BACKOFF = 30.0
+POLL = 0.02
+
+
+class NginxError(RuntimeError):
+    """nginx refused a config or could not be started or signalled; the text says why."""
+
+
+@dataclass(frozen=True)
+class NginxPaths:
+    """Where nginx keeps its files: all under ``<data>/nginx/`` (pid: elsewhere if external)."""
+
+    folder: Path
+    pid: Path
+
+    @property
+    def config(self) -> Path:
+        return self.folder / 'nginx.conf'
+
+    @property
+    def error_log(self) -> Path:
+        return self.folder / 'error.log'
+
+    @property
+    def access_log(self) -> Path:
+        return self.folder / 'access.log'
+
+    @property
+    def temp(self) -> Path:
+        return self.folder / 'temp'
+
+    @property
+    def empty(self) -> Path:
+        return self.folder / 'empty'
+
+    def prepare(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)  # logs may name instances and clients
+        for sub in (self.temp, self.empty):
+            sub.mkdir(exist_ok=True)
+
+
+def find_binary() -> str | None:
+    """nginx on PATH, or in the sbin folders a non-root PATH often lacks."""
+    path = os.environ.get('PATH', '') + os.pathsep + '/usr/sbin:/usr/local/sbin:/sbin'
+    return shutil.which('nginx', path=path)
+
+
+class Nginx:
+    """One nginx binary bound to one config file."""
+
+    def __init__(self, binary: str, paths: NginxPaths) -> None:
+        self.binary = binary
+        self.paths = paths
+        self._has_e = self._knows_error_log_option()
+
+    def _knows_error_log_option(self) -> bool:
+        """``-e`` exists since nginx 1.19.5."""
+        result = subprocess.run([self.binary, '-v'], capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        match = re.search(r'nginx/(\d+)\.(\d+)\.(\d+)', result.stderr + result.stdout)
+        return match is not None and tuple(int(part) for part in match.groups()) >= (1, 19, 5)
+
+    def command(self, config: Path, *extra: str, errors: str | None = 'stderr') -> list[str]:
+        """``errors``: where nginx logs before it has read the config (``stderr``: to the caller)."""
+        command = [self.binary, '-p', f'{self.paths.folder}/', '-c', str(config.resolve())]
+        if self._has_e and errors:
+            command += ['-e', errors]
+        return command + list(extra)
+
+    def test(self, config: Path) -> None:
+        """``nginx -t`` on ``config``; raises NginxError with nginx's own words."""
+        result = subprocess.run(self.command(config, '-t', '-q'), capture_output=True, text=True,
+                                timeout=COMMAND_TIMEOUT, cwd=self.paths.folder)  # fmt: skip
+        if result.returncode != 0:
+            raise NginxError(_tidy(result.stderr + result.stdout) or f'nginx -t exited with {result.returncode}')
+
+    def reload(self) -> None:
+        """``nginx -s reload`` with the same ``-c``: the master named by the config's pid file re-reads
+        it. Returns once only workers of the new generation accept connections (the old ones title
+        themselves "shutting down" when they close their listen sockets), so the new routes are live."""
+        master = self.master_pid()
+        old = _accepting_workers(master) if master is not None else set()
+        self._signal_reload()
+        if master is None:
+            return
+        deadline = time.monotonic() + RELOAD_TIMEOUT
+        while True:
+            accepting = _accepting_workers(master)
+            if accepting and not accepting & old:
+                return
+            if time.monotonic() > deadline:
+                raise NginxError(f'nginx kept its old config after the reload (see {self.paths.error_log})')
+            time.sleep(POLL / 4)
+
+    def _signal_reload(self) -> None:
+        result = subprocess.run(self.command(self.paths.config, '-s', 'reload'), capture_output=True, text=True,
+                                timeout=COMMAND_TIMEOUT, cwd=self.paths.folder)  # fmt: skip
+        if result.returncode != 0:
+            raise NginxError(_tidy(result.stderr + result.stdout) or f'nginx -s reload exited with {result.returncode}')
+
+    def reopen_logs(self) -> None:
+        pid = self.master_pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+
+    def master_pid(self) -> int | None:
+        """The live nginx master named by the pid file, if it runs this config."""
+        try:
+            pid = int(self.paths.pid.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if self._runs_our_config(pid) else None
+
+    def _runs_our_config(self, pid: int) -> bool:
+        try:
+            process = psutil.Process(pid)
+            command = process.cmdline()
+            alive = process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+        return alive and bool(command) and 'nginx' in command[0] and str(self.paths.config) in ' '.join(command)
+
+
+class ManagedMaster:
+    """The panel's own nginx master (bare host): started, restarted if it dies, stopped with the panel."""
+
+    def __init__(self, nginx: Nginx) -> None:
+        self.nginx = nginx
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._pidfd: int | None = None
+        self._stopping = False
+        self._restart_task: asyncio.Task[None] | None = None
+        self._failures = 0
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None and self._popen.poll() is None else None
+
+    async def start(self) -> None:
+        """End a master left by an earlier panel, then start ours; returns once it listens."""
+        self._stopping = False
+        stale = self.nginx.master_pid()
+        if stale is not None:
+            log.info('Ending the nginx master (pid %s) an earlier panel left running', stale)
+            await _end_group(stale)
+        self.nginx.paths.pid.unlink(missing_ok=True)
+        # Spawned from the event loop's thread: the parent-death signal follows the thread that forks.
+        popen = self._spawn()
+        try:
+            await self._wait_listening(popen)
+        except NginxError:
+            await _end_group(popen.pid)
+            popen.wait()
+            raise
+        self._popen = popen
+        self._watch(popen)
+        log.info('nginx master started (pid %s)', popen.pid)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        command = self.nginx.command(
+            self.nginx.paths.config, '-g', 'daemon off;', errors=str(self.nginx.paths.error_log)
+        )
+        setpriv = shutil.which('setpriv')
+        if setpriv is not None:
+            command = [setpriv, '--pdeathsig', 'TERM', '--', *command]
+        # cwd '/': nothing of nginx counts as a process "in the data dir" (where instances run).
+        with self.nginx.paths.error_log.open('ab') as errors:
+            return subprocess.Popen(command, cwd='/', stdin=subprocess.DEVNULL, stdout=errors,
+                                    stderr=errors, start_new_session=True, close_fds=True)  # fmt: skip
+
+    async def _wait_listening(self, popen: subprocess.Popen[bytes]) -> None:
+        """nginx writes its pid file once its listen sockets are bound."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if popen.poll() is not None:
+                raise NginxError(f'nginx exited at start with code {popen.returncode}: {self._error_tail()}')
+            if _read_pid(self.nginx.paths.pid) == popen.pid:
+                return
+            if time.monotonic() > deadline:
+                raise NginxError(f'nginx did not start within {START_TIMEOUT:.0f} s: {self._error_tail()}')
+            await asyncio.sleep(POLL)
+
+    def _error_tail(self) -> str:
+        try:
+            lines = self.nginx.paths.error_log.read_text(errors='replace').splitlines()
+        except OSError:
+            return '(no error log)'
+        return _tidy('\n'.join(lines[-3:]))
+
+    def _watch(self, popen: subprocess.Popen[bytes]) -> None:
+        self._pidfd = os.pidfd_open(popen.pid)
+        asyncio.get_running_loop().add_reader(self._pidfd, self._on_exit, popen)
+
+    def _unwatch(self) -> None:
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _on_exit(self, popen: subprocess.Popen[bytes]) -> None:
+        self._unwatch()
+        popen.wait()
+        if self._stopping or popen is not self._popen:
+            return
+        self._popen = None
+        self._failures += 1
+        delay = min(MAX_BACKOFF, 0.2 * 2 ** (self._failures - 1))
+        log.error('nginx master exited (code %s): restarting it in %.1f s', popen.returncode, delay)
+        self._restart_task = asyncio.ensure_future(self._restart_later(delay, popen.pid))
+
+    async def _restart_later(self, delay: float, dead_master: int | None = None) -> None:
+        if dead_master is not None:
+            await _end_group(dead_master)  # its workers outlive it and keep the listen port
+        await asyncio.sleep(delay)
+        if self._stopping:
+            return
+        try:
+            await self.start()
+        except NginxError as exc:
+            log.error('Could not restart nginx: %s', exc)
+            self._failures += 1
+            self._restart_task = asyncio.ensure_future(self._restart_later(min(MAX_BACKOFF, delay * 2)))
+            return
+        self._failures = 0
+        self.restarts += 1
+
+    async def stop(self) -> None:
+        """Fast shutdown (SIGTERM to the master, which ends its workers), then make sure of it."""
+        self._stopping = True
+        if self._restart_task is not None:
+            self._restart_task.cancel()
+        popen, self._popen = self._popen, None
+        self._unwatch()
+        if popen is not None:
+            await _end_group(popen.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(1)
+        self.nginx.paths.pid.unlink(missing_ok=True)
+
+
+async def _end_group(pgid: int) -> None:
+    """SIGTERM to the master's group (master and workers), SIGKILL what is left after a while."""
+    processes.signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while await asyncio.to_thread(processes.group_members, pgid):
+        if time.monotonic() > deadline:
+            processes.signal_group(pgid, signal.SIGKILL)
+            return
+        await asyncio.sleep(POLL)
+
+
+def _accepting_workers(master: int) -> set[int]:
+    """The master's workers that still accept connections (not "worker process is shutting down")."""
+    found: set[int] = set()
+    try:
+        children = psutil.Process(master).children()
+    except psutil.Error:
+        return found
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if 'shutting down' not in ' '.join(child.cmdline()):
+                found.add(child.pid)
+    return found
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _tidy(text: str) -> str:
+    """nginx's messages on one line, without the timestamp prefix of its error log."""
+    lines = [
+        re.sub(r'^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\w+)\] \d+#\d+: ', r'[\1] ', line) for line in text.splitlines()
+    ]
+    return ' | '.join(line.strip() for line in lines if line.strip())

@@ -1,0 +1,300 @@
+"""The reverse proxy's config: which instances nginx routes, rendered from the Jinja2
+template in ``container/nginx/`` and applied safely.
+
+Every change goes render -> ``nginx.conf.candidate`` -> ``nginx -t -c <abs>`` -> copy into
+``nginx.conf`` -> reload with the same ``-c``. A render nginx refuses never replaces the
+live file (it stays in ``nginx.conf.candidate``), the error is logged and kept for
+``GET /api/network``, and nginx goes on serving the previous config. The routes follow
+the instances: the service listens to instance events and re-renders when a slug or an
+internal port changes (start, stop, rename, create, delete); unchanged routes cause no
+reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from sqlalchemy.engine import Engine
+
+from ..config import Settings
+from ..models import InstancePublic
+from . import instance_store as store
+from .events import EventBus
+from .nginx import ManagedMaster, Nginx, NginxError
+from .sessions import SESSION_COOKIE
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = 'nginx.conf.j2'
+SLUG_RE = re.compile(r'[a-z0-9][a-z0-9_-]{0,47}')
+TOKEN_RE = re.compile(r'[A-Za-z0-9._~+/=-]{16,256}')
+UNSAFE_PATH_CHARS = re.compile(r'["\\$\r\n]')  # the paths are double-quoted in the config
+ACCESS_LOG_MAX = 20 * 1024 * 1024
+HOUSEKEEPING_EVERY = 600.0
+SHUTDOWN_WAIT = 10.0
+TUNING = {'worker_processes': 2, 'shutdown_timeout': '10m', 'buffer_kb': 256}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One instance as nginx sees it: its slug and, while it runs, its internal port."""
+
+    id: int
+    slug: str
+    port: int | None
+
+
+@dataclass
+class ProxyStatus:
+    mode: str
+    running: bool
+    config: str | None
+    last_error: str | None
+    reloads: int
+    routes: int
+
+
+class Proxy:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        nginx: Nginx,
+        panel_port: int,
+        master: ManagedMaster | None,
+        api_token: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.nginx = nginx
+        self.paths = nginx.paths
+        self.panel_port = panel_port
+        self.master = master  # None: external mode (someone else runs the master)
+        # Written into the config (mode 0600) only when it is a plain token nginx can quote.
+        self.api_token = api_token if api_token and TOKEN_RE.fullmatch(api_token) else None
+        self.last_error: str | None = None
+        self.reloads = 0
+        self._applied: tuple[Route, ...] | None = None
+        self._live: frozenset[Route] = frozenset()  # routes nginx serves now (after the last good reload)
+        self._seen: dict[int, Route] = {}
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+        self._unsubscribe: list[Any] = []
+        self.routes_changed: EventBus[None] = EventBus('proxy-routes')
+        self._templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(settings.nginx_templates),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            autoescape=False,  # noqa: S701 - nginx config, not HTML; every value is validated
+        )
+
+    @property
+    def mode(self) -> str:
+        return 'managed' if self.master is not None else 'external'
+
+    # ------------------------------------------------------------------ start / exit
+
+    async def startup(self, events: EventBus[InstancePublic], removed: EventBus[int]) -> None:
+        """Write the config from the database (replacing whatever an earlier run left), then
+        start the managed master or signal the external one; follow instance events from now on."""
+        _check_path(self.paths.folder)
+        await asyncio.to_thread(self._prepare_folder)
+        error = await self.apply(force=True, reload=self.master is None)
+        if error is not None and not self.paths.config.exists():
+            raise NginxError(f'cannot write a first nginx config: {error}')
+        if self.master is not None:
+            await self.master.start()
+        self._unsubscribe = [events.subscribe(self._on_instance), removed.subscribe(self._on_removed)]
+        self._worker = asyncio.ensure_future(self._work())
+
+    def _prepare_folder(self) -> None:
+        self.paths.prepare()
+        self._rotate_access_log()
+
+    async def shutdown(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        if self._worker is not None:
+            # A flag, not cancel(): Python 3.11's wait_for can swallow a cancellation that
+            # arrives together with a wake-up, and the loop would then sleep on.
+            self._closing = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._worker), SHUTDOWN_WAIT)
+            except TimeoutError:
+                self._worker.cancel()
+        if self.master is not None:
+            await self.master.stop()
+
+    # ------------------------------------------------------------------ following instances
+
+    def _on_instance(self, public: InstancePublic) -> None:
+        route = Route(public.id, public.slug, public.internal_port if public.status.is_running else None)
+        if self._seen.get(public.id) != route:
+            self._wake.set()
+
+    def _on_removed(self, instance_id: int) -> None:
+        if instance_id in self._seen:
+            self._wake.set()
+
+    async def _work(self) -> None:
+        """Applies changes one at a time; events that arrive meanwhile make one more pass."""
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), HOUSEKEEPING_EVERY)
+            self._wake.clear()
+            if self._closing:
+                return
+            try:
+                await self.apply()
+                await asyncio.to_thread(self._rotate_access_log)
+            except Exception:
+                log.exception('Applying the nginx config failed')
+
+    # ------------------------------------------------------------------ applying
+
+    async def apply(self, *, force: bool = False, reload: bool = True) -> str | None:
+        """Render, check and install the config, then reload nginx. Answers None on success,
+        else the sentence that was logged (the previous config stays live)."""
+        async with self._lock:
+            routes = await asyncio.to_thread(self._routes)
+            self._seen = {route.id: route for route in routes}
+            if routes == self._applied and not force:
+                return None
+            try:
+                text = self._render(routes)
+                await asyncio.to_thread(self._install, text)
+            except (NginxError, jinja2.TemplateError, OSError) as exc:
+                return self._failed(f'nginx config not applied, the previous one stays live: {exc}')
+            self._applied = routes
+            self.last_error = None
+            error = await self._reload() if reload else None
+            if error is None and self._live != frozenset(routes):
+                self._live = frozenset(routes)
+                self.routes_changed.publish(None)  # URLs that depend on a route may change now
+            return error
+
+    async def _reload(self) -> str | None:
+        if self.master is not None and self.master.pid is None:
+            return None  # (re)starting: the master reads the new file when it starts
+        if self.master is None and await asyncio.to_thread(self.nginx.master_pid) is None:
+            log.warning('No nginx master runs %s yet: it reads the new config when it starts', self.paths.config)
+            return None
+        try:
+            await asyncio.to_thread(self.nginx.reload)
+        except NginxError as exc:
+            return self._failed(f'nginx config written but not reloaded: {exc}')
+        self.reloads += 1
+        return None
+
+    def _failed(self, message: str) -> str:
+        log.error('%s', message)
+        self.last_error = message
+        return message
+
+    def _routes(self) -> tuple[Route, ...]:
+        routes = []
+        for instance in store.list_all(self.engine):
+            if instance.id is None or not SLUG_RE.fullmatch(instance.slug):
+                log.warning('Instance %r has a slug nginx cannot route; skipped', instance.name)
+                continue
+            port = instance.internal_port if instance.status.is_running else None
+            routes.append(Route(instance.id, instance.slug, port))
+        return tuple(routes)
+
+    def _render(self, routes: tuple[Route, ...]) -> str:
+        paths = self.paths
+        for path in (paths.pid, paths.error_log, paths.access_log, paths.temp, paths.empty):
+            _check_path(path)
+        return self._templates.get_template(TEMPLATE).render(
+            template=str(self.settings.nginx_templates / TEMPLATE),
+            user=_worker_user(),
+            pid_path=paths.pid,
+            error_log=paths.error_log,
+            access_log=paths.access_log,
+            temp_dir=paths.temp,
+            empty_dir=paths.empty,
+            listen=listen_address(self.settings.host, self.settings.port),
+            panel_port=self.panel_port,
+            session_cookie=SESSION_COOKIE,
+            api_token=self.api_token,
+            instances=routes,
+            **TUNING,
+        )
+
+    def _install(self, text: str) -> None:
+        """Write the candidate next to the live file, let nginx judge it, then copy it over the
+        live one. Both files always exist (no file appears or vanishes as configs change); a
+        refused candidate stays for inspection. The copy needs no rename: nginx reads the file
+        only when told to, after this."""
+        candidate = self.paths.folder / 'nginx.conf.candidate'
+        _write_private(candidate, text)
+        self.nginx.test(candidate)
+        _write_private(self.paths.config, text)
+
+    def _rotate_access_log(self) -> None:
+        log_file = self.paths.access_log
+        with contextlib.suppress(OSError):
+            if log_file.stat().st_size > ACCESS_LOG_MAX:
+                log_file.replace(log_file.with_name('access.log.1'))
+                self.nginx.reopen_logs()
+
+    # ------------------------------------------------------------------ reading
+
+    def serves(self, instance_id: int, slug: str, port: int | None) -> bool:
+        """True once nginx routes the instance to this internal port (its URLs work)."""
+        return port is not None and Route(instance_id, slug, port) in self._live
+
+    def status(self) -> ProxyStatus:
+        running = self.master.pid is not None if self.master is not None else self.nginx.master_pid() is not None
+        return ProxyStatus(
+            mode=self.mode,
+            running=running,
+            config=str(self.paths.config),
+            last_error=self.last_error,
+            reloads=self.reloads,
+            routes=len(self._applied or ()),
+        )
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Mode 0600: the config may hold the API token."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def listen_address(host: str, port: int) -> str:
+    if ':' in host and not host.startswith('['):
+        return f'[{host}]:{port}'
+    return f'{host}:{port}'
+
+
+def _worker_user() -> str | None:
+    """As root, workers run as the panel's user (the default 'nobody' may not reach the data dir)."""
+    if os.geteuid() != 0:
+        return None
+    return f'{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}'
+
+
+def _check_path(path: Path) -> None:
+    if UNSAFE_PATH_CHARS.search(str(path)):
+        raise NginxError(
+            f'the path {path} holds a character an nginx config cannot carry (a quote, backslash, $ '
+            'or line break): choose another AIKORE_DATA_DIR or set AIKORE_NGINX=off'
+        )

@@ -1,0 +1,52 @@
+"""The Open and View URLs of an instance (DESIGN "Networking", API.md ``urls``).
+
+``entry`` is how the user reaches the panel: AIKORE_PUBLIC_HOST, else the Host of their
+request (``host`` or ``host:port``). Open follows the access pattern: ``port`` ->
+``http://<host>:<public_port>/`` (only while the port is mapped), ``subdomain`` ->
+``<scheme>://<slug>.<host>[:<entry port>]/``, ``path`` -> ``<scheme>://<entry>/instance/<slug>/``;
+the last two need the proxy, and a subdomain of a bare IP address cannot exist. View is
+what the dashboard embeds: the same-origin path URL when the proxy runs, else the port URL.
+Both are null unless the instance is ``started``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ..models import AccessPattern, InstancePublic, InstanceStatus, InstanceUrls
+
+
+def split_entry(entry: str) -> tuple[str, str | None]:
+    """``'host:9000'`` -> ``('host', '9000')``; ``'[::1]:9000'`` -> ``('[::1]', '9000')``."""
+    if entry.startswith('['):
+        host, _, rest = entry.partition(']')
+        port = rest[1:] if rest.startswith(':') else None
+        return host + ']', port or None
+    host, sep, port = entry.rpartition(':')
+    if not sep or not port.isdigit():
+        return entry, None
+    return host, port
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip('[]'))
+    except ValueError:
+        return False
+    return True
+
+
+def instance_urls(instance: InstancePublic, entry: str | None, proxy_on: bool, scheme: str = 'http') -> InstanceUrls:
+    if instance.status != InstanceStatus.STARTED or not entry:
+        return InstanceUrls()
+    host, entry_port = split_entry(entry.strip().lower())
+    by_port = f'http://{host}:{instance.public_port}/' if instance.active and instance.public_port else None
+    path = f'/instance/{instance.slug}/'
+    opened: str | None = None
+    if instance.access_pattern == AccessPattern.PORT:
+        opened = by_port
+    elif proxy_on and instance.access_pattern == AccessPattern.PATH:
+        opened = f'{scheme}://{entry.strip().lower()}{path}'
+    elif proxy_on and instance.access_pattern == AccessPattern.SUBDOMAIN and not is_ip(host):
+        opened = f'{scheme}://{instance.slug}.{host}' + (f':{entry_port}' if entry_port else '') + '/'
+    return InstanceUrls(open=opened, view=path if proxy_on else by_port)

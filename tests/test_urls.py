@@ -1,0 +1,71 @@
+"""Open/View URLs (API.md ``urls``) and the networking settings, without processes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from app.config import ConfigError, Settings
+from app.models import InstancePublic
+from app.services.proxy import listen_address
+from app.services.urls import instance_urls, split_entry
+
+
+def instance(**fields: Any) -> InstancePublic:
+    values: dict[str, Any] = {
+        'id': 1, 'name': 'Comfy', 'slug': 'comfy', 'blueprint': 'Demo', 'status': 'started', 'pid': 10,
+        'exit_code': None, 'internal_port': 40000, 'active': True, 'public_port': 9001,
+        'access_pattern': 'port', 'created_at': datetime(2026, 1, 1, tzinfo=UTC),
+    }  # fmt: skip
+    return InstancePublic.model_validate({**values, **fields})
+
+
+def urls(entry: str | None, proxy: bool = True, **fields: Any) -> tuple[str | None, str | None]:
+    result = instance_urls(instance(**fields), entry, proxy)
+    return result.open, result.view
+
+
+def test_port_pattern_needs_the_port_mapped() -> None:
+    assert urls('box.lan:9000') == ('http://box.lan:9001/', '/instance/comfy/')
+    assert urls('box.lan:9000', active=False) == (None, '/instance/comfy/')
+    assert urls('box.lan:9000', proxy=False) == ('http://box.lan:9001/', 'http://box.lan:9001/')
+    assert urls('box.lan:9000', proxy=False, active=False) == (None, None)
+    assert urls('[::1]:9000') == ('http://[::1]:9001/', '/instance/comfy/')
+
+
+def test_subdomain_and_path_patterns_need_the_proxy() -> None:
+    assert urls('box.lan:9000', access_pattern='subdomain') == ('http://comfy.box.lan:9000/', '/instance/comfy/')
+    assert urls('box.lan', access_pattern='subdomain')[0] == 'http://comfy.box.lan/'
+    assert urls('10.0.0.5:9000', access_pattern='subdomain')[0] is None  # an IP address has no subdomains
+    assert urls('box.lan:9000', access_pattern='path')[0] == 'http://box.lan:9000/instance/comfy/'
+    assert urls('box.lan:9000', proxy=False, access_pattern='path') == (None, 'http://box.lan:9001/')
+    assert urls('box.lan:9000', proxy=False, access_pattern='subdomain', active=False) == (None, None)
+
+
+@pytest.mark.parametrize('status', ['stopped', 'starting', 'stalled', 'stopping', 'error'])
+def test_no_urls_unless_started(status: str) -> None:
+    assert urls('box.lan:9000', status=status) == (None, None)
+    assert urls(None) == (None, None)
+
+
+def test_entry_and_listen_parsing() -> None:
+    assert split_entry('box.lan:9000') == ('box.lan', '9000')
+    assert split_entry('box.lan') == ('box.lan', None)
+    assert split_entry('[::1]:80') == ('[::1]', '80')
+    assert listen_address('0.0.0.0', 9000) == '0.0.0.0:9000'
+    assert listen_address('::', 9000) == '[::]:9000'
+
+
+def test_networking_settings() -> None:
+    settings = Settings.from_env({})
+    assert settings.nginx == 'auto' and settings.panel_port is None and settings.nginx_pid is None
+    chosen = Settings.from_env(
+        {'AIKORE_NGINX': 'External', 'AIKORE_PANEL_PORT': '9100', 'AIKORE_NGINX_PID': '/run/n.pid'}
+    )
+    assert (chosen.nginx, chosen.panel_port, str(chosen.nginx_pid)) == ('external', 9100, '/run/n.pid')
+    with pytest.raises(ConfigError, match='AIKORE_NGINX'):
+        Settings.from_env({'AIKORE_NGINX': 'sometimes'})
+    with pytest.raises(ConfigError, match='AIKORE_PANEL_PORT'):
+        Settings.from_env({'AIKORE_PANEL_PORT': '70000'})
