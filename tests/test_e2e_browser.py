@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
@@ -141,3 +142,57 @@ def test_two_browsers_see_each_other(browser: Browser, panel: Panel) -> None:
     finally:
         first.close()
         second.close()
+
+
+def open_url(page: Page, row: int) -> str | None:
+    """The Open button's link of a row (on the wrapper's title: a disabled button shows none)."""
+    return page.locator('span:has(> button:has-text("open_in_new"))').nth(row).get_attribute('title')
+
+
+def test_seed_protocol_activation_conflict_and_access(browser: Browser, panel: Panel) -> None:
+    """The seed's test protocol 6.1, steps 3-5, as a person clicks through them."""
+    low = int(panel.env['AIKORE_PORT_RANGE'].split('-')[0])
+    panel.put_blueprint('Quick', python_server_blueprint())
+    ids = [panel.create(name, blueprint='Quick', public_port=low)['id'] for name in ('first', 'second')]
+    for instance_id in ids:
+        panel.client.post(f'/instances/{instance_id}/start')
+        panel.wait_status(instance_id, 'started')
+    page = browser.new_page(viewport={'width': 1280, 'height': 800})
+    errors = console_errors(page)
+    page.goto(login_link(panel).replace('127.0.0.1', 'localhost'))  # a name: subdomains of an IP cannot exist
+    toggles = page.locator('button', has_text=re.compile('^(Activate|Deactivate)$'))
+    expect(toggles).to_have_count(2, timeout=15000)
+
+    toggles.nth(0).click()  # step 3: Activate -> Deactivate (green)
+    expect(toggles.nth(0)).to_have_text('Deactivate')
+    assert 'bg-positive' in (toggles.nth(0).get_attribute('class') or '')
+    expect(page.locator('span:has(> button:has-text("open_in_new"))').nth(0)).to_have_attribute(
+        'title', f'http://localhost:{low}/'
+    )
+    assert open_url(page, 1) != f'http://localhost:{low}/'  # the second is not active
+    assert httpx.get(f'http://127.0.0.1:{low}/', timeout=5).status_code == 200  # the Open link works
+
+    toggles.nth(1).click()  # step 4: a conflict names the holder; Cancel changes nothing
+    expect(page.get_by_text(f'Public port {low} is in use by first')).to_be_visible()
+    page.get_by_role('button', name='Cancel').click()
+    expect(toggles.nth(0)).to_have_text('Deactivate')
+    expect(toggles.nth(1)).to_have_text('Activate')
+    assert panel.instance(ids[0])['active'] is True
+
+    toggles.nth(1).click()  # ... and OK takes the port over; both rows update
+    page.get_by_role('button', name='Take over').click()
+    expect(toggles.nth(1)).to_have_text('Deactivate')
+    expect(toggles.nth(0)).to_have_text('Activate')
+    assert [panel.instance(i)['active'] for i in ids] == [False, True]
+
+    page.get_by_text('Host:port').nth(1).click()  # step 5: the Open link follows the access pattern
+    page.get_by_role('option', name='Subdomain').click()
+    expect(page.locator('span:has(> button:has-text("open_in_new"))').nth(1)).to_have_attribute(
+        'title', f'http://second.localhost:{panel.port}/'
+    )
+    page.get_by_text('Subdomain').first.click()
+    page.get_by_role('option', name='Host:port').click()
+    expect(page.locator('span:has(> button:has-text("open_in_new"))').nth(1)).to_have_attribute(
+        'title', f'http://localhost:{low}/'
+    )
+    assert errors == []

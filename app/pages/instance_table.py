@@ -12,13 +12,14 @@ from typing import Any
 
 from nicegui import ui
 
-from ..models import AccessPattern, InstancePublic, InstanceStatus, InstanceUpdate, RestartPolicy
+from ..models import InstancePublic, InstanceStatus, InstanceUpdate, RestartPolicy
 from ..services.core import Core
-from ..services.errors import InvalidInput
+from ..services.errors import Conflict, InvalidInput, ServiceError
 from ..services.sampler import InstanceStats, Sample
 from .feedback import attempt
 
-COLUMNS = '140px 120px 64px 44px 44px 112px 96px 84px 104px 112px auto'
+COLUMNS = '130px 110px 56px 40px 40px 104px 92px 168px 100px 104px auto'
+ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}
 HEADERS = ['Name', 'Blueprint', 'GPUs', 'Auto', 'Pers.', 'Status', 'PID · use', 'Port', 'Access', 'Restart', 'Actions']
 STATUS_COLORS = {
     InstanceStatus.STOPPED: 'grey-7',
@@ -52,8 +53,16 @@ def status_text(instance: InstancePublic) -> str:
 class InstanceRow:
     """The elements of one instance, kept so a change updates them in place."""
 
-    def __init__(self, core: Core, instance: InstancePublic, categories: dict[str, str], select: Select) -> None:
+    def __init__(
+        self,
+        core: Core,
+        instance: InstancePublic,
+        categories: dict[str, str],
+        select: Select,
+        with_urls: Callable[[InstancePublic], InstancePublic],
+    ) -> None:
         self.core = core
+        self.with_urls = with_urls
         self.instance = instance
         self.select = select
         self.actions: list[tuple[str, ui.button]] = []
@@ -77,10 +86,14 @@ class InstanceRow:
         with ui.column().classes('gap-0'):
             self.pid = ui.label()
             self.usage = ui.label().classes('text-xs opacity-60 whitespace-nowrap').mark(f'usage-{instance.id}')
-        self.port = ui.number(value=instance.public_port, format='%d', on_change=self._mark_dirty)
-        self.port.props('dense borderless')
-        self.access = ui.select([p.value for p in AccessPattern], value=instance.access_pattern.value,
-                                on_change=self._mark_dirty).props('dense borderless')  # fmt: skip
+        with ui.row().classes('gap-1 no-wrap items-center'):
+            self.port = ui.number(value=instance.public_port, format='%d', on_change=self._mark_dirty)
+            self.port.props('dense borderless').classes('w-16')
+            self.activate = ui.button(on_click=self.toggle_active).props('dense no-caps size=sm')
+            self.activate.mark(f'activate-{instance.id}')
+        # Not part of Update: the Open link follows the access pattern at once (seed protocol 6.1, step 5).
+        self.access = ui.select(ACCESS_LABELS, value=instance.access_pattern.value, on_change=self.change_access)
+        self.access.props('dense borderless').mark(f'access-{instance.id}')
         self.restart_policy = ui.select([p.value for p in RestartPolicy], value=instance.restart_policy.value,
                                         on_change=self._mark_dirty).props('dense borderless')  # fmt: skip
         with ui.row().classes('gap-0 no-wrap items-center'):
@@ -134,6 +147,7 @@ class InstanceRow:
         self.start_stop.props(f'icon={icon} color={color}')
         self.start_stop_tip.set_text('Stop' if running else 'Start')
         self.restart.set_enabled(running)
+        self._show_activation(instance)
         self._set_reachable(self.open, self.open_wrapper, instance.urls.open)
         self._set_reachable(self.view, self.view_wrapper, instance.urls.view)
         self._mark_dirty()
@@ -150,7 +164,13 @@ class InstanceRow:
 
     def _set_reachable(self, button: ui.button, wrapper: ui.element, url: str | None) -> None:
         button.set_enabled(url is not None)
-        wrapper.props(f'title="{"" if url else why_unreachable(self.instance)}"')
+        wrapper.props(f'title="{url or why_unreachable(self.instance)}"')
+
+    def _show_activation(self, instance: InstancePublic) -> None:
+        """Activate (grey) / Deactivate (green): the public port mapped now or not."""
+        self.activate.set_text('Deactivate' if instance.active else 'Activate')
+        self.activate.props(f'color={"positive" if instance.active else "grey-8"}')
+        self.activate.set_enabled(instance.active or instance.status == InstanceStatus.STARTED)
 
     def _mark_dirty(self, *_: Any) -> None:
         self.update_button.set_visibility(bool(self.changes()))
@@ -162,7 +182,6 @@ class InstanceRow:
             'autostart': self.autostart.value,
             'persistent': self.persistent.value,
             'public_port': int(self.port.value) if self.port.value is not None else None,
-            'access_pattern': self.access.value,
             'restart_policy': self.restart_policy.value,
         }
         if self.gpus.value != _gpu_text(instance.gpu_ids):
@@ -184,7 +203,7 @@ class InstanceRow:
         if result is None:
             return
         public, restart_required = result
-        self.refresh(public)
+        self.refresh(self.with_urls(public))
         if restart:
             await attempt(self.core.instances.restart(public.id), f'{public.name} saved and restarting')
         elif restart_required:
@@ -203,6 +222,52 @@ class InstanceRow:
                     await attempt(self.core.instances.restart(public.id), f'Restarting {public.name}')
 
                 ui.button('Restart now', on_click=restart_now).props('color=primary')
+        dialog.open()
+
+    async def change_access(self, event: Any) -> None:
+        if event.value == self.instance.access_pattern.value:
+            return
+        result = await attempt(self.core.instances.update(self.instance.id, InstanceUpdate(access_pattern=event.value)))
+        if result is None:
+            self.access.set_value(self.instance.access_pattern.value)
+            return
+        self.refresh(self.with_urls(result[0]))
+        ui.notify(f'{self.instance.name}: access by {ACCESS_LABELS[event.value]}', type='positive')
+
+    async def toggle_active(self, force: bool = False) -> None:
+        instance, ports = self.instance, self.core.network.ports
+        try:
+            if instance.active:
+                public = await ports.deactivate(instance.id)
+                message = f'Public port {instance.public_port} of {instance.name} closed'
+            else:
+                public = await ports.activate(instance.id, force=force)
+                message = f'{instance.name} is on public port {instance.public_port}'
+        except Conflict as exc:
+            if 'holder' in exc.extra and not force:
+                self.confirm_takeover(exc.extra['holder']['name'])
+            else:
+                ui.notify(exc.detail, type='negative', multi_line=True)
+            return
+        except ServiceError as exc:
+            ui.notify(exc.detail, type='negative', multi_line=True)
+            return
+        self.refresh(self.with_urls(public))
+        ui.notify(message, type='positive')
+
+    def confirm_takeover(self, holder: str) -> None:
+        port = self.instance.public_port
+        with ui.dialog() as dialog, ui.card():
+            ui.label(f'Public port {port} is in use by {holder}. Take it over? {holder} will be deactivated '
+                     'and its open connections cut.')  # fmt: skip
+            with ui.row():
+                ui.button('Cancel', on_click=dialog.close).props('flat').mark('takeover-cancel')
+
+                async def take_over() -> None:
+                    dialog.close()
+                    await self.toggle_active(force=True)
+
+                ui.button('Take over', on_click=take_over).props('color=primary').mark('takeover-ok')
         dialog.open()
 
     async def start_or_stop(self) -> None:
@@ -296,7 +361,7 @@ class InstanceTable:
             row.refresh(instance)
             return
         with self.grid:
-            self.rows[instance.id] = InstanceRow(self.core, instance, self.categories, self.select)
+            self.rows[instance.id] = InstanceRow(self.core, instance, self.categories, self.select, self.with_urls)
         self.on_empty_change(False)
 
     def show_usage(self, sample: Sample) -> None:
