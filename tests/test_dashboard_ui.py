@@ -18,11 +18,11 @@ async def test_login_required(ui_user: User) -> None:
 
 async def test_empty_state_creates_a_demo_instance(ui_user: User) -> None:
     await ui_user.open('/')
-    await ui_user.should_see('No instances yet')
+    await ui_user.should_see('No instances yet', retries=50)
     ui_user.find('Create a Demo instance').click()
-    await ui_user.should_see('Created demo')
-    await ui_user.should_see(marker='name-1')
-    await ui_user.should_see('stopped')
+    await ui_user.should_see('Created demo', retries=50)
+    await ui_user.should_see(marker='name-1', retries=50)
+    await ui_user.should_see('stopped', retries=50)
 
 
 async def test_status_changes_appear_without_reload(ui_user: User) -> None:
@@ -30,7 +30,7 @@ async def test_status_changes_appear_without_reload(ui_user: User) -> None:
     core.blueprints.put_custom('Fast', python_server_blueprint().encode())
     instance = await core.instances.create(InstanceCreate(name='quick', blueprint='Fast'))
     await ui_user.open('/')
-    await ui_user.should_see('stopped')
+    await ui_user.should_see('stopped', retries=50)
     await core.instances.start(instance.id)  # not through the page: another user, or the API
     await ui_user.should_see('started', retries=100)
     ui_user.find(marker=f'start-stop-{instance.id}').click()
@@ -43,16 +43,16 @@ async def test_create_dialog_validates_and_creates(ui_user: User) -> None:
     ui_user.find('New instance').click()
     await ui_user.should_see(marker='create-name', retries=50)
     ui_user.find(marker='create-name').type('bad name!')
-    await ui_user.should_see('Invalid instance name')
+    await ui_user.should_see('Invalid instance name', retries=50)
     ui_user.find(marker='create-submit').click()
-    await ui_user.should_see('Invalid instance name')
+    await ui_user.should_see('Invalid instance name', retries=50)
     assert await core_module.current().instances.list_all() == []
     ui_user.find(marker='create-name').clear().type('comfy-gpu0')
     ui_user.find(marker='create-blueprint').click()
     ui_user.find('Stock — ComfyUI · Image Generation').click()
-    await ui_user.should_see('Node-based Stable Diffusion UI')
+    await ui_user.should_see('Node-based Stable Diffusion UI', retries=50)
     ui_user.find(marker='create-submit').click()
-    await ui_user.should_see('Created comfy-gpu0')
+    await ui_user.should_see('Created comfy-gpu0', retries=50)
     (created,) = await core_module.current().instances.list_all()
     assert (created.name, created.blueprint) == ('comfy-gpu0', 'ComfyUI')
 
@@ -65,7 +65,7 @@ async def test_create_dialog_shows_service_errors(ui_user: User) -> None:
     await ui_user.should_see(marker='create-name', retries=50)
     ui_user.find(marker='create-name').type('TAKEN')
     ui_user.find(marker='create-submit').click()
-    await ui_user.should_see("An instance named 'taken' already exists (names ignore case)")
+    await ui_user.should_see("An instance named 'taken' already exists (names ignore case)", retries=50)
 
 
 async def test_inline_edit_and_update(ui_user: User) -> None:
@@ -74,31 +74,31 @@ async def test_inline_edit_and_update(ui_user: User) -> None:
     await ui_user.open('/')
     await ui_user.should_not_see('Update')
     ui_user.find(marker=f'name-{instance.id}').clear().type('after')
-    await ui_user.should_see('Update')
+    await ui_user.should_see('Update', retries=50)
     ui_user.find('Update').click()
-    await ui_user.should_see('after updated')
+    await ui_user.should_see('after updated', retries=50)
     assert (await core.instances.get(instance.id)).name == 'after'
     ui_user.find(marker=f'name-{instance.id}').clear().type('no good')
     ui_user.find('Update').click()
-    await ui_user.should_see('Invalid instance name')
+    await ui_user.should_see('Invalid instance name', retries=50)
 
 
 async def test_delete_restore_from_trash(ui_user: User) -> None:
     core = core_module.current()
     instance = await core.instances.create(InstanceCreate(name='goner', blueprint='Demo'))
     await ui_user.open('/')
-    await ui_user.should_see(marker=f'name-{instance.id}')
+    await ui_user.should_see(marker=f'name-{instance.id}', retries=50)
     ui_user.find(marker=f'delete-{instance.id}').click()
-    await ui_user.should_see('Delete goner?')
+    await ui_user.should_see('Delete goner?', retries=50)
     ui_user.find(marker='confirm-delete').click()
-    await ui_user.should_see('goner moved to the trash')
+    await ui_user.should_see('goner moved to the trash', retries=50)
     await ui_user.should_not_see(marker=f'name-{instance.id}')
     assert [e.name for e in await core.instances.trash()] == ['goner']
     ui_user.find('Trash').click()
-    await ui_user.should_see('goner')
+    await ui_user.should_see('goner', retries=50)
     ui_user.find('Restore').click()
-    await ui_user.should_see('goner restored')
-    await ui_user.should_see(marker='name-2')
+    await ui_user.should_see('goner restored', retries=50)
+    await ui_user.should_see(marker='name-2', retries=50)
 
 
 async def test_script_save_and_save_as_blueprint(ui_user: User) -> None:
@@ -110,15 +110,15 @@ async def test_script_save_and_save_as_blueprint(ui_user: User) -> None:
     editor = ui_user.find(marker='script-editor').elements.pop()
     assert 'AIKORE-METADATA-START' in editor.value
     editor.set_value(editor.value + '\n# tuned\n')
-    await ui_user.should_see('unsaved')
+    await ui_user.should_see('unsaved', retries=50)
     ui_user.find('Save').click()
-    await ui_user.should_see('Script saved')
+    await ui_user.should_see('Script saved', retries=50)
     assert (await core.instances.read_script(instance.id)).endswith('# tuned\n')
     ui_user.find('Save as blueprint…').click()
     ui_user.find(marker='blueprint-name').type('Demo')
     ui_user.find(marker='blueprint-save').click()
-    await ui_user.should_see('stock blueprint')
+    await ui_user.should_see('stock blueprint', retries=50)
     ui_user.find(marker='blueprint-name').clear().type('MyDemo')
     ui_user.find(marker='blueprint-save').click()
-    await ui_user.should_see('Blueprint MyDemo saved')
+    await ui_user.should_see('Blueprint MyDemo saved', retries=50)
     assert core.blueprints.read('MyDemo').endswith('# tuned\n')

@@ -30,19 +30,19 @@ async def test_charts_replay_history_then_grow(ui_user: User) -> None:
     await core.monitor.sample_now()
     await core.monitor.sample_now()
     assert len(chart.figure['data'][0]['x']) == before + 2
-    await ui_user.should_see('No NVIDIA GPU detected')  # this machine has no GPU driver
+    await ui_user.should_see('No NVIDIA GPU detected', retries=50)  # this machine has no GPU driver
 
 
 async def test_interval_buttons_change_the_sampler(ui_user: User) -> None:
     core = core_module.current()
     await ui_user.open('/')
-    await ui_user.should_see('1 s')
+    await ui_user.should_see('1 s', retries=50)
     ui_user.find(marker='interval-up').click()
-    await ui_user.should_see('Monitoring every 2 s')
+    await ui_user.should_see('Monitoring every 2 s', retries=50)
     assert core.monitor.interval == 2.0
     ui_user.find(marker='interval-down').click()
     ui_user.find(marker='interval-down').click()
-    await ui_user.should_see('Monitoring every 0.5 s')
+    await ui_user.should_see('Monitoring every 0.5 s', retries=50)
     assert core.monitor.interval == 0.5
 
 
