@@ -37,6 +37,7 @@ from .core import (
     put_blueprint,
     wait_status,
 )
+from .dashboard import dashboard, dashboards_open
 from .proxy import proxy
 
 TWENTY = 20
@@ -704,6 +705,8 @@ BENCHMARKS: dict[str, Callable[[Context], list[Result]]] = {
     'monitor': monitor,
     'idle_cpu': idle_cpu,
     'proxy': proxy,
+    'dashboard': dashboard,
+    'dashboards_open': dashboards_open,
 }
 
 # What a failed benchmark's row(s) show: (key, label, target, target_text, original, unit).
@@ -715,6 +718,15 @@ PLACEHOLDERS: dict[str, list[tuple[str, str, float, str, str, str]]] = {
     'start20': [('start20_sequential', '20 starts -> all started', 1.0, '<= 1.0 s', '1.8 s', 's')],
     'monitor': [('monitor_sample', 'one monitor sample, 20 instances', 0.005, '<= 5 ms', '-', 's')],
     'idle_cpu': [('idle_cpu', 'idle CPU, 20 instances', 0.5, '<= 0.5 % core', '0.17 %', '%')],
+    'dashboard': [
+        ('dashboard_render', 'dashboard first render, 50 instances', 1.5, '<= 1.5 s', '-', 's'),
+        ('status_bytes', 'websocket bytes per status change', 2048, '< 2 KB', '-', 'B'),
+        ('status_visible', 'status change -> visible in browser', 0.3, '<= 300 ms', '-', 's'),
+    ],
+    'dashboards_open': [
+        ('dashboards_cpu', 'panel CPU, 3 dashboards open', 3.0, '< 3 % core', '-', '%'),
+        ('chart_bytes', 'websocket bytes per chart tick', 1024, '< 1 KB', '-', 'B'),
+    ],
     'proxy': [
         ('throughput_socat', '200 MB download through socat', 0.5, '>= 50% of direct', '-', 'MB/s'),
         ('throughput_nginx', '200 MB download through nginx', 0.4, '>= 40% of direct', '-', 'MB/s'),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 
+import psutil
 from playwright.sync_api import Page, sync_playwright
 
 from tests.helpers import Panel
@@ -94,3 +95,42 @@ def _status_change(page: Page, panel: Panel, instance_id: int, frames: list[int]
     first_seen = min(when for _text, when in changes)
     statuses = {text for text, _when in changes}
     return (first_seen - began) / 1000, sum(frames) / max(1, len(statuses))
+
+
+def dashboards_open(ctx: Context) -> list[Result]:
+    """Three dashboards open, the monitor at 1 s: the panel's CPU, and the websocket bytes each
+    page receives per chart tick."""
+    panel = ctx.panel('dashboards-open')
+    link = re.search(r'Log in: (\S+)', panel.log_text())
+    assert link is not None and panel.process is not None
+    seconds = 10 if ctx.quick else 30
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path='/usr/bin/chromium', args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={'width': 1280, 'height': 800})
+        context.new_page().goto(link.group(1))
+        frames: list[int] = []
+        pages = []
+        for index in range(3):
+            page = context.new_page()
+            if index == 0:
+                page.on('websocket', lambda ws: ws.on('framereceived', lambda payload: frames.append(len(payload))))
+            page.goto(f'{panel.url}/')
+            page.wait_for_function("document.querySelector('.js-plotly-plot')?.data?.[0]?.x?.length > 0")
+            pages.append(page)
+        process = psutil.Process(panel.process.pid)
+        pages[0].wait_for_timeout(2000)  # let the pages settle before measuring
+        del frames[:]
+        before, began = process.cpu_times(), time.perf_counter()
+        pages[0].wait_for_timeout(seconds * 1000)
+        after, elapsed = process.cpu_times(), time.perf_counter() - began
+        browser.close()
+    ctx.stop_panel(panel)
+    cpu = 100 * ((after.user + after.system) - (before.user + before.system)) / elapsed
+    ticks = max(1, round(elapsed))  # one sample a second
+    per_tick = sum(frames) / ticks
+    return [
+        Result('dashboards_cpu', f'panel CPU, 3 dashboards open, {seconds} s', '%', cpu, 3.0, '< 3 % core', '-',
+               note='monitor every 1 s, no instance'),
+        Result('chart_bytes', 'websocket bytes per chart tick (one page)', 'B', per_tick, 1024, '< 1 KB', '-',
+               note=f'{len(frames)} frames in {elapsed:.0f} s'),
+    ]  # fmt: skip

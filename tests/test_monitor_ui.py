@@ -22,6 +22,7 @@ async def test_charts_replay_history_then_grow(ui_user: User) -> None:
     for _ in range(3):
         await core.monitor.sample_now()
     await ui_user.open('/')
+    await ui_user.should_see(marker='system-chart', retries=50)  # the charts come once the table is shown
     chart = system_chart(ui_user)
     assert isinstance(chart.figure, dict)
     before = len(chart.figure['data'][0]['x'])

@@ -60,6 +60,7 @@ async def test_terminal_tab_opens_a_shell_for_the_instance(ui_user: User, monkey
     first = await core.instances.create(InstanceCreate(name='shelly', blueprint='Demo', gpu_ids=[0]))
     second = await core.instances.create(InstanceCreate(name='other', blueprint='Demo'))
     await ui_user.open('/')
+    await ui_user.should_see(marker='terminal', retries=50)  # the tools come once the table is shown
     xterm = ui_user.find(marker='terminal').elements.pop()
     assert isinstance(xterm, ui.xterm)
     screen = Screen()
@@ -95,6 +96,7 @@ async def test_the_oldest_terminal_of_a_user_is_closed_with_a_notice(
     core = core_module.current()
     instance = await core.instances.create(InstanceCreate(name='many', blueprint='Demo'))
     await ui_user.open('/')
+    await ui_user.should_see(marker='terminal', retries=50)  # the tools come once the table is shown
     xterm = ui_user.find(marker='terminal').elements.pop()
     screen = Screen()
     monkeypatch.setattr(xterm, 'write', screen.write)

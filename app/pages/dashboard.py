@@ -32,6 +32,7 @@ def remember(key: str, value: object) -> None:
 @ui.page('/')
 async def dashboard() -> None:
     core = core_module.current()
+    instances = await core.instances.list_all()  # before building: the rows go out with the page itself
     host = ui.context.client.request.headers.get('host')
 
     def with_urls(instance: InstancePublic) -> InstancePublic:
@@ -81,32 +82,25 @@ async def dashboard() -> None:
                             ui.tab(name)
                     tabs.on_value_change(lambda e: remember('tab', e.value))
                     with ui.tab_panels(tabs).classes('w-full grow').bind_value(tabs) as panels:
-                        with ui.tab_panel('Logs').classes('p-0 h-full'):
-                            logs = LogView(core)
-                        with ui.tab_panel('Script').classes('p-0 h-full'):
-                            script = ScriptView(core)
-                        with ui.tab_panel('View').classes('p-0 h-full'):
-                            view = ViewTab()
-                        with ui.tab_panel('Terminal').classes('p-0 h-full'):
-                            terminal = TerminalView(core)
-                        with ui.tab_panel('Trash').classes('p-0'):
-                            trash = TrashView(core)
+                        tab_panels = {name: ui.tab_panel(name).classes('p-0 h-full') for name in TABS}
                     panels.props('animated=false')
-                with tools_split.after, ui.column().classes('w-full h-full p-2 gap-1 overflow-y-auto max-sm:hidden'):
-                    MonitorPane(core)
+                with tools_split.after:
+                    monitor_area = ui.column().classes('w-full h-full p-2 gap-1 overflow-y-auto max-sm:hidden')
 
     def changed(instance: InstancePublic) -> None:
         table.apply(instance)
-        view.changed(with_urls(instance))
+        if tools_ready:
+            view.changed(with_urls(instance))
 
     def routes_changed(_: None) -> None:
         table.refresh_urls()
-        if view.instance is not None:
+        if tools_ready and view.instance is not None:
             view.changed(with_urls(view.instance))
 
     def removed(instance_id: int) -> None:
         table.removed(instance_id)
-        trash.refresh_soon()
+        if tools_ready:
+            trash.refresh_soon()
 
     client = ui.context.client
     unsubscribe = [
@@ -117,4 +111,21 @@ async def dashboard() -> None:
     if core.network.proxy is not None:
         unsubscribe.append(core.network.proxy.routes_changed.subscribe(routes_changed))
     client.on_delete(lambda: [stop() for stop in unsubscribe])
-    await table.load()
+    table.load(instances)
+    # The tools and charts come once the table is on screen: their libraries (xterm, CodeMirror,
+    # Plotly) are big to load, and the first thing a person looks at is the table.
+    tools_ready = False
+    await client.connected()
+    with tab_panels['Logs']:
+        logs = LogView(core)
+    with tab_panels['Script']:
+        script = ScriptView(core)
+    with tab_panels['View']:
+        view = ViewTab()
+    with tab_panels['Terminal']:
+        terminal = TerminalView(core)
+    with tab_panels['Trash']:
+        trash = TrashView(core)
+    tools_ready = True
+    with monitor_area:
+        MonitorPane(core)

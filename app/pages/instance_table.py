@@ -100,8 +100,6 @@ class InstanceRow:
             self.update_button = ui.button('Update', on_click=self.save).props('dense color=primary size=sm')
             self.start_stop = ui.button(on_click=self.start_or_stop).props('flat dense round size=sm')
             self.start_stop.mark(f'start-stop-{instance.id}')
-            with self.start_stop:
-                self.start_stop_tip = ui.tooltip('Start')
             self.restart = self._action('restart_alt', 'Restart', self.restart_instance)
             # Disabled buttons show no tooltip: the reason sits on a wrapper.
             with ui.element('span') as self.open_wrapper:
@@ -116,8 +114,8 @@ class InstanceRow:
                 button.mark(f'{name}-{instance.id}')
 
     def _action(self, icon: str, tip: str, handler: Callable[[], Any]) -> ui.button:
-        button = ui.button(icon=icon, on_click=handler).props('flat dense round size=sm')
-        button.tooltip(tip)
+        # A native title, not a ui.tooltip: one element less per button, 400 less for 50 rows.
+        button = ui.button(icon=icon, on_click=handler).props(f'flat dense round size=sm title="{tip}"')
         self.actions.append((tip.lower(), button))
         return button
 
@@ -145,7 +143,7 @@ class InstanceRow:
         running = instance.status.is_running
         icon, color = ('stop', 'negative') if running else ('play_arrow', 'positive')
         self.start_stop.props(f'icon={icon} color={color}')
-        self.start_stop_tip.set_text('Stop' if running else 'Start')
+        self.start_stop.props(f'title={"Stop" if running else "Start"}')
         self.restart.set_enabled(running)
         self._show_activation(instance)
         self._set_reachable(self.open, self.open_wrapper, instance.urls.open)
@@ -343,9 +341,9 @@ class InstanceTable:
                 ui.label(header).classes('text-xs uppercase opacity-60')
             self.grid = ui.element('div').classes('contents')
 
-    async def load(self) -> None:
+    def load(self, instances: list[InstancePublic]) -> None:
         self.categories = {bp.name: bp.meta.category for bp in self.core.blueprints.all()}
-        for instance in await self.core.instances.list_all():
+        for instance in instances:
             self.apply(instance)
         self.on_empty_change(not self.rows)
 
