@@ -9,19 +9,10 @@ import time
 import psutil
 from playwright.sync_api import Page, sync_playwright
 
-from tests.helpers import Panel
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel
 
 from .core import PYTHON, Context, Result, create, median, post, put_blueprint, wait_status
 
-CHROMIUM_ARGS = [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-]
 INSTANCES = 50
 # Records each status badge change with the browser's clock (same machine: same clock as ours).
 WATCH_BADGES = """
@@ -41,7 +32,7 @@ def dashboard(ctx: Context) -> list[Result]:
     assert link is not None
     runs = 3 if ctx.quick else 5
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path='/usr/bin/chromium', args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={'width': 1280, 'height': 800})
         context.new_page().goto(link.group(1))
         render = [_first_render(context.new_page(), panel.url) for _ in range(runs)]
@@ -105,7 +96,7 @@ def dashboards_open(ctx: Context) -> list[Result]:
     assert link is not None and panel.process is not None
     seconds = 10 if ctx.quick else 30
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path='/usr/bin/chromium', args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={'width': 1280, 'height': 800})
         context.new_page().goto(link.group(1))
         frames: list[int] = []

@@ -18,6 +18,17 @@ import httpx
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = '/usr/bin/chromium'  # Debian's, installed by `make test`
+# As root in a closed network: no sandbox, no GPU, and none of Chromium's own traffic.
+CHROMIUM_ARGS = [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+]
 T = TypeVar('T')
 
 

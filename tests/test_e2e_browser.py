@@ -11,18 +11,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from tests.helpers import Panel, python_server_blueprint
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, python_server_blueprint
 
-CHROMIUM = '/usr/bin/chromium'
-CHROMIUM_ARGS = [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-]
 ARTIFACTS = Path(__file__).with_name('artifacts')
 
 

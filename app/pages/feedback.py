@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from nicegui import ui
@@ -12,6 +12,33 @@ from ..services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 T = TypeVar('T')
+
+
+def confirm(
+    question: str,
+    action: str,
+    then: Callable[[], Awaitable[object]],
+    *,
+    color: str = 'primary',
+    cancel: str = 'Cancel',
+    marker: str | None = None,
+) -> None:
+    """Ask before acting: ``then`` runs only when the person clicks ``action``."""
+    with ui.dialog() as dialog, ui.card():
+        ui.label(question)
+        with ui.row():
+            cancel_button = ui.button(cancel, on_click=dialog.close).props('flat')
+
+            async def confirmed() -> None:
+                dialog.close()
+                await then()
+
+            action_button = ui.button(action, on_click=confirmed).props(f'color={color}')
+        if marker:
+            cancel_button.mark(f'{marker}-cancel')
+            action_button.mark(marker)
+    dialog.on('hide', dialog.delete)  # a closed dialog leaves nothing behind
+    dialog.open()
 
 
 async def succeeded(action: Awaitable[object], success: str | None = None) -> bool:

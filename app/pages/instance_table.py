@@ -16,7 +16,7 @@ from ..models import InstancePublic, InstanceStatus, InstanceUpdate, RestartPoli
 from ..services.core import Core
 from ..services.errors import Conflict, InvalidInput, ServiceError
 from ..services.sampler import InstanceStats, Sample
-from .feedback import attempt
+from .feedback import attempt, confirm
 
 COLUMNS = '130px 110px 56px 40px 40px 104px 92px 168px 100px 104px auto'
 ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}
@@ -210,17 +210,12 @@ class InstanceRow:
             ui.notify(f'{public.name} updated', type='positive')
 
     def offer_restart(self, public: InstancePublic, what: list[str]) -> None:
-        with ui.dialog() as dialog, ui.card():
-            ui.label(f'{public.name} is running: {", ".join(what) or "this change"} applies at its next start.')
-            with ui.row():
-                ui.button('Later', on_click=dialog.close).props('flat')
-
-                async def restart_now() -> None:
-                    dialog.close()
-                    await attempt(self.core.instances.restart(public.id), f'Restarting {public.name}')
-
-                ui.button('Restart now', on_click=restart_now).props('color=primary')
-        dialog.open()
+        confirm(
+            f'{public.name} is running: {", ".join(what) or "this change"} applies at its next start.',
+            'Restart now',
+            lambda: attempt(self.core.instances.restart(public.id), f'Restarting {public.name}'),
+            cancel='Later',
+        )
 
     async def change_access(self, event: Any) -> None:
         if event.value == self.instance.access_pattern.value:
@@ -254,19 +249,13 @@ class InstanceRow:
         ui.notify(message, type='positive')
 
     def confirm_takeover(self, holder: str) -> None:
-        port = self.instance.public_port
-        with ui.dialog() as dialog, ui.card():
-            ui.label(f'Public port {port} is in use by {holder}. Take it over? {holder} will be deactivated '
-                     'and its open connections cut.')  # fmt: skip
-            with ui.row():
-                ui.button('Cancel', on_click=dialog.close).props('flat').mark('takeover-cancel')
-
-                async def take_over() -> None:
-                    dialog.close()
-                    await self.toggle_active(force=True)
-
-                ui.button('Take over', on_click=take_over).props('color=primary').mark('takeover-ok')
-        dialog.open()
+        confirm(
+            f'Public port {self.instance.public_port} is in use by {holder}. Take it over? {holder} will be '
+            'deactivated and its open connections cut.',
+            'Take over',
+            lambda: self.toggle_active(force=True),
+            marker='takeover',
+        )
 
     async def start_or_stop(self) -> None:
         instance = self.instance
@@ -284,17 +273,13 @@ class InstanceRow:
 
     def confirm_delete(self) -> None:
         instance = self.instance
-        with ui.dialog() as dialog, ui.card():
-            ui.label(f'Delete {instance.name}? Its folder moves to the trash, from where it can be restored.')
-            with ui.row():
-                ui.button('Cancel', on_click=dialog.close).props('flat')
-
-                async def delete() -> None:
-                    dialog.close()
-                    await attempt(self.core.instances.delete(instance.id), f'{instance.name} moved to the trash')
-
-                ui.button('Delete', on_click=delete).props('color=negative').mark('confirm-delete')
-        dialog.open()
+        confirm(
+            f'Delete {instance.name}? Its folder moves to the trash, from where it can be restored.',
+            'Delete',
+            lambda: attempt(self.core.instances.delete(instance.id), f'{instance.name} moved to the trash'),
+            color='negative',
+            marker='confirm-delete',
+        )
 
     def remove(self) -> None:
         self.container.delete()

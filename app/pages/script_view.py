@@ -4,7 +4,6 @@ Restart, Ctrl/Cmd-S, or kept as a new custom blueprint."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from nicegui import ui
 
@@ -12,7 +11,7 @@ from ..models import InstancePublic
 from ..services import validation
 from ..services.core import Core
 from ..services.errors import InvalidInput
-from .feedback import attempt, succeeded
+from .feedback import attempt, confirm, succeeded
 
 
 class ScriptView:
@@ -43,7 +42,7 @@ class ScriptView:
         if self.instance is not None and self.instance.id == instance.id:
             return
         if self.dirty:
-            self._confirm(f'Discard the unsaved changes to {self.instance.name if self.instance else ""}?',
+            confirm(f'Discard the unsaved changes to {self.instance.name if self.instance else ""}?',
                           'Discard', lambda: self._load(instance))  # fmt: skip
             return
         await self._load(instance)
@@ -78,7 +77,7 @@ class ScriptView:
                 await attempt(self.core.instances.restart(instance.id), f'Restarting {instance.name}')
 
         if current.status.is_running:
-            self._confirm(f'{instance.name} is running: save and restart it now?', 'Save & Restart', go)
+            confirm(f'{instance.name} is running: save and restart it now?', 'Save & Restart', go)
         else:
             await go()
 
@@ -98,20 +97,6 @@ class ScriptView:
             with ui.row():
                 ui.button('Cancel', on_click=dialog.close).props('flat')
                 ui.button('Save', on_click=create).props('color=primary').mark('blueprint-save')
-        dialog.open()
-
-    @staticmethod
-    def _confirm(question: str, action: str, then: Callable[[], Awaitable[None]]) -> None:
-        with ui.dialog() as dialog, ui.card():
-            ui.label(question)
-            with ui.row():
-                ui.button('Cancel', on_click=dialog.close).props('flat')
-
-                async def confirmed() -> None:
-                    dialog.close()
-                    await then()
-
-                ui.button(action, on_click=confirmed).props('color=primary')
         dialog.open()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from nicegui import background_tasks, ui
 
 from ..services.core import Core
-from .feedback import attempt
+from .feedback import attempt, confirm
 
 
 class TrashView:
@@ -43,15 +43,9 @@ class TrashView:
             await self.refresh()
 
     def purge(self, name: str) -> None:
-        with ui.dialog() as dialog, ui.card():
-            ui.label(f'Delete {name} and its files for good? This cannot be undone.')
-            with ui.row():
-                ui.button('Cancel', on_click=dialog.close).props('flat')
+        async def purge() -> None:
+            await attempt(self.core.instances.purge(name), f'{name} deleted for good')
+            await self.refresh()
 
-                async def purge() -> None:
-                    dialog.close()
-                    await attempt(self.core.instances.purge(name), f'{name} deleted for good')
-                    await self.refresh()
-
-                ui.button('Delete forever', on_click=purge).props('color=negative')
-        dialog.open()
+        confirm(f'Delete {name} and its files for good? This cannot be undone.', 'Delete forever', purge,
+                color='negative')  # fmt: skip
