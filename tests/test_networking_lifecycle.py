@@ -180,7 +180,8 @@ def test_reload_under_load(tmp_path: Path) -> None:
             loader.join()
         reloads = call(panel, 'GET', '/network')['proxy']['reloads'] - reloads_before
         assert failures == [], f'{len(failures)} of 1000 requests failed during {reloads} reloads: {failures[:5]}'
-        assert reloads >= 2 * cycles, f'only {reloads} reloads in {cycles} start/stop cycles'
+        # A burst of starts (or stops) is one reload: at least one per cycle happened under load.
+        assert reloads >= cycles, f'only {reloads} reloads in {cycles} start/stop cycles'
     finally:
         panel.stop()
 

@@ -41,6 +41,7 @@ TOKEN_RE = re.compile(r'[A-Za-z0-9._~+/=-]{16,256}')
 UNSAFE_PATH_CHARS = re.compile(r'["\\$\r\n]')  # the paths are double-quoted in the config
 ACCESS_LOG_MAX = 20 * 1024 * 1024
 HOUSEKEEPING_EVERY = 600.0
+COALESCE_SECONDS = 0.05
 SHUTDOWN_WAIT = 10.0
 TUNING = {'worker_processes': 2, 'shutdown_timeout': '10m', 'buffer_kb': 256}
 
@@ -156,6 +157,9 @@ class Proxy:
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), HOUSEKEEPING_EVERY)
+            if self._wake.is_set():
+                # A burst (20 instances started back to back) becomes one render, test and reload.
+                await asyncio.sleep(COALESCE_SECONDS)
             self._wake.clear()
             if self._closing:
                 return
