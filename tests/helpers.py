@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -48,6 +49,15 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f'timed out after {timeout} s waiting for {what or condition}')
         time.sleep(interval)
+
+
+async def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = '') -> None:
+    """``wait_for`` for async tests: polls without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f'timed out after {timeout} s waiting for {what or condition}')
+        await asyncio.sleep(0.02)
 
 
 def processes_under(data_dir: Path) -> list[psutil.Process]:

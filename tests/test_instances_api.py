@@ -3,6 +3,8 @@ launch script, delete into trash, restore and purge."""
 
 from __future__ import annotations
 
+import httpx
+
 from tests.helpers import Panel, python_server_blueprint
 
 
@@ -96,3 +98,16 @@ def test_delete_restore_purge(panel: Panel) -> None:
         assert panel.client.delete(f'/trash/{entry["name"]}').status_code == 204
     assert panel.client.get('/trash').json() == []
     assert panel.client.delete('/trash/nothing').status_code == 404
+
+
+def test_download_whole_log(panel: Panel) -> None:
+    panel.put_blueprint('Server', python_server_blueprint())
+    instance = panel.create('chatty', blueprint='Server')
+    panel.client.post(f'/instances/{instance["id"]}/start')
+    panel.wait_status(instance['id'], 'started')
+    with httpx.Client(base_url=panel.url, params={'token': panel.token}, timeout=15) as browser:
+        response = browser.get(f'/download/logs/{instance["id"]}')
+        assert response.status_code == 200
+        assert response.headers['content-disposition'] == 'attachment; filename="chatty.log"'
+        assert 'booting chatty' in response.text and 'serving' in response.text
+        assert browser.get('/download/logs/999').status_code == 404

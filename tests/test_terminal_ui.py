@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -16,6 +13,7 @@ from app.models import InstanceCreate
 from app.services import core as core_module
 from app.services.core import Core
 from app.services.terminals import ShellSpec, Terminal
+from tests.helpers import wait_until
 
 
 class Screen:
@@ -26,14 +24,6 @@ class Screen:
 
     def write(self, data: bytes | str) -> None:
         self.text += data.decode() if isinstance(data, bytes) else data
-
-
-async def until(condition: Callable[[], object], timeout: float = 10.0, what: str = '') -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f'timed out after {timeout} s waiting for {what or condition}')
-        await asyncio.sleep(0.02)
 
 
 def open_shells() -> list[Terminal]:
@@ -69,25 +59,25 @@ async def test_terminal_tab_opens_a_shell_for_the_instance(ui_user: User, monkey
     await ui_user.should_see(marker=f'terminal-{first.id}')  # the table fills in after the page opens
     ui_user.find(marker=f'terminal-{first.id}').click()
     await ui_user.should_see('Terminal · shelly')
-    await until(lambda: len(open_shells()) == 1, what='a shell')
+    await wait_until(lambda: len(open_shells()) == 1, what='a shell')
     shell = open_shells()[0]
     typing = ui_user.find(marker='terminal')
     typing.trigger('data', 'echo "<$INSTANCE_NAME:$CUDA_VISIBLE_DEVICES>"; pwd\r')
-    await until(lambda: '<shelly:0>' in screen.text, what='the instance environment')
+    await wait_until(lambda: '<shelly:0>' in screen.text, what='the instance environment')
     assert str(core.settings.instances_dir / 'shelly') in screen.text
 
     typing.trigger('resize', {'cols': 101, 'rows': 33})
     typing.trigger('data', 'stty size\r')
-    await until(lambda: '33 101' in screen.text, what='the resized terminal')
+    await wait_until(lambda: '33 101' in screen.text, what='the resized terminal')
 
     ui_user.find(marker=f'terminal-{second.id}').click()  # another instance: the first shell ends
     await ui_user.should_see('Terminal · other')
-    await until(lambda: ended(shell), what='the first shell to end')
-    await until(lambda: len(open_shells()) == 1 and open_shells()[0] is not shell, what='the second shell')
+    await wait_until(lambda: ended(shell), what='the first shell to end')
+    await wait_until(lambda: len(open_shells()) == 1 and open_shells()[0] is not shell, what='the second shell')
     second_shell = open_shells()[0]
 
     ui_user.client.delete()  # the page closes: its shell ends
-    await until(lambda: ended(second_shell) and not open_shells(), what='the shell to end with the page')
+    await wait_until(lambda: ended(second_shell) and not open_shells(), what='the shell to end with the page')
 
 
 async def test_the_oldest_terminal_of_a_user_is_closed_with_a_notice(
@@ -102,14 +92,14 @@ async def test_the_oldest_terminal_of_a_user_is_closed_with_a_notice(
     monkeypatch.setattr(xterm, 'write', screen.write)
     await ui_user.should_see(marker=f'terminal-{instance.id}')
     ui_user.find(marker=f'terminal-{instance.id}').click()
-    await until(lambda: len(open_shells()) == 1, what='the page shell')
+    await wait_until(lambda: len(open_shells()) == 1, what='the page shell')
     owner = open_shells()[0].owner
     assert owner not in {'', 'anonymous'}  # counted per browser
     page_shell = open_shells()[0]
     others = []
     for _ in range(5):  # the same browser opens five more (other tabs)
         others.append(await core.terminals.open(owner, _plain(core), lambda _: None, lambda _: None))
-    await until(lambda: 'at most 5 terminals per user' in screen.text, what='the notice in the oldest')
+    await wait_until(lambda: 'at most 5 terminals per user' in screen.text, what='the notice in the oldest')
     assert not page_shell.alive
     assert core.terminals.of(owner) == others
     await ui_user.should_see(marker='terminal-new-shell')
@@ -128,7 +118,7 @@ async def test_a_double_click_leaves_one_shell(ui_user: User) -> None:
     button.click()
     button.click()
     await ui_user.should_see(marker='terminal-end-shell')
-    await until(lambda: len(open_shells()) == 1 and all(not s.closed for s in open_shells()), what='one shell')
+    await wait_until(lambda: len(open_shells()) == 1 and all(not s.closed for s in open_shells()), what='one shell')
     ui_user.find(marker='terminal-end-shell').click()
-    await until(lambda: not open_shells(), what='no shell')
+    await wait_until(lambda: not open_shells(), what='no shell')
     await ui_user.should_see(marker='terminal-new-shell')

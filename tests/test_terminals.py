@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
@@ -16,6 +14,7 @@ from app.models import Instance
 from app.services import terminals
 from app.services.errors import Conflict
 from app.services.terminals import EVICTED, ShellSpec, Terminal, Terminals
+from tests.helpers import wait_until
 
 VENV_SCRIPT = """#!/usr/bin/env bash
 ### AIKORE-METADATA-START ###
@@ -40,14 +39,6 @@ class Screen:
     @property
     def text(self) -> str:
         return self.data.decode('utf-8', errors='replace')
-
-
-async def until(condition: Callable[[], object], timeout: float = 10.0, what: str = '') -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f'timed out after {timeout} s waiting for {what or condition}')
-        await asyncio.sleep(0.02)
 
 
 def gone(process: psutil.Process) -> bool:
@@ -105,27 +96,27 @@ async def test_shell_runs_in_the_instance_folder_with_its_environment(
 
     terminal, screen = await open_shell(shells, spec)
     terminal.write('echo "<$INSTANCE_NAME $CUDA_VISIBLE_DEVICES $VENV_MARK>"; pwd\r')
-    await until(lambda: '<box 1,3 active>' in screen.text, what='the instance variables')
-    await until(lambda: f'\n{folder}\r' in screen.text, what='the working directory')
+    await wait_until(lambda: '<box 1,3 active>' in screen.text, what='the instance variables')
+    await wait_until(lambda: f'\n{folder}\r' in screen.text, what='the working directory')
 
 
 async def test_resize_reaches_the_shell(tmp_path: Path, shells: Terminals) -> None:
     terminal, screen = await open_shell(shells, plain_shell(tmp_path))
     terminal.write('stty size\r')
-    await until(lambda: '24 80' in screen.text, what='the initial size')
+    await wait_until(lambda: '24 80' in screen.text, what='the initial size')
     terminal.resize(132, 43)
     terminal.write('stty size\r')
-    await until(lambda: '43 132' in screen.text, what='the new size')
+    await wait_until(lambda: '43 132' in screen.text, what='the new size')
 
 
 async def test_close_ends_the_shell_and_everything_it_started(tmp_path: Path, shells: Terminals) -> None:
     terminal, screen = await open_shell(shells, plain_shell(tmp_path))
     terminal.write('sleep 300 & (sleep 301 &) ; sleep 302\r')  # a job, an orphan, the foreground
-    await until(lambda: [p.name() for p in session(terminal.pid)].count('sleep') == 3, what='the sleeps')
+    await wait_until(lambda: [p.name() for p in session(terminal.pid)].count('sleep') == 3, what='the sleeps')
     started = session(terminal.pid)
     terminal.close()
     await terminal.wait_closed()
-    await until(lambda: all(gone(process) for process in started), what='every process to end')
+    await wait_until(lambda: all(gone(process) for process in started), what='every process to end')
     assert terminal.process.returncode is not None
     assert shells.of('me') == [] and screen.ended == []  # a quiet close says nothing
 
@@ -133,7 +124,7 @@ async def test_close_ends_the_shell_and_everything_it_started(tmp_path: Path, sh
 async def test_exit_tells_why_and_frees_the_slot(tmp_path: Path, shells: Terminals) -> None:
     terminal, screen = await open_shell(shells, plain_shell(tmp_path))
     terminal.write('exit 3\r')
-    await until(lambda: screen.ended, what='the end notice')
+    await wait_until(lambda: screen.ended, what='the end notice')
     assert screen.ended == ['Shell exited with code 3.']
     assert shells.of('me') == [] and not terminal.alive
 

@@ -12,8 +12,7 @@ from ..services import core as core_module
 from ..services import validation
 from ..services.blueprints import Blueprint
 from ..services.core import Core
-from ..services.errors import InvalidInput
-from .feedback import attempt, succeeded
+from .feedback import attempt, rule_error, succeeded
 from .frame import frame
 
 TEMPLATE = """#!/usr/bin/env bash
@@ -37,12 +36,14 @@ exec python3 -m http.server "$WEBUI_PORT" --bind 127.0.0.1
 STOCK_NOTE = 'Stock blueprints are read-only. Copy this one to make a custom blueprint you can edit.'
 
 
+blueprint_rule = rule_error(validation.blueprint_name)
+
+
 def name_error(value: str, taken: Callable[[str], Blueprint | None]) -> str | None:
     """Why ``value`` cannot name a new blueprint, or None."""
-    try:
-        validation.blueprint_name(value)
-    except InvalidInput as exc:
-        return exc.detail
+    error = blueprint_rule(value)
+    if error:
+        return error
     existing = taken(value)
     if existing is not None:
         return f'A {existing.source} blueprint named {existing.name!r} already exists'

@@ -9,17 +9,10 @@ from ..services import validation
 from ..services.core import Core
 from ..services.errors import InvalidInput
 from ..services.gpus import detected_gpu_count
-from .feedback import attempt
+from .feedback import attempt, rule_error
 from .instance_table import parse_gpu_ids
 
-
-def name_error(value: str) -> str | None:
-    """The same rule as the API, shown while typing."""
-    try:
-        validation.instance_name(value)
-    except InvalidInput as exc:
-        return exc.detail
-    return None
+name_error = rule_error(validation.instance_name)
 
 
 async def gpu_choices(core: Core, count: int) -> tuple[dict[int, str], int | None]:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-
 from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 from nicegui import app
 
 from ..services import core as core_module
-from ..services import logs
 from ..services.errors import NotFound
 
 
@@ -22,16 +18,6 @@ async def download_log(instance_id: int) -> StreamingResponse:
         instance = await core.instances.get(instance_id)
     except NotFound as exc:
         raise HTTPException(404, exc.detail) from None
-    path = core.instances.log_file(instance.name)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        offset = 0
-        while True:
-            chunk = await asyncio.to_thread(logs.read_chunk, path, offset)
-            if not chunk.text or (chunk.reset and offset):
-                return
-            yield chunk.text.encode()
-            offset = chunk.next_offset
-
+    chunks = core.instances.whole_log(instance.name)
     headers = {'Content-Disposition': f'attachment; filename="{instance.name}.log"'}
-    return StreamingResponse(chunks(), media_type='text/plain; charset=utf-8', headers=headers)
+    return StreamingResponse(chunks, media_type='text/plain; charset=utf-8', headers=headers)

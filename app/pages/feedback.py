@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from nicegui import ui
 
-from ..services.errors import ServiceError
+from ..services.errors import InvalidInput, ServiceError
 
 log = logging.getLogger(__name__)
 T = TypeVar('T')
@@ -41,25 +41,35 @@ def confirm(
     dialog.open()
 
 
-async def succeeded(action: Awaitable[object], success: str | None = None) -> bool:
-    """Await ``action``; notify ``success`` or the error's detail; True when it worked."""
-    try:
-        await action
-    except ServiceError as exc:
-        ui.notify(exc.detail, type='negative', multi_line=True)
-        return False
-    if success:
-        ui.notify(success, type='positive')
-    return True
-
-
-async def attempt(action: Awaitable[T], success: str | None = None) -> T | None:
-    """Await ``action``; notify ``success`` or the error's detail. None when it failed."""
+async def _outcome(action: Awaitable[T], success: str | None) -> tuple[bool, T | None]:
     try:
         result = await action
     except ServiceError as exc:
         ui.notify(exc.detail, type='negative', multi_line=True)
-        return None
+        return False, None
     if success:
         ui.notify(success, type='positive')
-    return result
+    return True, result
+
+
+async def succeeded(action: Awaitable[object], success: str | None = None) -> bool:
+    """Await ``action``; notify ``success`` or the error's detail; True when it worked."""
+    return (await _outcome(action, success))[0]
+
+
+async def attempt(action: Awaitable[T], success: str | None = None) -> T | None:
+    """Await ``action``; notify ``success`` or the error's detail. None when it failed."""
+    return (await _outcome(action, success))[1]
+
+
+def rule_error(rule: Callable[[str], object]) -> Callable[[str], str | None]:
+    """An input's live check from a service validation rule: the same sentence as the API."""
+
+    def check(value: str) -> str | None:
+        try:
+            rule(value)
+        except InvalidInput as exc:
+            return exc.detail
+        return None
+
+    return check

@@ -10,8 +10,7 @@ from nicegui import ui
 from ..models import InstancePublic
 from ..services import validation
 from ..services.core import Core
-from ..services.errors import InvalidInput
-from .feedback import attempt, confirm, succeeded
+from .feedback import attempt, confirm, rule_error, succeeded
 
 
 class ScriptView:
@@ -100,9 +99,4 @@ class ScriptView:
         dialog.open()
 
 
-def _blueprint_name_error(value: str) -> str | None:
-    try:
-        validation.blueprint_name(value)
-    except InvalidInput as exc:
-        return exc.detail
-    return None
+_blueprint_name_error = rule_error(validation.blueprint_name)

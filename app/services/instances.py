@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +242,16 @@ class InstanceService:
 
     def log_file(self, name: str) -> Path:
         return logs.log_path(launch.instance_dir(self.settings, name))
+
+    async def whole_log(self, name: str) -> AsyncIterator[bytes]:
+        """The current run's log from its start, rotated parts included, chunk by chunk."""
+        path, offset = self.log_file(name), 0
+        while True:
+            chunk = await asyncio.to_thread(logs.read_chunk, path, offset)
+            if not chunk.text or (chunk.reset and offset):
+                return
+            yield chunk.text.encode()
+            offset = chunk.next_offset
 
     async def read_log(self, instance_id: int, offset: int) -> LogChunk:
         if offset < 0:
