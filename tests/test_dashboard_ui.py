@@ -95,8 +95,8 @@ async def test_delete_restore_from_trash(ui_user: User) -> None:
     await ui_user.should_not_see(marker=f'name-{instance.id}')
     assert [e.name for e in await core.instances.trash()] == ['goner']
     ui_user.find('Trash').click()
-    await ui_user.should_see('goner', retries=50)
-    ui_user.find('Restore').click()
+    await ui_user.should_see(marker='restore-goner', retries=50)  # the list, not the notification naming goner
+    ui_user.find(marker='restore-goner').click()
     await ui_user.should_see('goner restored', retries=50)
     await ui_user.should_see(marker='name-2', retries=50)
 

@@ -33,7 +33,9 @@ class TrashView:
                     ui.label(entry.name).classes('font-medium')
                     ui.label(f'{entry.blueprint} · deleted {entry.deleted_at}').classes('text-sm opacity-60')
                     ui.space()
-                    ui.button('Restore', on_click=lambda e=entry.name: self.restore(e)).props('flat dense')
+                    ui.button('Restore', on_click=lambda e=entry.name: self.restore(e)).props('flat dense').mark(
+                        f'restore-{entry.name}'
+                    )
                     ui.button('Delete forever', on_click=lambda e=entry.name: self.purge(e)).props(
                         'flat dense color=negative'
                     )
