@@ -16,10 +16,11 @@ from .api import metrics, proxy_auth
 from .api.app import create_api
 from .config import ConfigError, Settings
 from .db import SchemaError
-from .pages import blueprints_page, dashboard, downloads, login  # noqa: F401 - registers the pages
+from .pages import blueprints_page, dashboard, downloads, login, speedups  # noqa: F401 - registers the pages
 from .pages.gate import SessionGate
 from .services import auth
 
+speedups.install()
 api = create_api()
 app.mount('/api', api)
 app.add_api_route('/metrics', metrics.endpoint, methods=['GET'], include_in_schema=False)  # token checked inside

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 import psutil
+from nicegui.testing.user import User
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = '/usr/bin/chromium'  # Debian's, installed by `make test`
@@ -49,6 +50,12 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f'timed out after {timeout} s waiting for {what or condition}')
         time.sleep(interval)
+
+
+async def click_row_action(user: User, instance_id: int, action: str) -> None:
+    """What a click on one of a row's action buttons sends (``app.pages.row_actions``)."""
+    await user.should_see(marker=f'actions-{instance_id}', retries=50)  # the table fills in after the page opens
+    user.find(marker=f'actions-{instance_id}').trigger('action', action)
 
 
 async def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = '') -> None:

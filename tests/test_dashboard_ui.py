@@ -7,7 +7,7 @@ from nicegui.testing.user import User
 
 from app.models import InstanceCreate
 from app.services import core as core_module
-from tests.helpers import python_server_blueprint
+from tests.helpers import click_row_action, python_server_blueprint
 
 
 async def test_login_required(ui_user: User) -> None:
@@ -33,7 +33,7 @@ async def test_status_changes_appear_without_reload(ui_user: User) -> None:
     await ui_user.should_see('stopped', retries=50)
     await core.instances.start(instance.id)  # not through the page: another user, or the API
     await ui_user.should_see('started', retries=100)
-    ui_user.find(marker=f'start-stop-{instance.id}').click()
+    await click_row_action(ui_user, instance.id, 'start-stop')
     await ui_user.should_see('stopped', retries=100)
     assert ui_user.find(ui.badge).elements.pop().text == 'stopped'
 
@@ -88,7 +88,7 @@ async def test_delete_restore_from_trash(ui_user: User) -> None:
     instance = await core.instances.create(InstanceCreate(name='goner', blueprint='Demo'))
     await ui_user.open('/')
     await ui_user.should_see(marker=f'name-{instance.id}', retries=50)
-    ui_user.find(marker=f'delete-{instance.id}').click()
+    await click_row_action(ui_user, instance.id, 'delete')
     await ui_user.should_see('Delete goner?', retries=50)
     ui_user.find(marker='confirm-delete').click()
     await ui_user.should_see('goner moved to the trash', retries=50)
@@ -105,7 +105,7 @@ async def test_script_save_and_save_as_blueprint(ui_user: User) -> None:
     core = core_module.current()
     instance = await core.instances.create(InstanceCreate(name='scripted', blueprint='Demo'))
     await ui_user.open('/')
-    ui_user.find(marker=f'script-{instance.id}').click()  # the row's action opens the tab on it
+    await click_row_action(ui_user, instance.id, 'script')  # the row's action opens the tab on it
     await ui_user.should_see('Script · scripted · launch.sh', retries=50)
     editor = ui_user.find(marker='script-editor').elements.pop()
     assert 'AIKORE-METADATA-START' in editor.value

@@ -13,7 +13,7 @@ from app.models import InstanceCreate
 from app.services import core as core_module
 from app.services.core import Core
 from app.services.terminals import ShellSpec, Terminal
-from tests.helpers import wait_until
+from tests.helpers import click_row_action, wait_until
 
 
 class Screen:
@@ -56,8 +56,7 @@ async def test_terminal_tab_opens_a_shell_for_the_instance(ui_user: User, monkey
     screen = Screen()
     monkeypatch.setattr(xterm, 'write', screen.write)
 
-    await ui_user.should_see(marker=f'terminal-{first.id}')  # the table fills in after the page opens
-    ui_user.find(marker=f'terminal-{first.id}').click()
+    await click_row_action(ui_user, first.id, 'terminal')
     await ui_user.should_see('Terminal · shelly')
     await wait_until(lambda: len(open_shells()) == 1, what='a shell')
     shell = open_shells()[0]
@@ -70,7 +69,7 @@ async def test_terminal_tab_opens_a_shell_for_the_instance(ui_user: User, monkey
     typing.trigger('data', 'stty size\r')
     await wait_until(lambda: '33 101' in screen.text, what='the resized terminal')
 
-    ui_user.find(marker=f'terminal-{second.id}').click()  # another instance: the first shell ends
+    await click_row_action(ui_user, second.id, 'terminal')  # another instance: the first shell ends
     await ui_user.should_see('Terminal · other')
     await wait_until(lambda: ended(shell), what='the first shell to end')
     await wait_until(lambda: len(open_shells()) == 1 and open_shells()[0] is not shell, what='the second shell')
@@ -90,8 +89,7 @@ async def test_the_oldest_terminal_of_a_user_is_closed_with_a_notice(
     xterm = ui_user.find(marker='terminal').elements.pop()
     screen = Screen()
     monkeypatch.setattr(xterm, 'write', screen.write)
-    await ui_user.should_see(marker=f'terminal-{instance.id}')
-    ui_user.find(marker=f'terminal-{instance.id}').click()
+    await click_row_action(ui_user, instance.id, 'terminal')
     await wait_until(lambda: len(open_shells()) == 1, what='the page shell')
     owner = open_shells()[0].owner
     assert owner not in {'', 'anonymous'}  # counted per browser
@@ -113,10 +111,8 @@ async def test_a_double_click_leaves_one_shell(ui_user: User) -> None:
     core = core_module.current()
     instance = await core.instances.create(InstanceCreate(name='twice', blueprint='Demo'))
     await ui_user.open('/')
-    await ui_user.should_see(marker=f'terminal-{instance.id}')
-    button = ui_user.find(marker=f'terminal-{instance.id}')
-    button.click()
-    button.click()
+    await click_row_action(ui_user, instance.id, 'terminal')
+    await click_row_action(ui_user, instance.id, 'terminal')
     await ui_user.should_see(marker='terminal-end-shell')
     await wait_until(lambda: len(open_shells()) == 1 and all(not s.closed for s in open_shells()), what='one shell')
     ui_user.find(marker='terminal-end-shell').click()

@@ -7,6 +7,8 @@ on the websocket whatever the number of instances.
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +19,10 @@ from ..services.core import Core
 from ..services.errors import Conflict, InvalidInput, ServiceError
 from ..services.sampler import InstanceStats, Sample
 from .feedback import attempt, confirm
+from .row_actions import STYLE as ACTIONS_STYLE
+from .row_actions import RowActions
+
+log = logging.getLogger(__name__)
 
 COLUMNS = '130px 110px 56px 40px 40px 104px 92px 168px 100px 104px auto'
 ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}
@@ -65,7 +71,6 @@ class InstanceRow:
         self.with_urls = with_urls
         self.instance = instance
         self.select = select
-        self.actions: list[tuple[str, ui.button]] = []
         with ui.element('div').classes('contents') as self.container:
             self._build(categories)
         self.refresh(instance)
@@ -98,26 +103,7 @@ class InstanceRow:
                                         on_change=self._mark_dirty).props('dense borderless')  # fmt: skip
         with ui.row().classes('gap-0 no-wrap items-center'):
             self.update_button = ui.button('Update', on_click=self.save).props('dense color=primary size=sm')
-            self.start_stop = ui.button(on_click=self.start_or_stop).props('flat dense round size=sm')
-            self.start_stop.mark(f'start-stop-{instance.id}')
-            self.restart = self._action('restart_alt', 'Restart', self.restart_instance)
-            # Disabled buttons show no tooltip: the reason sits on a wrapper.
-            with ui.element('span') as self.open_wrapper:
-                self.open = self._action('open_in_new', 'Open', self.open_instance)
-            with ui.element('span') as self.view_wrapper:
-                self.view = self._action('preview', 'View', lambda: self.select(self.instance, 'View'))
-            self._action('article', 'Logs', lambda: self.select(self.instance, 'Logs'))
-            self._action('code', 'Script', lambda: self.select(self.instance, 'Script'))
-            self._action('terminal', 'Terminal', lambda: self.select(self.instance, 'Terminal'))
-            self._action('delete', 'Delete', self.confirm_delete).props('color=negative')
-            for name, button in self.actions:
-                button.mark(f'{name}-{instance.id}')
-
-    def _action(self, icon: str, tip: str, handler: Callable[[], Any]) -> ui.button:
-        # A native title, not a ui.tooltip: one element less per button, 400 less for 50 rows.
-        button = ui.button(icon=icon, on_click=handler).props(f'flat dense round size=sm title="{tip}"')
-        self.actions.append((tip.lower(), button))
-        return button
+            self.actions = RowActions(self.act).mark(f'actions-{instance.id}')
 
     # -- showing ---------------------------------------------------------------------
 
@@ -140,14 +126,14 @@ class InstanceRow:
         self.status.props(f'color={STATUS_COLORS[instance.status]}')
         self.spinner.set_visibility(instance.status in BUSY)
         self.pid.set_text(str(instance.pid or '—'))
-        running = instance.status.is_running
-        icon, color = ('stop', 'negative') if running else ('play_arrow', 'positive')
-        self.start_stop.props(f'icon={icon} color={color}')
-        self.start_stop.props(f'title={"Stop" if running else "Start"}')
-        self.restart.set_enabled(running)
+        self.actions.show(
+            running=instance.status.is_running,
+            open_title=instance.urls.open or why_unreachable(instance),
+            open_enabled=instance.urls.open is not None,
+            view_title=instance.urls.view or why_unreachable(instance),
+            view_enabled=instance.urls.view is not None,
+        )
         self._show_activation(instance)
-        self._set_reachable(self.open, self.open_wrapper, instance.urls.open)
-        self._set_reachable(self.view, self.view_wrapper, instance.urls.view)
         self._mark_dirty()
 
     def show_usage(self, stats: InstanceStats | None) -> None:
@@ -159,10 +145,6 @@ class InstanceRow:
                 text += f' · {size(stats.gpu_memory)} VRAM'
         if self.usage.text != text:
             self.usage.set_text(text)
-
-    def _set_reachable(self, button: ui.button, wrapper: ui.element, url: str | None) -> None:
-        button.set_enabled(url is not None)
-        wrapper.props(f'title="{url or why_unreachable(self.instance)}"')
 
     def _show_activation(self, instance: InstancePublic) -> None:
         """Activate (grey) / Deactivate (green): the public port mapped now or not."""
@@ -257,6 +239,26 @@ class InstanceRow:
             marker='takeover',
         )
 
+    async def act(self, name: str) -> None:
+        """One of the row's action buttons (``row_actions.ACTIONS``) was clicked."""
+        handlers: dict[str, Callable[[], Any]] = {
+            'start-stop': self.start_or_stop,
+            'restart': self.restart_instance,
+            'open': self.open_instance,
+            'view': lambda: self.select(self.instance, 'View'),
+            'logs': lambda: self.select(self.instance, 'Logs'),
+            'script': lambda: self.select(self.instance, 'Script'),
+            'terminal': lambda: self.select(self.instance, 'Terminal'),
+            'delete': self.confirm_delete,
+        }
+        handler = handlers.get(name)
+        if handler is None:
+            log.warning('Unknown row action %r', name)
+            return
+        result = handler()
+        if inspect.isawaitable(result):
+            await result
+
     async def start_or_stop(self) -> None:
         instance = self.instance
         if instance.status.is_running:
@@ -318,6 +320,7 @@ class InstanceTable:
         self.rows: dict[int, InstanceRow] = {}
         self.categories: dict[str, str] = {}
         grid_style = f'grid-template-columns: {COLUMNS}'
+        ui.add_css(ACTIONS_STYLE)
         with (
             ui.element('div').classes('w-full overflow-x-auto'),
             ui.grid().style(grid_style).classes('items-center gap-x-2 gap-y-1 min-w-max'),
