@@ -16,8 +16,11 @@ from types import FunctionType, MethodType
 from typing import Any
 
 from nicegui import helpers
+from nicegui.helpers import functions
 
-_original: Callable[[Callable[..., Any]], bool] = helpers.expects_arguments
+# NiceGUI's own function from its defining module, which is never replaced (the package
+# attribute is): so importing this module again (the UI tests do) never wraps a wrapper.
+_original: Callable[[Callable[..., Any]], bool] = functions.expects_arguments
 _answers: dict[FunctionType, bool] = {}
 
 

@@ -13,9 +13,11 @@ stdlib only, imported by nothing, so it starts in a few milliseconds.
 
 from __future__ import annotations
 
+# The C modules, not ``signal`` and ``selectors``: those pull in enum and collections, half of
+# this process's start-up CPU (it starts once per instance start; 20 at once compete for it).
+import _signal as signal
 import os
-import selectors
-import signal
+import select
 import sys
 import time
 
@@ -123,27 +125,27 @@ def exit_code(status: int) -> int:
 
 def pump(read_fd: int, child_pid: int, log: RotatingLog) -> int:
     """Copy the pipe to the log until the child exits, then drain what is left."""
-    selector = selectors.DefaultSelector()
-    selector.register(read_fd, selectors.EVENT_READ)
+    poller = select.poll()
+    poller.register(read_fd, select.POLLIN)
     pidfd = os.pidfd_open(child_pid)
-    selector.register(pidfd, selectors.EVENT_READ)
+    poller.register(pidfd, select.POLLIN)
     status: int | None = None
     deadline = 0.0
     while True:
-        timeout = None if status is None else max(0.0, deadline - time.monotonic())
-        events = selector.select(timeout)
+        timeout_ms = None if status is None else max(0.0, deadline - time.monotonic()) * 1000
+        events = poller.poll(timeout_ms)
         if status is not None and not events:
             break  # child gone and the pipe stayed quiet: grandchildren may hold it open
-        for key, _ in events:
-            if key.fd == pidfd:
-                selector.unregister(pidfd)
+        for fd, _ in events:
+            if fd == pidfd:
+                poller.unregister(pidfd)
                 os.close(pidfd)
                 status = os.waitpid(child_pid, 0)[1]
                 deadline = time.monotonic() + DRAIN_IDLE_SECONDS
                 continue
             data = os.read(read_fd, CHUNK)
             if not data:
-                selector.unregister(read_fd)
+                poller.unregister(read_fd)
                 if status is None:
                     status = os.waitpid(child_pid, 0)[1]
                 return exit_code(status)

@@ -108,24 +108,13 @@ class Supervisor:
             port = launch.free_port(self._ports_in_use())
             self._reserved_ports.add(port)
             try:
-                prepared = await asyncio.to_thread(
-                    launch.prepare, self.settings, instance, self.blueprints.functions_path, port
-                )
-                run = await asyncio.to_thread(self._spawn, instance, prepared)
+                prepared, run, row = await asyncio.to_thread(self._launch, instance, port, automatic)
             finally:
                 self._reserved_ports.discard(port)
             self._runs[instance_id] = run
             self._watch_exit(run)
-            fields: dict[str, object] = {
-                'status': InstanceStatus.STARTING,
-                'pid': run.pid,
-                'pid_started_at': run.started_at,
-                'exit_code': None,
-                'internal_port': prepared.port,
-            }
-            if not automatic:
-                fields['restart_count'] = 0
-            public = await self._save(instance_id, **fields)
+            public = store.to_public(row)
+            self.events.publish(public)
             run.ready_task = self._spawn_task(
                 self._await_ready(run, prepared.meta.ready, prepared.meta.stall_timeout, prepared.log_path, 0.0)
             )
@@ -136,6 +125,28 @@ class Supervisor:
         low, high = self.settings.port_range
         ours = {run.port for run in self._runs.values() if run.port}
         return ours | self._reserved_ports | set(range(low, high + 1)) | {self.settings.port}
+
+    def _launch(self, instance: Instance, port: int, automatic: bool) -> tuple[launch.Launch, Run, Instance]:
+        """Prepare, spawn and record the run in one trip to a worker thread: when 20 instances
+        start at once, every trip waits for a CPU, and the start call for every trip."""
+        prepared = launch.prepare(self.settings, instance, self.blueprints.functions_path, port)
+        run = self._spawn(instance, prepared)
+        fields: dict[str, object] = {
+            'status': InstanceStatus.STARTING,
+            'pid': run.pid,
+            'pid_started_at': run.started_at,
+            'exit_code': None,
+            'internal_port': port,
+        }
+        if not automatic:
+            fields['restart_count'] = 0
+        try:
+            row = store.update(self.engine, instance.id or 0, **fields)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.pid, signal.SIGKILL)  # never leave a run nobody knows of
+            raise
+        return prepared, run, row
 
     def _spawn(self, instance: Instance, prepared: launch.Launch) -> Run:
         prepared.exit_file.unlink(missing_ok=True)
