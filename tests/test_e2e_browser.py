@@ -186,3 +186,37 @@ def test_seed_protocol_activation_conflict_and_access(browser: Browser, panel: P
         'title', f'http://localhost:{low}/'
     )
     assert errors == []
+
+
+def test_subdomain_instance_after_login(browser: Browser, panel: Panel) -> None:
+    """An instance on <slug>.<host>: a browser that is not logged in lands on the login page
+    and, after it, on the instance; from the dashboard, Open reaches it at once (the panel's
+    cookie does not cover the subdomain: a one-time hand-off gives it its own)."""
+    instance = panel.create('sub', blueprint='Demo', access_pattern='subdomain')
+    panel.client.post(f'/instances/{instance["id"]}/start')
+    panel.wait_status(instance['id'], 'started', timeout=30)
+    wanted = f'http://sub.localhost:{panel.port}/'  # Chromium resolves *.localhost to loopback
+
+    stranger = browser.new_context()
+    page = stranger.new_page()
+    page.goto(wanted)
+    expect(page).to_have_url(re.compile(rf'^http://localhost:{panel.port}/login\?next='))
+    page.get_by_label('Password').fill(password(panel))
+    page.get_by_role('button', name='Log in').click()
+    expect(page.get_by_role('heading', name='sub')).to_be_visible(timeout=10000)
+    assert page.url == wanted
+    stranger.close()
+
+    user = browser.new_context(viewport={'width': 1280, 'height': 800})
+    dashboard = user.new_page()
+    errors = console_errors(dashboard)
+    dashboard.goto(login_link(panel).replace('127.0.0.1', 'localhost'))  # a name: subdomains of an IP cannot exist
+    opener = dashboard.locator('button', has_text=re.compile('^open_in_new$')).first
+    expect(opener).to_be_enabled(timeout=15000)
+    with dashboard.expect_popup() as popup:
+        opener.click()
+    opened = popup.value
+    expect(opened.get_by_role('heading', name='sub')).to_be_visible(timeout=10000)
+    assert opened.url == wanted
+    assert errors == []
+    user.close()

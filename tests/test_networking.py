@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 from collections.abc import Iterator
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -179,10 +181,51 @@ def test_auth_at_the_proxy(net: Panel) -> None:
     assert httpx.get(f'{net.url}/', headers=subdomain).status_code == 401
     redirected = httpx.get(f'{net.url}/', headers={**subdomain, 'Accept': 'text/html'})
     assert redirected.status_code == 302
-    assert redirected.headers['location'] == f'http://localhost:{net.port}/login'
+    back = quote(f'http://guarded.localhost:{net.port}/', safe='')
+    assert redirected.headers['location'] == f'http://localhost:{net.port}/login?next={back}'
     assert echo_name(f'{net.url}/?token={net.token}', headers=subdomain) == 'guarded'
     # Unknown paths under /instance/ say nothing to strangers either.
     assert httpx.get(f'{net.url}/instance/nobody/').status_code == 401
+
+
+def test_a_browser_login_reaches_a_subdomain_instance(net: Panel) -> None:
+    """The session cookie of the panel's host does not reach <slug>.<host>: after the login, the
+    browser carries a one-time token there and gets that host's own cookie."""
+    started(net, 'sub', access_pattern='subdomain')
+    panel_host, sub_host = f'localhost:{net.port}', f'sub.localhost:{net.port}'
+    wanted = f'http://{sub_host}/page?x=1'
+    first = httpx.get(f'{net.url}/page?x=1', headers={'Host': sub_host, 'Accept': 'text/html'})
+    assert first.status_code == 302
+    assert first.headers['location'] == f'http://{panel_host}/login?next={quote(wanted, safe="")}'
+
+    password = re.search(r'Login password generated \(shown once, stored hashed\): (\S+)', net.log_text())
+    assert password is not None
+    form = {'password': password.group(1), 'next': wanted}
+    logged = httpx.post(f'{net.url}/login', data=form, headers={'Host': panel_host})
+    assert logged.status_code == 303, logged.text
+    panel_cookie = logged.cookies.get('aikore_session')
+    assert panel_cookie
+    handoff = urlsplit(logged.headers['location'])
+    assert (handoff.netloc, handoff.path) == (sub_host, '/_aikore/session')
+    there = f'{net.url}{handoff.path}?{handoff.query}'
+    arrived = httpx.get(there, headers={'Host': sub_host})
+    assert arrived.status_code == 303 and arrived.headers['location'] == '/page?x=1'
+    sub_cookie = arrived.cookies.get('aikore_session')
+    assert sub_cookie and sub_cookie != panel_cookie
+    assert echo_name(f'{net.url}/page?x=1', headers={'Host': sub_host}, cookies={'aikore_session': sub_cookie}) == 'sub'
+    assert httpx.get(there, headers={'Host': sub_host}).status_code == 401, 'the token works once'
+
+    # A browser already logged in on the panel goes straight on; other targets are never followed.
+    browser = httpx.Client(headers={'Host': panel_host}, cookies={'aikore_session': panel_cookie})
+    again = browser.get(f'{net.url}/login', params={'next': wanted})
+    assert again.status_code == 303 and urlsplit(again.headers['location']).netloc == sub_host
+    foreign = [
+        'http://evil.example/', f'http://sub.localhost.evil:{net.port}/', f'http://a.b.localhost:{net.port}/',
+        f'http://user@{sub_host}/', f'ftp://{sub_host}/', 'http://sub.localhost:1/', '//evil.example/',
+    ]  # fmt: skip
+    for target in foreign:
+        answer = browser.get(f'{net.url}/login', params={'next': target})
+        assert (answer.status_code, answer.headers['location']) == (303, '/'), target
 
 
 def test_takeover_cuts_the_old_holders_connections(net: Panel) -> None:

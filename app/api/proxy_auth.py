@@ -42,10 +42,12 @@ def _wants_session_cookie(request: Request, query: str) -> bool:
 
 def login_url(request: Request, original: str) -> str:
     """Path routes: the panel's login page, back to the same URL after. Subdomain routes: the
-    login page on the parent host (the login page only returns to same-site paths)."""
+    login page on the parent host, back to the subdomain URL after (through a one-time
+    hand-off that gives the subdomain its own cookie: ``app.pages.login.subdomain_handoff``)."""
     if request.headers.get('x-aikore-route') != 'subdomain':
         return f'/login?next={quote(original, safe="")}'
     host = request.headers.get('host', '')
     parent = host.partition('.')[2] or host
     scheme = request.headers.get('x-forwarded-proto') or request.url.scheme
-    return f'{scheme}://{parent}/login'
+    back = quote(f'{scheme}://{host}{original}', safe='')
+    return f'{scheme}://{parent}/login?next={back}'

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..api.deps import authenticated
 
 # /metrics checks the token itself and answers 401 (a scraper cannot follow a login redirect).
-OPEN_EXACT = {'/login', '/logout', '/favicon.ico', '/_aikore/auth', '/metrics'}
+OPEN_EXACT = {'/login', '/logout', '/favicon.ico', '/_aikore/auth', '/_aikore/session', '/metrics'}
 OPEN_PREFIXES = ('/api/', f'/_nicegui/{nicegui_version}/')
 
 

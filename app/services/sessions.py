@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 SESSION_COOKIE = 'aikore_session'
 SESSION_DAYS = 30
 LOGIN_LINK_SECONDS = 3600
+# A logged-in browser carries one of these to an instance's subdomain (a host its cookie does not reach).
+HANDOFF_SECONDS = 60
 SCRYPT = {'n': 2**14, 'r': 8, 'p': 1}
 FAILURES_ALLOWED = 5
 FAILURE_WINDOW = 300.0
@@ -109,10 +111,10 @@ class Sessions:
             return hmac.compare_digest(password.encode(), self._password_from_env.encode())
         return verify_password(password, self._password_hash)
 
-    def new_login_link_token(self) -> str:
-        """A token that logs one browser in once, within the hour."""
+    def new_login_link_token(self, seconds: float = LOGIN_LINK_SECONDS) -> str:
+        """A token that logs one browser in once, within ``seconds`` (an hour by default)."""
         token = secrets.token_urlsafe(24)
-        self._login_links[_digest(token)] = time.time() + LOGIN_LINK_SECONDS
+        self._login_links[_digest(token)] = time.time() + seconds
         return token
 
     def redeem_login_link(self, token: str) -> bool:
