@@ -117,3 +117,40 @@ def test_instance_that_died_while_panel_was_away(tmp_path: Path) -> None:
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_a_crash_while_the_panel_is_away_counts_for_on_failure(tmp_path: Path) -> None:
+    """The app dies while no panel runs: the next panel records the exit code and, for
+    ``on-failure``, starts it again; ``never`` stays in error."""
+    data = tmp_path / 'data'
+    first = Panel(data, AIKORE_RESTART_BACKOFF='0.1').start()
+    second: Panel | None = None
+    try:
+        first.put_blueprint('Counted', COUNTED_SERVER)
+        healing = first.create('healing', blueprint='Counted', restart_policy='on-failure')
+        fragile = first.create('fragile', blueprint='Counted')
+        runners = {}
+        for instance in (healing, fragile):
+            first.client.post(f'/instances/{instance["id"]}/start')
+            runners[instance['id']] = first.wait_status(instance['id'], 'started')['pid']
+
+        first.kill()
+        for runner in runners.values():
+            apps = psutil.Process(runner).children(recursive=True)
+            for app in apps:
+                app.kill()
+            wait_for(lambda r=runner: not psutil.pid_exists(r), 10, what='the runner to record the exit and end')
+
+        second = Panel(data, AIKORE_STOP_ON_EXIT='1', AIKORE_API_TOKEN=first.token, AIKORE_RESTART_BACKOFF='0.1')
+        second.start()
+        back = second.wait_status(healing['id'], 'started', timeout=20)
+        assert back['restart_count'] == 1 and back['pid'] != runners[healing['id']]
+        assert launches(second, 'healing') == 2
+        failed = second.instance(fragile['id'])
+        assert (failed['status'], failed['exit_code']) == ('error', 137)
+        assert launches(second, 'fragile') == 1
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        kill_processes_under(data)

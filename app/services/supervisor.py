@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,30 +233,37 @@ class Supervisor:
             if self._runs.get(run.instance_id) is run:
                 del self._runs[run.instance_id]
             instance = await asyncio.to_thread(store.get, self.engine, run.instance_id)
-            failed = code != 0
             restart_count = instance.restart_count
             if run.ready_at is not None and time.monotonic() - run.ready_at >= HEALTHY_UPTIME:
                 restart_count = 0
-            will_restart = (
-                failed
-                and instance.restart_policy == RestartPolicy.ON_FAILURE
-                and restart_count < self.settings.restart_max
-            )
-            await self._save(
-                run.instance_id,
-                status=InstanceStatus.ERROR if failed else InstanceStatus.STOPPED,
-                **ended(code),
-                restart_count=restart_count + 1 if will_restart else restart_count,
-            )
-        log.log(logging.WARNING if failed else logging.INFO, '%s exited with code %s', run.name, code)
+            ending = self._ended(instance, code, restart_count, stopping=False)
+            await self._save(run.instance_id, **ending.fields)
+        log.log(logging.WARNING if code != 0 else logging.INFO, '%s exited with code %s', run.name, code)
         self._spawn_task(self._clean_group(run.pid))
-        if will_restart:
-            delay = min(MAX_BACKOFF, self.settings.restart_backoff * 2**restart_count)
-            log.info('Restarting %s in %.1f s (attempt %d of %d)', run.name, delay, restart_count + 1,
-                     self.settings.restart_max)  # fmt: skip
-            self._pending_restarts[run.instance_id] = self._spawn_task(self._restart_later(run.instance_id, delay))
-        elif failed and instance.restart_policy == RestartPolicy.ON_FAILURE:
-            log.warning('%s failed again after %d automatic restarts: not restarting it again', run.name, restart_count)
+        ending.schedule()
+
+    def _ended(self, instance: Instance, code: int | None, restart_count: int, *, stopping: bool) -> Ending:
+        """How a run that ended is recorded, and whether ``on-failure`` starts it again."""
+        failed = not stopping and code != 0
+        again = failed and instance.restart_policy == RestartPolicy.ON_FAILURE
+        restart = again and restart_count < self.settings.restart_max
+        fields: dict[str, Any] = {
+            'status': InstanceStatus.ERROR if failed else InstanceStatus.STOPPED,
+            **ended(code),
+            'restart_count': restart_count + 1 if restart else restart_count,
+        }
+
+        def schedule() -> None:
+            if restart and instance.id is not None:
+                delay = min(MAX_BACKOFF, self.settings.restart_backoff * 2**restart_count)
+                log.info('Restarting %s in %.1f s (attempt %d of %d)', instance.name, delay, restart_count + 1,
+                         self.settings.restart_max)  # fmt: skip
+                self._pending_restarts[instance.id] = self._spawn_task(self._restart_later(instance.id, delay))
+            elif again:
+                log.warning('%s failed again after %d automatic restarts: not restarting it again', instance.name,
+                            restart_count)  # fmt: skip
+
+        return Ending(fields, schedule)
 
     def _collect_exit_code(self, run: Run) -> int | None:
         status: int | None = None
@@ -401,15 +408,15 @@ class Supervisor:
                 )
             return
         code = read_exit_file(launch.exit_file(self.settings, instance.name), pid) if pid else None
-        clean = instance.status == InstanceStatus.STOPPING or code == 0
-        await self._save(
-            instance.id,
-            status=InstanceStatus.STOPPED if clean else InstanceStatus.ERROR,
-            **ended(code),
+        # A failure while the panel was away counts for ``on-failure`` like any other.
+        ending = self._ended(
+            instance, code, instance.restart_count, stopping=instance.status == InstanceStatus.STOPPING
         )
+        await self._save(instance.id, **ending.fields)
         log.info('%s ended while the panel was away (exit code %s)', instance.name, code)
         if pid:
             self._spawn_task(self._clean_group(pid))
+        ending.schedule()
 
     async def shutdown(self) -> None:
         """Panel exit: leave instances running (re-adopted next start) unless AIKORE_STOP_ON_EXIT."""
@@ -451,6 +458,14 @@ class Supervisor:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error('Supervisor task failed', exc_info=task.exception())
+
+
+@dataclass(frozen=True)
+class Ending:
+    """The fields to save for a run that ended, and what to do once they are saved."""
+
+    fields: dict[str, Any]
+    schedule: Callable[[], None]
 
 
 def ended(exit_code: int | None) -> dict[str, Any]:
