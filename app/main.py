@@ -10,9 +10,10 @@ import logging
 import sys
 
 from nicegui import app, ui
+from swagger_ui_bundle import swagger_ui_path
 
 from . import lifecycle
-from .api import metrics, proxy_auth
+from .api import metrics, proxy_auth, system
 from .api.app import create_api
 from .config import ConfigError, Settings
 from .db import SchemaError
@@ -25,6 +26,7 @@ api = create_api()
 app.mount('/api', api)
 app.add_api_route('/metrics', metrics.endpoint, methods=['GET'], include_in_schema=False)  # token checked inside
 app.add_api_route('/_aikore/auth', proxy_auth.check, methods=['GET', 'HEAD'], include_in_schema=False)  # nginx
+app.add_static_files(system.SWAGGER_ASSETS, swagger_ui_path)  # public: the docs page needs them before any token
 app.add_middleware(SessionGate)
 app.on_startup(lifecycle.startup)
 app.on_shutdown(lifecycle.shutdown)

@@ -181,6 +181,12 @@ def test_api_docs_need_the_token(shared_panel: Panel, doc: str) -> None:
     else:
         assert 'text/html' in response.headers['content-type']
         assert 'openapi.json' in response.text
+        # Swagger UI comes from the panel, not a CDN: the docs work offline.
+        assert 'cdn.' not in response.text
+        for asset in ('swagger-ui-bundle.js', 'swagger-ui.css'):
+            assert f'/_aikore/swagger/{asset}' in response.text
+            served = httpx.get(f'{shared_panel.url}/_aikore/swagger/{asset}', timeout=10)
+            assert served.status_code == 200 and len(served.content) > 10_000, asset
 
 
 def test_refused_calls_changed_nothing(shared_panel: Panel, guarded: dict[str, Any]) -> None:

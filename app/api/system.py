@@ -15,6 +15,8 @@ from ..services.core import Core
 from .deps import get_core
 
 router = APIRouter(tags=['system'])
+# Swagger UI's files (package swagger-ui-bundle), served by the panel itself outside /api: no CDN.
+SWAGGER_ASSETS = '/_aikore/swagger'
 CoreDep = Annotated[Core, Depends(get_core)]
 
 
@@ -45,7 +47,13 @@ async def docs(request: Request) -> HTMLResponse:
     token = request.query_params.get('token')
     # A browser opening the docs with ?token= passes it on to the schema request too.
     schema_url = f'{root}/openapi.json' + (f'?token={token}' if token else '')
-    return get_swagger_ui_html(openapi_url=schema_url, title='AiKore API')
+    return get_swagger_ui_html(
+        openapi_url=schema_url,
+        title='AiKore API',
+        swagger_js_url=f'{SWAGGER_ASSETS}/swagger-ui-bundle.js',  # served by the panel: works offline
+        swagger_css_url=f'{SWAGGER_ASSETS}/swagger-ui.css',
+        swagger_favicon_url='/favicon.ico',
+    )
 
 
 @router.get('/system/stats')
