@@ -27,7 +27,7 @@ def custom_dir() -> Path:
 
 
 async def name_and_confirm(user: User, name: str) -> None:
-    await user.should_see(marker='blueprint-name')
+    await user.should_see(marker='blueprint-name', retries=50)
     user.find(marker='blueprint-name').clear().type(name)
     user.find(marker='blueprint-name-ok').click()
 
@@ -77,9 +77,9 @@ def test_create_refuses_existing_names(store: BlueprintStore) -> None:
 async def test_lists_stock_blueprints_read_only(ui_user: User) -> None:
     await ui_user.open('/blueprints')
     for name in ('Demo', 'ComfyUI', 'FluxGym', 'Stock', 'Image Generation'):
-        await ui_user.should_see(name)
+        await ui_user.should_see(name, retries=50)
     ui_user.find(marker='blueprint-Demo').click()
-    await ui_user.should_see(marker='blueprint-stock-note')
+    await ui_user.should_see(marker='blueprint-stock-note', retries=50)
     assert 'aikore.name = Demo' in editor(ui_user).value
     assert not editor(ui_user).enabled
     ui_user.find(marker='blueprint-editor').type('rm -rf /')  # a disabled editor takes no typing
@@ -92,26 +92,26 @@ async def test_create_edit_rename_delete_a_custom_blueprint(ui_user: User) -> No
     await ui_user.open('/blueprints')
     ui_user.find(marker='blueprint-new').click()
     await name_and_confirm(ui_user, 'Mine')
-    await ui_user.should_see('Blueprint Mine created')
+    await ui_user.should_see('Blueprint Mine created', retries=50)
     assert 'aikore.name = Mine' in (custom_dir() / 'Mine.sh').read_text()
-    await ui_user.should_see(marker='blueprint-save')
+    await ui_user.should_see(marker='blueprint-save', retries=50)
     assert editor(ui_user).enabled
 
     editor(ui_user).set_value(editor(ui_user).value + 'echo edited\n')
-    await ui_user.should_see('unsaved')
+    await ui_user.should_see('unsaved', retries=50)
     ui_user.find(marker='blueprint-save').click()
-    await ui_user.should_see('Blueprint Mine saved')
+    await ui_user.should_see('Blueprint Mine saved', retries=50)
     assert (custom_dir() / 'Mine.sh').read_text().endswith('echo edited\n')
 
     ui_user.find(marker='blueprint-rename').click()
     await name_and_confirm(ui_user, 'Renamed')
-    await ui_user.should_see('Renamed Mine to Renamed')
+    await ui_user.should_see('Renamed Mine to Renamed', retries=50)
     assert sorted(p.name for p in custom_dir().iterdir()) == ['Renamed.sh']
 
     ui_user.find(marker='blueprint-delete').click()
-    await ui_user.should_see('Delete the custom blueprint Renamed?')
+    await ui_user.should_see('Delete the custom blueprint Renamed?', retries=50)
     ui_user.find(marker='confirm').click()
-    await ui_user.should_see('Blueprint Renamed deleted')
+    await ui_user.should_see('Blueprint Renamed deleted', retries=50)
     assert list(custom_dir().iterdir()) == []
 
 
@@ -119,28 +119,28 @@ async def test_invalid_and_taken_names_are_refused_with_a_message(ui_user: User)
     await ui_user.open('/blueprints')
     ui_user.find(marker='blueprint-new').click()
     await name_and_confirm(ui_user, 'bad name!')
-    await ui_user.should_see('Invalid blueprint name')
+    await ui_user.should_see('Invalid blueprint name', retries=50)
     name_input = ui_user.find(marker='blueprint-name').elements.pop()
     assert isinstance(name_input, ui.input) and 'Invalid blueprint name' in (name_input.error or '')
     await name_and_confirm(ui_user, 'comfyui')
-    await ui_user.should_see("A stock blueprint named 'ComfyUI' already exists")
+    await ui_user.should_see("A stock blueprint named 'ComfyUI' already exists", retries=50)
     assert list(custom_dir().iterdir()) == []
 
 
 async def test_copy_a_stock_blueprint_and_guard_unsaved_changes(ui_user: User) -> None:
     await ui_user.open('/blueprints')
     ui_user.find(marker='blueprint-Demo').click()
-    await ui_user.should_see(marker='blueprint-copy')
+    await ui_user.should_see(marker='blueprint-copy', retries=50)
     ui_user.find(marker='blueprint-copy').click()
     await name_and_confirm(ui_user, 'MyDemo')
-    await ui_user.should_see('Blueprint MyDemo created')
+    await ui_user.should_see('Blueprint MyDemo created', retries=50)
     assert (custom_dir() / 'MyDemo.sh').read_text() == (STOCK_BLUEPRINTS_DIR / 'Demo.sh').read_text()
-    await ui_user.should_see(marker='blueprint-save')
+    await ui_user.should_see(marker='blueprint-save', retries=50)
 
     editor(ui_user).set_value('#!/bin/bash\necho changed\n')
     ui_user.find(marker='blueprint-ComfyUI').click()
-    await ui_user.should_see('Discard the unsaved changes to MyDemo?')
+    await ui_user.should_see('Discard the unsaved changes to MyDemo?', retries=50)
     ui_user.find(marker='confirm').click()
-    await ui_user.should_see(marker='blueprint-stock-note')
+    await ui_user.should_see(marker='blueprint-stock-note', retries=50)
     assert 'aikore.name = ComfyUI' in editor(ui_user).value
     assert (custom_dir() / 'MyDemo.sh').read_text() == (STOCK_BLUEPRINTS_DIR / 'Demo.sh').read_text()

@@ -57,7 +57,7 @@ async def test_terminal_tab_opens_a_shell_for_the_instance(ui_user: User, monkey
     monkeypatch.setattr(xterm, 'write', screen.write)
 
     await click_row_action(ui_user, first.id, 'terminal')
-    await ui_user.should_see('Terminal · shelly')
+    await ui_user.should_see('Terminal · shelly', retries=50)
     await wait_until(lambda: len(open_shells()) == 1, what='a shell')
     shell = open_shells()[0]
     typing = ui_user.find(marker='terminal')
@@ -70,7 +70,7 @@ async def test_terminal_tab_opens_a_shell_for_the_instance(ui_user: User, monkey
     await wait_until(lambda: '33 101' in screen.text, what='the resized terminal')
 
     await click_row_action(ui_user, second.id, 'terminal')  # another instance: the first shell ends
-    await ui_user.should_see('Terminal · other')
+    await ui_user.should_see('Terminal · other', retries=50)
     await wait_until(lambda: ended(shell), what='the first shell to end')
     await wait_until(lambda: len(open_shells()) == 1 and open_shells()[0] is not shell, what='the second shell')
     second_shell = open_shells()[0]
@@ -100,7 +100,7 @@ async def test_the_oldest_terminal_of_a_user_is_closed_with_a_notice(
     await wait_until(lambda: 'at most 5 terminals per user' in screen.text, what='the notice in the oldest')
     assert not page_shell.alive
     assert core.terminals.of(owner) == others
-    await ui_user.should_see(marker='terminal-new-shell')
+    await ui_user.should_see(marker='terminal-new-shell', retries=50)
 
 
 def _plain(core: Core) -> ShellSpec:
@@ -113,8 +113,8 @@ async def test_a_double_click_leaves_one_shell(ui_user: User) -> None:
     await ui_user.open('/')
     await click_row_action(ui_user, instance.id, 'terminal')
     await click_row_action(ui_user, instance.id, 'terminal')
-    await ui_user.should_see(marker='terminal-end-shell')
+    await ui_user.should_see(marker='terminal-end-shell', retries=50)
     await wait_until(lambda: len(open_shells()) == 1 and all(not s.closed for s in open_shells()), what='one shell')
     ui_user.find(marker='terminal-end-shell').click()
     await wait_until(lambda: not open_shells(), what='no shell')
-    await ui_user.should_see(marker='terminal-new-shell')
+    await ui_user.should_see(marker='terminal-new-shell', retries=50)
