@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 COLUMNS = '130px 110px 56px 40px 40px 104px 92px 168px 100px 104px auto'
 ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}
 HEADERS = ['Name', 'Blueprint', 'GPUs', 'Auto', 'Pers.', 'Status', 'PID · use', 'Port', 'Access', 'Restart', 'Actions']
+HEADER_TITLES = {
+    'GPUs': 'CUDA_VISIBLE_DEVICES for the instance, e.g. 0 or 0,1 (empty: all)',
+    'Auto': 'Start with the panel',
+    'Pers.': 'Persistent desktop (Selkies): kept with the instance, not available in this version yet',
+    'PID · use': 'Process ID; CPU, RAM and VRAM of its whole process tree',
+    'Port': 'Public port, and whether it is mapped now (Activate)',
+    'Restart': 'Restart policy when the app exits with an error',
+}
 STATUS_COLORS = {
     InstanceStatus.STOPPED: 'grey-7',
     InstanceStatus.STARTING: 'amber-8',
@@ -326,7 +334,9 @@ class InstanceTable:
             ui.grid().style(grid_style).classes('items-center gap-x-2 gap-y-1 min-w-max'),
         ):
             for header in HEADERS:
-                ui.label(header).classes('text-xs uppercase opacity-60')
+                label = ui.label(header).classes('text-xs uppercase opacity-60')
+                if header in HEADER_TITLES:
+                    label.props(f'title="{HEADER_TITLES[header]}"')
             self.grid = ui.element('div').classes('contents')
 
     def load(self, instances: list[InstancePublic]) -> None:
