@@ -105,6 +105,10 @@ def test_first_day(browser: Browser, panel: Panel) -> None:
     page.screenshot(path=str(ARTIFACTS / 'dashboard-1280x800.png'))
     page.set_viewport_size({'width': 390, 'height': 844})
     expect(page.get_by_text('Instances', exact=True)).to_be_visible()
+    # A phone shows name, status and actions without scrolling sideways.
+    for shown in (status, page.locator('button', has_text=re.compile('^stop$')).first):
+        box = shown.bounding_box()
+        assert box is not None and box['x'] + box['width'] <= 390, box
     page.screenshot(path=str(ARTIFACTS / 'dashboard-390x844.png'))
     page.set_viewport_size({'width': 1280, 'height': 800})
 

@@ -27,6 +27,16 @@ log = logging.getLogger(__name__)
 COLUMNS = '130px 110px 56px 40px 40px 104px 92px 168px 100px 104px auto'
 ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}
 HEADERS = ['Name', 'Blueprint', 'GPUs', 'Auto', 'Pers.', 'Status', 'PID · use', 'Port', 'Access', 'Restart', 'Actions']
+# On a phone (< 600 px) the table shows name, status and actions; the other columns hide.
+PHONE_COLUMNS = {'Name', 'Status', 'Actions'}
+MINOR = 'aikore-minor'
+PHONE_STYLE = f"""
+@media (max-width: 599px) {{
+  .aikore-table {{ grid-template-columns: minmax(80px, 1fr) auto auto !important; min-width: 0 !important; }}
+  .aikore-table .{MINOR} {{ display: none !important; }}
+  .aikore-table .aikore-actions {{ flex-wrap: wrap; max-width: 106px; }}
+}}
+"""
 HEADER_TITLES = {
     'GPUs': 'CUDA_VISIBLE_DEVICES for the instance, e.g. 0 or 0,1 (empty: all)',
     'Auto': 'Start with the panel',
@@ -87,28 +97,31 @@ class InstanceRow:
         instance = self.instance
         self.name = ui.input(value=instance.name, on_change=self._mark_dirty).props('dense borderless')
         self.name.mark(f'name-{instance.id}')
-        with ui.column().classes('gap-0'):
+        with ui.column().classes(f'gap-0 {MINOR}'):
             ui.label(instance.blueprint).classes('font-medium')
             ui.label(categories.get(instance.blueprint, '')).classes('text-xs opacity-60')
         self.gpus = ui.input(value=_gpu_text(instance.gpu_ids), on_change=self._mark_dirty).props('dense borderless')
         self.autostart = ui.checkbox(value=instance.autostart, on_change=self._mark_dirty).props('dense')
         self.persistent = ui.checkbox(value=instance.persistent, on_change=self._mark_dirty).props('dense')
+        for element in (self.gpus, self.autostart, self.persistent):
+            element.classes(MINOR)
         with ui.row().classes('items-center gap-1 no-wrap'):
             self.spinner = ui.spinner(size='sm')
             self.status = ui.badge().mark(f'status-{instance.id}')
-        with ui.column().classes('gap-0'):
+        with ui.column().classes(f'gap-0 {MINOR}'):
             self.pid = ui.label()
             self.usage = ui.label().classes('text-xs opacity-60 whitespace-nowrap').mark(f'usage-{instance.id}')
-        with ui.row().classes('gap-1 no-wrap items-center'):
+        with ui.row().classes(f'gap-1 no-wrap items-center {MINOR}'):
             self.port = ui.number(value=instance.public_port, format='%d', on_change=self._mark_dirty)
             self.port.props('dense borderless').classes('w-16')
             self.activate = ui.button(on_click=self.toggle_active).props('dense no-caps size=sm')
             self.activate.mark(f'activate-{instance.id}')
         # Not part of Update: the Open link follows the access pattern at once (seed protocol 6.1, step 5).
         self.access = ui.select(ACCESS_LABELS, value=instance.access_pattern.value, on_change=self.change_access)
-        self.access.props('dense borderless').mark(f'access-{instance.id}')
+        self.access.props('dense borderless').classes(MINOR).mark(f'access-{instance.id}')
         self.restart_policy = ui.select([p.value for p in RestartPolicy], value=instance.restart_policy.value,
                                         on_change=self._mark_dirty).props('dense borderless')  # fmt: skip
+        self.restart_policy.classes(MINOR)
         with ui.row().classes('gap-0 no-wrap items-center'):
             self.update_button = ui.button('Update', on_click=self.save).props('dense color=primary size=sm')
             self.actions = RowActions(self.act).mark(f'actions-{instance.id}')
@@ -328,13 +341,15 @@ class InstanceTable:
         self.rows: dict[int, InstanceRow] = {}
         self.categories: dict[str, str] = {}
         grid_style = f'grid-template-columns: {COLUMNS}'
-        ui.add_css(ACTIONS_STYLE)
+        ui.add_css(ACTIONS_STYLE + PHONE_STYLE)
         with (
             ui.element('div').classes('w-full overflow-x-auto'),
-            ui.grid().style(grid_style).classes('items-center gap-x-2 gap-y-1 min-w-max'),
+            ui.grid().style(grid_style).classes('aikore-table items-center gap-x-2 gap-y-1 min-w-max'),
         ):
             for header in HEADERS:
                 label = ui.label(header).classes('text-xs uppercase opacity-60')
+                if header not in PHONE_COLUMNS:
+                    label.classes(MINOR)
                 if header in HEADER_TITLES:
                     label.props(f'title="{HEADER_TITLES[header]}"')
             self.grid = ui.element('div').classes('contents')
