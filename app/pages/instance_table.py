@@ -7,6 +7,7 @@ on the websocket whatever the number of instances.
 
 from __future__ import annotations
 
+import html
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -97,9 +98,11 @@ class InstanceRow:
         instance = self.instance
         self.name = ui.input(value=instance.name, on_change=self._mark_dirty).props('dense borderless')
         self.name.mark(f'name-{instance.id}')
-        with ui.column().classes(f'gap-0 {MINOR}'):
-            ui.label(instance.blueprint).classes('font-medium')
-            ui.label(categories.get(instance.blueprint, '')).classes('text-xs opacity-60')
+        # One element, not a column of two labels: a 50-row table has 100 elements less to build.
+        blueprint = html.escape(instance.blueprint)
+        category = html.escape(categories.get(instance.blueprint, ''))
+        cell = f'<div class="font-medium">{blueprint}</div><div class="text-xs opacity-60">{category}</div>'
+        ui.html(cell, sanitize=False).classes(MINOR)  # both parts escaped above
         self.gpus = ui.input(value=_gpu_text(instance.gpu_ids), on_change=self._mark_dirty).props('dense borderless')
         self.autostart = ui.checkbox(value=instance.autostart, on_change=self._mark_dirty).props('dense')
         self.persistent = ui.checkbox(value=instance.persistent, on_change=self._mark_dirty).props('dense')
