@@ -14,7 +14,7 @@ import re
 import signal
 import socket
 from collections.abc import Iterator
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
@@ -219,8 +219,11 @@ def test_a_browser_login_reaches_a_subdomain_instance(net: Panel) -> None:
     browser = httpx.Client(headers={'Host': panel_host}, cookies={'aikore_session': panel_cookie})
     again = browser.get(f'{net.url}/login', params={'next': wanted})
     assert again.status_code == 303 and urlsplit(again.headers['location']).netloc == sub_host
+    token = parse_qs(urlsplit(again.headers['location']).query)['once'][0]
+    assert httpx.get(f'{net.url}/login', params={'once': token}).status_code == 401, 'a hand-off is no login link'
     foreign = [
         'http://evil.example/', f'http://sub.localhost.evil:{net.port}/', f'http://a.b.localhost:{net.port}/',
+        f'http://nobody.localhost:{net.port}/',  # no instance has that slug: no token goes there
         f'http://user@{sub_host}/', f'ftp://{sub_host}/', 'http://sub.localhost:1/', '//evil.example/',
     ]  # fmt: skip
     for target in foreign:

@@ -14,7 +14,8 @@ from nicegui import app
 
 from ..api.deps import authenticated, request_cookie
 from ..services import core as core_module
-from ..services.sessions import HANDOFF_SECONDS, SESSION_COOKIE, SESSION_DAYS
+from ..services import instance_store as store
+from ..services.sessions import SESSION_COOKIE, SESSION_DAYS
 
 # One DNS label: an instance's slug as a subdomain of the panel's host.
 LABEL = re.compile(r'[a-z0-9][a-z0-9_-]{0,62}')
@@ -65,29 +66,33 @@ def login_form(next_path: str, error: str = '', status_code: int = 200) -> HTMLR
     return HTMLResponse(PAGE.format(error=shown, next=html.escape(kept)), status_code=status_code)
 
 
-def subdomain_handoff(request: Request, target: str) -> str | None:
+async def subdomain_handoff(request: Request, target: str) -> str | None:
     """Where a logged-in browser goes for ``target`` on an instance's subdomain route.
 
-    ``target`` must be an absolute URL on ``<label>.<the host this page was reached on>``
-    (same port): the panel's cookie does not reach that host, so the browser carries a
-    one-time token to ``/_aikore/session`` there, which nginx hands to the panel, and the
-    panel sets that host's own session cookie. None for any other target: never an open
-    redirect.
+    ``target`` must be an absolute URL on ``<slug>.<the host this page was reached on>`` (same
+    port) where ``<slug>`` is an instance's: the panel's cookie does not reach that host, so the
+    browser carries a one-time token to ``/_aikore/session`` there, which nginx hands to the
+    panel, and the panel sets that host's own session cookie. None for any other target: never
+    an open redirect, and a token never goes to a host that is not an instance's route.
     """
     parts = urlsplit(target)
     panel_host = request.headers.get('host', '').lower()
     netloc = parts.netloc.lower()
     if parts.scheme not in {'http', 'https'} or not panel_host or not netloc.endswith(f'.{panel_host}'):
         return None
-    if not LABEL.fullmatch(netloc[: -len(panel_host) - 1]):
+    label = netloc[: -len(panel_host) - 1]
+    if not LABEL.fullmatch(label):
+        return None
+    core = core_module.current()
+    if await asyncio.to_thread(store.find_by_slug, core.engine, label) is None:
         return None
     path = safe_next(urlunsplit(('', '', parts.path or '/', parts.query, '')))
-    token = core_module.current().sessions.new_login_link_token(HANDOFF_SECONDS)
+    token = core.sessions.new_handoff_token()
     return f'{parts.scheme}://{netloc}{HANDOFF_PATH}?once={token}&next={quote(path, safe="")}'
 
 
-def destination(request: Request, next_target: str) -> str:
-    return subdomain_handoff(request, next_target) or safe_next(next_target)
+async def destination(request: Request, next_target: str) -> str:
+    return await subdomain_handoff(request, next_target) or safe_next(next_target)
 
 
 def with_session(response: Response) -> Response:
@@ -97,8 +102,8 @@ def with_session(response: Response) -> Response:
     return response
 
 
-def logged_in(request: Request, next_target: str) -> Response:
-    return with_session(RedirectResponse(destination(request, next_target), status_code=303))
+async def logged_in(request: Request, next_target: str) -> Response:
+    return with_session(RedirectResponse(await destination(request, next_target), status_code=303))
 
 
 @app.get('/login', include_in_schema=False)
@@ -106,10 +111,10 @@ async def login_page(request: Request, next: str = '/', once: str | None = None)
     sessions = core_module.current().sessions
     if once is not None:
         if sessions.redeem_login_link(once):
-            return logged_in(request, next)
+            return await logged_in(request, next)
         return login_form(next, 'This login link was used already or has expired: log in with the password.', 401)
     if authenticated(request.scope):
-        return RedirectResponse(destination(request, next), status_code=303)
+        return RedirectResponse(await destination(request, next), status_code=303)
     return login_form(next)
 
 
@@ -124,13 +129,13 @@ async def login_submit(request: Request, password: str = Form(''), next: str = F
         sessions.throttle.failed(client)
         return login_form(next, 'Wrong password.', 401)
     sessions.throttle.succeeded(client)
-    return logged_in(request, next)
+    return await logged_in(request, next)
 
 
 @app.get(HANDOFF_PATH, include_in_schema=False)
 async def session_handoff(once: str = '', next: str = '/') -> Response:
     """Reached on an instance's subdomain (nginx passes this one path to the panel)."""
-    if core_module.current().sessions.redeem_login_link(once):
+    if core_module.current().sessions.redeem_handoff(once):
         return with_session(RedirectResponse(safe_next(next), status_code=303))
     expired = '<p>This sign-in link was used already or has expired. <a href="/">Try again</a>.</p>'
     return HTMLResponse(f'<!DOCTYPE html><title>AiKore</title>{expired}', status_code=401)

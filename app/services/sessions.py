@@ -88,6 +88,7 @@ class Sessions:
         self._password_from_env = password_from_env
         self._lock = threading.Lock()
         self._login_links: dict[str, float] = {}
+        self._handoffs: dict[str, float] = {}
         data = auth.load_secrets(secrets_path)
         self.generated_password: str | None = None
         changed = False
@@ -111,15 +112,20 @@ class Sessions:
             return hmac.compare_digest(password.encode(), self._password_from_env.encode())
         return verify_password(password, self._password_hash)
 
-    def new_login_link_token(self, seconds: float = LOGIN_LINK_SECONDS) -> str:
-        """A token that logs one browser in once, within ``seconds`` (an hour by default)."""
-        token = secrets.token_urlsafe(24)
-        self._login_links[_digest(token)] = time.time() + seconds
-        return token
+    def new_login_link_token(self) -> str:
+        """A token that logs one browser in once, within the hour."""
+        return _new_token(self._login_links, LOGIN_LINK_SECONDS)
 
     def redeem_login_link(self, token: str) -> bool:
-        expires = self._login_links.pop(_digest(token), 0.0)
-        return expires > time.time()
+        return _redeem(self._login_links, token)
+
+    def new_handoff_token(self) -> str:
+        """A token that gives an instance's subdomain a session once, within a minute; only the
+        hand-off endpoint takes it (never the login page)."""
+        return _new_token(self._handoffs, HANDOFF_SECONDS)
+
+    def redeem_handoff(self, token: str) -> bool:
+        return _redeem(self._handoffs, token)
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -163,6 +169,19 @@ class Sessions:
 
     def _save(self) -> None:
         auth.save_secrets(self.sessions_path, dict(self._sessions))
+
+
+def _new_token(tokens: dict[str, float], seconds: float) -> str:
+    now = time.time()
+    for digest in [digest for digest, expires in tokens.items() if expires <= now]:
+        del tokens[digest]  # never redeemed
+    token = secrets.token_urlsafe(24)
+    tokens[_digest(token)] = now + seconds
+    return token
+
+
+def _redeem(tokens: dict[str, float], token: str) -> bool:
+    return tokens.pop(_digest(token), 0.0) > time.time()
 
 
 def _digest(token: str) -> str:
