@@ -97,6 +97,8 @@ class Instance(InstanceBase, table=True):
     pid: int | None = None
     pid_started_at: float | None = None  # psutil create_time of ``pid``: a PID alone can be reused
     exit_code: int | None = None
+    # The port of the current run, else of the last one: kept so the next run gets it again and
+    # nginx's routes stay valid (no reload at start or stop). The API shows it only while running.
     internal_port: int | None = None
     active: bool = False
     persistent_port: int | None = None

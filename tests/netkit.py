@@ -70,8 +70,15 @@ def started(panel: Panel, name: str, **fields: Any) -> dict[str, Any]:
 
 
 def wait_routable(panel: Panel, instance_id: int) -> dict[str, Any]:
+    """``started`` and routed by nginx: ``urls.view`` is the path URL (before nginx routes it, an
+    active instance's view is its public port URL)."""
     panel.wait_status(instance_id, 'started')
-    return wait_for(lambda: (i := panel.instance(instance_id))['urls']['view'] and i, 10, 0.01, 'urls.view')
+
+    def routed() -> dict[str, Any] | None:
+        instance = panel.instance(instance_id)
+        return instance if (instance['urls']['view'] or '').startswith('/instance/') else None
+
+    return wait_for(routed, 10, 0.01, 'urls.view on the path route')
 
 
 def call(panel: Panel, method: str, path: str, expected: int = 200, **params: Any) -> dict[str, Any]:

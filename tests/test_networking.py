@@ -269,22 +269,47 @@ def test_port_change_and_restart_keep_activation_consistent(net: Panel) -> None:
     first, second = public_ports(net)[3], public_ports(net)[4]
     instance = started(net, 'mover', public_port=first)
     call(net, 'POST', f'/instances/{instance["id"]}/activate')
-    # A restart keeps the activation; the forwarder follows the new internal port.
+    # A restart keeps the activation; the forwarder follows the internal port, a new one when
+    # another program took the old one meanwhile.
     old_internal = instance['internal_port']
     net.client.post(f'/instances/{instance["id"]}/stop')
     net.wait_status(instance['id'], 'stopped')
     wait_for(lambda: refused(first), 5, what='the forwarder to go down with the instance')
     assert net.instance(instance['id'])['active'] is True
-    net.client.post(f'/instances/{instance["id"]}/start')
-    restarted = wait_routable(net, instance['id'])
-    assert restarted['internal_port'] != old_internal
-    wait_for(lambda: echo_name(f'http://127.0.0.1:{first}/') == 'mover', 5, what='the forwarder to follow')
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(('127.0.0.1', old_internal))
+        squatter.listen()
+        net.client.post(f'/instances/{instance["id"]}/start')
+        restarted = wait_routable(net, instance['id'])
+        assert restarted['internal_port'] != old_internal
+        wait_for(lambda: echo_name(f'http://127.0.0.1:{first}/') == 'mover', 5, what='the forwarder to follow')
+        assert echo_name(f'{net.url}/instance/mover/', headers=auth(net)) == 'mover'
     # A new public port unmaps the old one; activating maps the new one.
     moved = net.client.patch(f'/instances/{instance["id"]}', json={'public_port': second}).json()
     assert moved['active'] is False
     wait_for(lambda: refused(first), 5, what='the old public port to close')
     call(net, 'POST', f'/instances/{instance["id"]}/activate')
     assert echo_name(f'http://127.0.0.1:{second}/') == 'mover'
+
+
+def test_start_and_stop_need_no_reload(net: Panel) -> None:
+    """An instance runs on the same internal port again, so its route stays valid while it is
+    stopped (503 then) and nginx is not reloaded: other users' connections are left alone."""
+    first = started(net, 'steadyport')
+    url = f'{net.url}/instance/steadyport/'
+    wait_routed(url, 'steadyport', headers=auth(net))
+    reloads = call(net, 'GET', '/network')['proxy']['reloads']
+    net.client.post(f'/instances/{first["id"]}/stop')
+    net.wait_status(first['id'], 'stopped')
+    assert net.instance(first['id'])['internal_port'] is None  # the API shows it only while running
+    refused_now = httpx.get(url, headers=auth(net))
+    assert refused_now.status_code == 503 and 'not running' in refused_now.text
+    net.client.post(f'/instances/{first["id"]}/start')
+    again = wait_routable(net, first['id'])
+    assert again['internal_port'] == first['internal_port']
+    assert echo_name(url, headers=auth(net)) == 'steadyport'
+    assert call(net, 'GET', '/network')['proxy']['reloads'] == reloads
 
 
 def test_routes_follow_rename_and_delete(net: Panel) -> None:

@@ -81,4 +81,12 @@ def used_ports(engine: Engine) -> tuple[set[int], set[int]]:
 
 
 def to_public(instance: Instance) -> InstancePublic:
-    return InstancePublic.model_validate(instance, from_attributes=True)
+    public = InstancePublic.model_validate(instance, from_attributes=True)
+    if not instance.status.is_running:
+        public.internal_port = None  # the table keeps the last run's port (see Instance.internal_port)
+    return public
+
+
+def route_ports(engine: Engine) -> dict[int, int]:
+    """Instance id -> the internal port it runs on or last ran on (nginx routes to these)."""
+    return {i.id: i.internal_port for i in list_all(engine) if i.id is not None and i.internal_port is not None}

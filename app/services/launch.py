@@ -67,8 +67,11 @@ def prepare(settings: Settings, instance: Instance, functions_path: Path, port: 
     return Launch(folder, folder / LAUNCH_SCRIPT, log_path, run_base, folder / 'run' / EXIT_FILE, port, meta, env)
 
 
-def free_port(excluded: set[int]) -> int:
-    """A TCP port free on 127.0.0.1 now, chosen by the kernel, outside ``excluded``."""
+def free_port(excluded: set[int], preferred: int | None = None) -> int:
+    """A TCP port free on 127.0.0.1 now: ``preferred`` if it is, else one the kernel chooses,
+    outside ``excluded``."""
+    if preferred is not None and preferred not in excluded and _bindable(preferred):
+        return preferred
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind(('127.0.0.1', 0))
@@ -76,6 +79,17 @@ def free_port(excluded: set[int]) -> int:
         if port not in excluded:
             return port
     raise Conflict('Could not find a free internal port on 127.0.0.1')
+
+
+def _bindable(port: int) -> bool:
+    # SO_REUSEADDR as servers set it: connections of the last run in TIME_WAIT do not count.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(('127.0.0.1', port))
+        except OSError:
+            return False
+    return True
 
 
 def environment(

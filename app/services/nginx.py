@@ -287,32 +287,17 @@ async def _end_group(pgid: int) -> None:
 
 
 def _accepting_workers(master: int) -> set[int]:
-    """The master's workers that still accept connections (not "worker process is shutting down").
-
-    Reads /proc directly: psutil finds children by scanning every process on the machine, and
-    this runs a few times per reload, with many instances running."""
+    """The master's workers that still accept connections (not "worker process is shutting down")."""
     found: set[int] = set()
-    for child in _children(master):
-        try:
-            cmdline = Path(f'/proc/{child}/cmdline').read_bytes()
-        except OSError:
-            continue  # already gone
-        if b'shutting down' not in cmdline:
-            found.add(child)
-    return found
-
-
-def _children(pid: int) -> list[int]:
-    """Child PIDs of a single-threaded process (nginx's master)."""
     try:
-        return [int(child) for child in Path(f'/proc/{pid}/task/{pid}/children').read_text().split()]
-    except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN, or the master is gone
-        try:
-            return [child.pid for child in psutil.Process(pid).children()]
-        except psutil.Error:
-            return []
-    except (OSError, ValueError):
-        return []
+        children = psutil.Process(master).children()
+    except psutil.Error:
+        return found
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if 'shutting down' not in ' '.join(child.cmdline()):
+                found.add(child.pid)
+    return found
 
 
 def _read_pid(path: Path) -> int | None:

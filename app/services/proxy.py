@@ -48,7 +48,9 @@ TUNING = {'worker_processes': 2, 'shutdown_timeout': '10m', 'buffer_kb': 256}
 
 @dataclass(frozen=True)
 class Route:
-    """One instance as nginx sees it: its slug and, while it runs, its internal port."""
+    """One instance as nginx sees it: its slug and the internal port it runs on or last ran on
+    (while it is stopped the port refuses connections and nginx answers 503; the next run gets
+    the same port when it is free, so starting and stopping need no reload)."""
 
     id: int
     slug: str
@@ -144,8 +146,12 @@ class Proxy:
     # ------------------------------------------------------------------ following instances
 
     def _on_instance(self, public: InstancePublic) -> None:
-        route = Route(public.id, public.slug, public.internal_port if public.status.is_running else None)
-        if self._seen.get(public.id) != route:
+        seen = self._seen.get(public.id)
+        if public.status.is_running:
+            changed = seen != Route(public.id, public.slug, public.internal_port)
+        else:  # the API hides a stopped instance's port; its route keeps it
+            changed = seen is None or seen.slug != public.slug
+        if changed:
             self._wake.set()
 
     def _on_removed(self, instance_id: int) -> None:
@@ -216,8 +222,7 @@ class Proxy:
             if instance.id is None or not SLUG_RE.fullmatch(instance.slug):
                 log.warning('Instance %r has a slug nginx cannot route; skipped', instance.name)
                 continue
-            port = instance.internal_port if instance.status.is_running else None
-            routes.append(Route(instance.id, instance.slug, port))
+            routes.append(Route(instance.id, instance.slug, instance.internal_port))
         return tuple(routes)
 
     def _render(self, routes: tuple[Route, ...]) -> str:

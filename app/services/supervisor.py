@@ -104,8 +104,11 @@ class Supervisor:
             instance = await asyncio.to_thread(store.get, self.engine, instance_id)
             if instance_id in self._runs or instance.status in RUNNING:
                 raise Conflict(f'Instance {instance.name!r} is already running ({instance.status})')
-            # Chosen on the event loop (two quick syscalls) so concurrent starts never pick the same port.
-            port = launch.free_port(self._ports_in_use())
+            routed = await asyncio.to_thread(store.route_ports, self.engine)
+            taken = self._ports_in_use() | {port for other, port in routed.items() if other != instance_id}
+            # Chosen on the event loop (quick syscalls) so concurrent starts never pick the same port;
+            # the last run's port again when it is free, so nginx's route for it stays valid.
+            port = launch.free_port(taken, preferred=instance.internal_port)
             self._reserved_ports.add(port)
             try:
                 prepared, run, row = await asyncio.to_thread(self._launch, instance, port, automatic)
@@ -470,7 +473,7 @@ class Ending:
 
 def ended(exit_code: int | None) -> dict[str, Any]:
     """The runtime fields of an instance whose run is over."""
-    return {'exit_code': exit_code, 'pid': None, 'pid_started_at': None, 'internal_port': None}
+    return {'exit_code': exit_code, 'pid': None, 'pid_started_at': None}  # internal_port stays for the next run
 
 
 def read_exit_file(path: Path, runner_pid: int | None) -> int | None:

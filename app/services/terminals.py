@@ -89,8 +89,9 @@ def instance_shell(settings: Settings, instance: Instance | InstancePublic, func
         (folder / sub).mkdir(parents=True, exist_ok=True)
     row = Instance(name=instance.name, slug=instance.slug, blueprint=instance.blueprint, gpu_ids=instance.gpu_ids)
     output_dir = settings.outputs_dir / (instance.output_path or instance.name)
-    env = launch.environment(settings, row, instance.internal_port or 0, folder, output_dir, functions_path)
-    if not instance.internal_port:
+    port = instance.internal_port if instance.status.is_running else None
+    env = launch.environment(settings, row, port or 0, folder, output_dir, functions_path)
+    if not port:
         env.pop('WEBUI_PORT', None)  # not running: no port was allocated
     env.pop('BASH_ENV', None)
     env.update(TERM='xterm-256color', COLORTERM='truecolor', AIKORE_TERMINAL='1')
