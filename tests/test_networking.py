@@ -105,11 +105,15 @@ def test_path_and_subdomain_routing(net: Panel) -> None:
         assert seen['headers']['Host'] == f'127.0.0.1:{net.port}'
         by_host = echo(f'{net.url}/x', headers={**auth(net), 'Host': f'{slug}.example.test:{net.port}'})
         assert by_host['name'] == name and by_host['path'] == '/x'
-    # The instances never see the panel's session cookie; other cookies pass.
+    # The instances never see the panel's session cookie or API token; other cookies and credentials pass.
     cookies = {'Cookie': 'theme=dark; aikore_session=secret.value; lang=en'}
     seen = echo(f'{net.url}/instance/alpha/', headers={**auth(net), **cookies})
     assert 'aikore_session' not in seen['headers'].get('Cookie', '')
     assert 'theme=dark' in seen['headers']['Cookie'] and 'lang=en' in seen['headers']['Cookie']
+    assert 'Authorization' not in seen['headers'], 'the API token reached the instance'
+    # An app's own credentials pass (here with the panel's token in the query).
+    own = echo(f'{net.url}/instance/alpha/?token={net.token}', headers={'Authorization': 'Basic YXBwOmFwcA=='})
+    assert own['headers']['Authorization'] == 'Basic YXBwOmFwcA=='
 
     redirect = httpx.get(f'{net.url}/instance/alpha?a=1', headers=auth(net))
     assert redirect.status_code == 301 and redirect.headers['location'] == '/instance/alpha/?a=1'
