@@ -243,3 +243,14 @@ def test_generated_token_is_kept_in_secrets_file(tmp_path: Path) -> None:
         assert second.log_text().count(token) == 1, 'the token is not printed again at a later start'
     finally:
         second.stop()
+
+
+def test_the_longest_token_works_behind_nginx(tmp_path: Path) -> None:
+    """nginx holds the token in its config (a map key, an if): 256 characters still load."""
+    token = 'T' * 250 + '.~+/=-'
+    panel = Panel(tmp_path / 'data', AIKORE_API_TOKEN=token, AIKORE_NGINX='managed')
+    try:
+        panel.start()
+        assert panel.token == token and panel.client.get('/instances').status_code == 200
+    finally:
+        panel.stop()
