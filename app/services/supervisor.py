@@ -101,10 +101,9 @@ class Supervisor:
         if not automatic:
             self._cancel_pending_restart(instance_id)
         async with self._locks[instance_id]:
-            instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+            instance, routed = await asyncio.to_thread(self._load, instance_id)
             if instance_id in self._runs or instance.status in RUNNING:
                 raise Conflict(f'Instance {instance.name!r} is already running ({instance.status})')
-            routed = await asyncio.to_thread(store.route_ports, self.engine)
             taken = self._ports_in_use() | {port for other, port in routed.items() if other != instance_id}
             # Chosen on the event loop (quick syscalls) so concurrent starts never pick the same port;
             # the last run's port again when it is free, so nginx's route for it stays valid.
@@ -128,6 +127,10 @@ class Supervisor:
         low, high = self.settings.port_range
         ours = {run.port for run in self._runs.values() if run.port}
         return ours | self._reserved_ports | set(range(low, high + 1)) | {self.settings.port}
+
+    def _load(self, instance_id: int) -> tuple[Instance, dict[int, int]]:
+        """The instance, and the internal ports every instance runs on or last ran on."""
+        return store.get(self.engine, instance_id), store.route_ports(self.engine)
 
     def _launch(self, instance: Instance, port: int, automatic: bool) -> tuple[launch.Launch, Run, Instance]:
         """Prepare, spawn and record the run in one trip to a worker thread: when 20 instances
