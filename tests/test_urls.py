@@ -9,6 +9,7 @@ import pytest
 
 from app.config import ConfigError, Settings
 from app.models import InstancePublic
+from app.pages.instance_table import why_unreachable
 from app.services.proxy import listen_address
 from app.services.urls import instance_urls, split_entry
 
@@ -69,3 +70,19 @@ def test_networking_settings() -> None:
         Settings.from_env({'AIKORE_NGINX': 'sometimes'})
     with pytest.raises(ConfigError, match='AIKORE_PANEL_PORT'):
         Settings.from_env({'AIKORE_PANEL_PORT': '70000'})
+
+
+@pytest.mark.parametrize(
+    ('fields', 'opening', 'reason'),
+    [
+        ({'status': 'stopped'}, True, 'Start the instance first'),
+        ({'status': 'starting'}, False, 'Not ready yet'),
+        ({'access_pattern': 'port', 'active': False}, True, 'Activate its public port 9001 first'),
+        ({'access_pattern': 'subdomain'}, True, 'A subdomain needs the panel reached by a host name'),
+        ({'access_pattern': 'subdomain'}, False, 'Not reachable yet: nginx is taking the new route'),
+        ({'access_pattern': 'path'}, True, 'Not reachable yet: nginx is taking the new route'),
+    ],
+)
+def test_the_dashboard_says_why_open_or_view_is_off(fields: dict[str, Any], opening: bool, reason: str) -> None:
+    shown = why_unreachable(instance(**{'status': 'started', 'public_port': 9001, **fields}), opening=opening)
+    assert shown.startswith(reason)

@@ -15,7 +15,7 @@ from typing import Any
 
 from nicegui import ui
 
-from ..models import InstancePublic, InstanceStatus, InstanceUpdate, RestartPolicy
+from ..models import AccessPattern, InstancePublic, InstanceStatus, InstanceUpdate, RestartPolicy
 from ..services.core import Core
 from ..services.errors import Conflict, InvalidInput, ServiceError
 from ..services.sampler import InstanceStats, Sample
@@ -154,7 +154,7 @@ class InstanceRow:
             running=instance.status.is_running,
             open_title=instance.urls.open or why_unreachable(instance),
             open_enabled=instance.urls.open is not None,
-            view_title=instance.urls.view or why_unreachable(instance),
+            view_title=instance.urls.view or why_unreachable(instance, opening=False),
             view_enabled=instance.urls.view is not None,
         )
         self._show_activation(instance)
@@ -315,12 +315,17 @@ def size(nbytes: int) -> str:
     return f'{nbytes / GB:.1f} GB' if nbytes >= GB else f'{nbytes / 1024**2:.0f} MB'
 
 
-def why_unreachable(instance: InstancePublic) -> str:
+def why_unreachable(instance: InstancePublic, *, opening: bool = True) -> str:
+    """Why Open (``opening``) or View has no URL for this instance now."""
     if not instance.status.is_running:
         return 'Start the instance first'
     if instance.status != InstanceStatus.STARTED:
         return 'Not ready yet'
-    return 'Not reachable yet: activate its public port or use the path/subdomain access'
+    if opening and instance.access_pattern == AccessPattern.SUBDOMAIN:
+        return 'A subdomain needs the panel reached by a host name, not an IP address (or set AIKORE_PUBLIC_HOST)'
+    if instance.access_pattern == AccessPattern.PORT and not instance.active:
+        return f'Activate its public port {instance.public_port} first'
+    return 'Not reachable yet: nginx is taking the new route'
 
 
 def _gpu_text(gpu_ids: list[int]) -> str:

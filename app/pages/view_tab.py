@@ -36,7 +36,7 @@ class ViewTab:
         url = instance.urls.view if instance else None
         if instance is not None:
             self.title.set_text(f'View · {instance.name}')
-        self.reason.set_text('' if url or instance is None else why_unreachable(instance))
+        self.reason.set_text('' if url or instance is None else why_unreachable(instance, opening=False))
         self.frame.props(f'src="{url}"' if url else 'src="about:blank"')
         self.frame.set_visibility(url is not None)
         self.reload.set_enabled(url is not None)
