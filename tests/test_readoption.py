@@ -154,3 +154,33 @@ def test_a_crash_while_the_panel_is_away_counts_for_on_failure(tmp_path: Path) -
         if second is not None:
             second.stop()
         kill_processes_under(data)
+
+
+def test_a_pending_restart_survives_a_panel_restart(tmp_path: Path) -> None:
+    """The app crashes, ``on-failure`` schedules its restart, and the panel dies before the
+    back-off is over: the next panel does the restart."""
+    data = tmp_path / 'data'
+    first = Panel(data, AIKORE_RESTART_BACKOFF='3').start()
+    second: Panel | None = None
+    try:
+        first.put_blueprint('Counted', COUNTED_SERVER)
+        instance = first.create('patient', blueprint='Counted', restart_policy='on-failure')
+        first.client.post(f'/instances/{instance["id"]}/start')
+        runner = first.wait_status(instance['id'], 'started')['pid']
+        for app in psutil.Process(runner).children(recursive=True):
+            app.kill()
+        failed = first.wait_status(instance['id'], 'error')
+        assert failed['restart_count'] == 1  # the restart is scheduled, 3 s away
+        marker = data / 'instances' / 'patient' / 'run' / 'restart-due'
+        wait_for(marker.exists, 5, what='the due time on disk')
+        first.kill()
+
+        second = Panel(data, AIKORE_STOP_ON_EXIT='1', AIKORE_API_TOKEN=first.token).start()
+        back = second.wait_status(instance['id'], 'started', timeout=20)
+        assert back['restart_count'] == 1 and launches(second, 'patient') == 2
+        assert not marker.exists()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        kill_processes_under(data)

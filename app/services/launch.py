@@ -18,6 +18,8 @@ from .errors import Conflict
 
 LAUNCH_SCRIPT = 'launch.sh'
 EXIT_FILE = 'exit'
+# Due time (Unix) of a pending on-failure restart, so one survives a panel restart.
+RESTART_FILE = 'restart-due'
 # Never handed to a blueprint: the panel's own credentials.
 SECRET_VARIABLES = ('AIKORE_API_TOKEN', 'AIKORE_PASSWORD')
 
@@ -40,6 +42,17 @@ def instance_dir(settings: Settings, name: str) -> Path:
 
 def exit_file(settings: Settings, name: str) -> Path:
     return instance_dir(settings, name) / 'run' / EXIT_FILE
+
+
+def restart_marker(settings: Settings, name: str) -> Path:
+    return instance_dir(settings, name) / 'run' / RESTART_FILE
+
+
+def read_restart_due(path: Path) -> float | None:
+    try:
+        return float(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def read_meta(settings: Settings, instance: Instance) -> BlueprintMeta:

@@ -135,6 +135,7 @@ class Supervisor:
     def _launch(self, instance: Instance, port: int, automatic: bool) -> tuple[launch.Launch, Run, Instance]:
         """Prepare, spawn and record the run in one trip to a worker thread: when 20 instances
         start at once, every trip waits for a CPU, and the start call for every trip."""
+        launch.restart_marker(self.settings, instance.name).unlink(missing_ok=True)
         prepared = launch.prepare(self.settings, instance, self.blueprints.functions_path, port)
         run = self._spawn(instance, prepared)
         fields: dict[str, object] = {
@@ -264,7 +265,9 @@ class Supervisor:
                 delay = min(MAX_BACKOFF, self.settings.restart_backoff * 2**restart_count)
                 log.info('Restarting %s in %.1f s (attempt %d of %d)', instance.name, delay, restart_count + 1,
                          self.settings.restart_max)  # fmt: skip
-                self._pending_restarts[instance.id] = self._spawn_task(self._restart_later(instance.id, delay))
+                self._pending_restarts[instance.id] = self._spawn_task(
+                    self._restart_later(instance.id, instance.name, delay)
+                )
             elif again:
                 log.warning('%s failed again after %d automatic restarts: not restarting it again', instance.name,
                             restart_count)  # fmt: skip
@@ -283,13 +286,18 @@ class Supervisor:
             return 128 - status
         return status
 
-    async def _restart_later(self, instance_id: int, delay: float) -> None:
+    async def _restart_later(self, instance_id: int, name: str, delay: float) -> None:
+        """Start the instance again after ``delay``; the due time is kept on disk meanwhile, so a
+        panel restarted before then still does it (``resume_restarts``). A start removes it."""
+        marker = launch.restart_marker(self.settings, name)
+        await asyncio.to_thread(_write_due, marker, time.time() + delay)
         await asyncio.sleep(delay)
         self._pending_restarts.pop(instance_id, None)
         try:
             await self.start(instance_id, automatic=True)
         except ServiceError as exc:
             log.warning('Automatic restart of instance %s failed: %s', instance_id, exc.detail)
+            await asyncio.to_thread(marker.unlink, missing_ok=True)
 
     def forget(self, instance_id: int) -> None:
         """The instance is being deleted: drop any pending automatic restart."""
@@ -312,6 +320,8 @@ class Supervisor:
                 instance = await asyncio.to_thread(store.get, self.engine, instance_id)
                 if instance.status in RUNNING:  # state left from a run we no longer hold
                     return await self._save(instance_id, status=InstanceStatus.STOPPED, **ended(instance.exit_code))
+                # No automatic restart after a stop, even one a restarted panel would resume.
+                await asyncio.to_thread(launch.restart_marker(self.settings, instance.name).unlink, missing_ok=True)
                 return store.to_public(instance)
             if run.stopping:
                 return store.to_public(await asyncio.to_thread(store.get, self.engine, instance_id))
@@ -391,9 +401,24 @@ class Supervisor:
     # ------------------------------------------------------------------ panel start / exit
 
     async def adopt_all(self) -> None:
-        """Take back runs left by an earlier panel; mark the dead ones stopped or error."""
+        """Take back runs left by an earlier panel; mark the dead ones stopped or error; resume the
+        on-failure restarts that were pending when it stopped."""
         for instance in await asyncio.to_thread(store.list_in_states, self.engine, RUNNING):
             await self._adopt(instance)
+        for instance in await asyncio.to_thread(store.list_in_states, self.engine, {InstanceStatus.ERROR}):
+            await self._resume_restart(instance)
+
+    async def _resume_restart(self, instance: Instance) -> None:
+        marker = launch.restart_marker(self.settings, instance.name)
+        due = await asyncio.to_thread(launch.read_restart_due, marker)
+        if due is None or instance.id is None or instance.id in self._pending_restarts:
+            return
+        if instance.restart_policy != RestartPolicy.ON_FAILURE:
+            await asyncio.to_thread(marker.unlink, missing_ok=True)
+            return
+        delay = max(0.0, due - time.time())
+        log.info('Restarting %s in %.1f s (pending when the panel stopped)', instance.name, delay)
+        self._pending_restarts[instance.id] = self._spawn_task(self._restart_later(instance.id, instance.name, delay))
 
     async def _adopt(self, instance: Instance) -> None:
         assert instance.id is not None
@@ -472,6 +497,11 @@ class Ending:
 
     fields: dict[str, Any]
     schedule: Callable[[], None]
+
+
+def _write_due(path: Path, due: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'{due:.3f}\n')
 
 
 def ended(exit_code: int | None) -> dict[str, Any]:
