@@ -56,9 +56,7 @@ def update(engine: Engine, instance_id: int, **fields: Any) -> Instance:
         for key, value in fields.items():
             setattr(instance, key, value)
         session.add(instance)
-        session.flush()
-        session.refresh(instance)
-    return instance
+    return instance  # no refresh: nothing but these fields changed, and they stay loaded after the commit
 
 
 def delete(engine: Engine, instance_id: int) -> None:
@@ -88,5 +86,8 @@ def to_public(instance: Instance) -> InstancePublic:
 
 
 def route_ports(engine: Engine) -> dict[int, int]:
-    """Instance id -> the internal port it runs on or last ran on (nginx routes to these)."""
-    return {i.id: i.internal_port for i in list_all(engine) if i.id is not None and i.internal_port is not None}
+    """Instance id -> the internal port it runs on or last ran on (nginx routes to these).
+    Two columns, no objects: it runs at every start."""
+    query = select(Instance.id, Instance.internal_port).where(Instance.internal_port.is_not(None))  # type: ignore[union-attr]
+    with session_scope(engine) as session:
+        return {row[0]: row[1] for row in session.exec(query) if row[0] is not None and row[1] is not None}
