@@ -264,7 +264,7 @@ class InstanceRow:
         )
 
     async def act(self, name: str) -> None:
-        """One of the row's action buttons (``row_actions.ACTIONS``) was clicked."""
+        """One of the row's action buttons (``RowActions``) was clicked."""
         handlers: dict[str, Callable[[], Any]] = {
             'start-stop': self.start_or_stop,
             'restart': self.restart_instance,

@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable
 
 from nicegui import ui
 
-ACTIONS = ('start-stop', 'restart', 'open', 'view', 'logs', 'script', 'terminal', 'delete')
-
 STYLE = """
 .aikore-actions { display: inline-flex; align-items: center; white-space: nowrap; }
 .aikore-action {
@@ -23,7 +21,8 @@ STYLE = """
 
 
 class RowActions(ui.element, component='row_actions.js'):
-    """Emits ``action`` with one of ``ACTIONS``; the row decides what each one does."""
+    """Emits ``action`` with an action's name (``row_actions.js``: start-stop, restart, open, view,
+    logs, script, terminal, delete); the row decides what each one does."""
 
     def __init__(self, on_action: Callable[[str], Awaitable[None] | None]) -> None:
         super().__init__()
