@@ -18,6 +18,9 @@ STOCK_BLUEPRINTS_DIR = REPO_ROOT / 'blueprints'
 NGINX_TEMPLATES_DIR = REPO_ROOT / 'container' / 'nginx'
 NGINX_MODES = ('auto', 'managed', 'external', 'off')
 
+# The sampler's interval range (seconds): for AIKORE_MONITOR_INTERVAL and for changes at run time.
+MONITOR_INTERVALS = (0.25, 10.0)
+
 
 class ConfigError(ValueError):
     """An AIKORE_* variable holds a value the panel cannot use."""
@@ -110,7 +113,7 @@ class Settings:
             stop_grace=_number(env, 'AIKORE_STOP_GRACE', 10.0, float, minimum=0.1),
             restart_max=_number(env, 'AIKORE_RESTART_MAX', 5, int, minimum=0),
             restart_backoff=_number(env, 'AIKORE_RESTART_BACKOFF', 1.0, float, minimum=0.0),
-            monitor_interval=_seconds_between(env, 'AIKORE_MONITOR_INTERVAL', 1.0, 0.25, 10.0),
+            monitor_interval=_seconds_between(env, 'AIKORE_MONITOR_INTERVAL', 1.0, *MONITOR_INTERVALS),
             nginx=_choice(env, 'AIKORE_NGINX', NGINX_MODES),
             panel_port=_port(env, 'AIKORE_PANEL_PORT', 0) or None,
             nginx_pid=Path(env['AIKORE_NGINX_PID']).resolve() if env.get('AIKORE_NGINX_PID') else None,

@@ -196,9 +196,7 @@ def _seed_gpu_ids(raw: object) -> list[int]:
 
 
 def _usable_name(raw: str, taken: set[str]) -> str:
-    base = re.sub(r'[^A-Za-z0-9_-]+', '-', raw.strip()).strip('-_')[:40] or 'instance'
-    if not base[0].isalnum():
-        base = f'i{base}'[:40]
+    base = re.sub(r'[^A-Za-z0-9_-]+', '-', raw.strip()).strip('-_')[:40] or 'instance'  # starts with [A-Za-z0-9]
     name, counter = base, 2
     while name.lower() in taken:
         name, counter = f'{base}-{counter}', counter + 1

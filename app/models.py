@@ -28,12 +28,12 @@ class InstanceStatus(StrEnum):
     @property
     def is_running(self) -> bool:
         """A process of the instance may exist in this state."""
-        return self in {
-            InstanceStatus.STARTING,
-            InstanceStatus.STARTED,
-            InstanceStatus.STALLED,
-            InstanceStatus.STOPPING,
-        }
+        return self in RUNNING_STATES
+
+
+RUNNING_STATES = frozenset(
+    {InstanceStatus.STARTING, InstanceStatus.STARTED, InstanceStatus.STALLED, InstanceStatus.STOPPING}
+)
 
 
 class AccessPattern(StrEnum):

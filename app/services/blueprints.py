@@ -163,8 +163,7 @@ class BlueprintStore:
             raise Conflict(f'{existing.name!r} is a stock blueprint; choose another name for a custom one')
         if existing is not None and existing.name != name:
             raise Conflict(f'A custom blueprint named {existing.name!r} already exists (names ignore case)')
-        self.custom_dir.mkdir(parents=True, exist_ok=True)
-        write_script_atomic(self.custom_dir / f'{name}.sh', text)
+        self._write_custom(name, text)
         return existing is None
 
     def delete_custom(self, name: str) -> None:
@@ -179,8 +178,14 @@ class BlueprintStore:
         existing = self._find(name)
         if existing is not None:
             raise Conflict(f'A {existing.source} blueprint named {existing.name!r} already exists')
-        self.put_custom(name, body)
-        return self.get(name)
+        return self._write_custom(name, validation.script_text(body))
+
+    def _write_custom(self, name: str, text: str) -> Blueprint:
+        meta = parse_metadata(text, name)  # refused before anything is written
+        self.custom_dir.mkdir(parents=True, exist_ok=True)
+        path = self.custom_dir / f'{name}.sh'
+        write_script_atomic(path, text)
+        return Blueprint(name=name, source='custom', path=path, meta=meta)
 
     def rename_custom(self, old: str, new: str) -> Blueprint:
         """Rename a custom blueprint (its file); stock names and taken names are refused."""

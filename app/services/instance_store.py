@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -34,7 +35,7 @@ def list_all(engine: Engine) -> list[Instance]:
         return list(session.exec(select(Instance).order_by(Instance.id)))  # type: ignore[arg-type]
 
 
-def list_in_states(engine: Engine, states: set[InstanceStatus]) -> list[Instance]:
+def list_in_states(engine: Engine, states: Collection[InstanceStatus]) -> list[Instance]:
     with session_scope(engine) as session:
         query = select(Instance).where(Instance.status.in_(states))  # type: ignore[attr-defined]
         return list(session.exec(query))
@@ -66,16 +67,10 @@ def delete(engine: Engine, instance_id: int) -> None:
             session.delete(instance)
 
 
-def used_ports(engine: Engine) -> tuple[set[int], set[int]]:
-    """(public ports assigned to any instance, internal ports of running instances)."""
-    public: set[int] = set()
-    internal: set[int] = set()
-    for instance in list_all(engine):
-        if instance.public_port is not None:
-            public.add(instance.public_port)
-        if instance.internal_port is not None and instance.status.is_running:
-            internal.add(instance.internal_port)
-    return public, internal
+def public_ports(engine: Engine) -> set[int]:
+    """The public ports assigned to any instance."""
+    with session_scope(engine) as session:
+        return {port for port in session.exec(select(Instance.public_port)) if port is not None}
 
 
 def to_public(instance: Instance) -> InstancePublic:

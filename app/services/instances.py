@@ -23,7 +23,6 @@ from ..models import (
     Instance,
     InstanceCreate,
     InstancePublic,
-    InstanceStatus,
     InstanceUpdate,
     LogChunk,
     RestartPolicy,
@@ -184,7 +183,7 @@ class InstanceService:
             source.rename(target)
 
     def _replace_script(self, name: str, blueprint_path: Path) -> None:
-        script = launch.instance_dir(self.settings, name) / launch.LAUNCH_SCRIPT
+        script = launch.script_path(self.settings, name)
         if script.exists():
             shutil.copyfile(script, script.with_name(f'{launch.LAUNCH_SCRIPT}.bak'))
         shutil.copyfile(blueprint_path, script)
@@ -199,7 +198,7 @@ class InstanceService:
 
     def _suggest_public_port(self) -> int:
         """The lowest port of the range no instance uses (ports may be shared, so never none)."""
-        used, _ = store.used_ports(self.engine)
+        used = store.public_ports(self.engine)
         low, high = self.settings.port_range
         return next((port for port in range(low, high + 1) if port not in used), low)
 
@@ -227,7 +226,7 @@ class InstanceService:
 
     async def read_script(self, instance_id: int) -> str:
         instance = await asyncio.to_thread(store.get, self.engine, instance_id)
-        script = launch.instance_dir(self.settings, instance.name) / launch.LAUNCH_SCRIPT
+        script = launch.script_path(self.settings, instance.name)
         try:
             return await asyncio.to_thread(script.read_text, encoding='utf-8', errors='replace')
         except FileNotFoundError:
@@ -241,7 +240,7 @@ class InstanceService:
         await asyncio.to_thread(write_script_atomic, folder / launch.LAUNCH_SCRIPT, text)
 
     def log_file(self, name: str) -> Path:
-        return logs.log_path(launch.instance_dir(self.settings, name))
+        return launch.log_path(self.settings, name)
 
     async def whole_log(self, name: str) -> AsyncIterator[bytes]:
         """The current run's log from its start, rotated parts included, chunk by chunk."""
@@ -257,7 +256,7 @@ class InstanceService:
         if offset < 0:
             raise InvalidInput('offset must be 0 or more')
         instance = await asyncio.to_thread(store.get, self.engine, instance_id)
-        path = logs.log_path(launch.instance_dir(self.settings, instance.name))
+        path = self.log_file(instance.name)
         return await asyncio.to_thread(logs.read_chunk, path, offset)
 
     # ------------------------------------------------------------------ delete and trash
@@ -265,10 +264,7 @@ class InstanceService:
     async def delete(self, instance_id: int) -> None:
         async with self._catalog_lock:
             instance = await asyncio.to_thread(store.get, self.engine, instance_id)
-            if self.supervisor.is_running(instance_id) or instance.status not in {
-                InstanceStatus.STOPPED,
-                InstanceStatus.ERROR,
-            }:
+            if self.supervisor.is_running(instance_id) or instance.status.is_running:
                 raise Conflict(f'Stop {instance.name!r} before deleting it (it is {instance.status})')
             self.supervisor.forget(instance_id)
             entry = await asyncio.to_thread(self._move_to_trash, instance)

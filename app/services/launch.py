@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Settings
-from ..models import Instance
+from ..models import Instance, InstancePublic
 from . import logs
 from .blueprints import BlueprintMeta, parse_metadata
 from .errors import Conflict
@@ -48,6 +48,11 @@ def restart_marker(settings: Settings, name: str) -> Path:
     return instance_dir(settings, name) / 'run' / RESTART_FILE
 
 
+def write_restart_due(path: Path, due: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'{due:.3f}\n')
+
+
 def read_restart_due(path: Path) -> float | None:
     try:
         return float(path.read_text().strip())
@@ -55,8 +60,20 @@ def read_restart_due(path: Path) -> float | None:
         return None
 
 
+def script_path(settings: Settings, name: str) -> Path:
+    return instance_dir(settings, name) / LAUNCH_SCRIPT
+
+
+def log_path(settings: Settings, name: str) -> Path:
+    return logs.log_path(instance_dir(settings, name))
+
+
+def output_dir(settings: Settings, instance: Instance | InstancePublic) -> Path:
+    return settings.outputs_dir / (instance.output_path or instance.name)
+
+
 def read_meta(settings: Settings, instance: Instance) -> BlueprintMeta:
-    script = instance_dir(settings, instance.name) / LAUNCH_SCRIPT
+    script = script_path(settings, instance.name)
     if not script.is_file():
         raise Conflict(f'{script} is missing: save a launch script for {instance.name!r} first')
     return parse_metadata(script.read_text(encoding='utf-8', errors='replace'), instance.blueprint)
@@ -68,22 +85,23 @@ def prepare(settings: Settings, instance: Instance, functions_path: Path, port: 
     meta = read_meta(settings, instance)
     for sub in ('logs', 'run', 'tmp'):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    output_dir = settings.outputs_dir / (instance.output_path or instance.name)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output = output_dir(settings, instance)
+    output.mkdir(parents=True, exist_ok=True)
     settings.models_dir.mkdir(parents=True, exist_ok=True)
-    log_path = logs.log_path(folder)
-    run_base = logs.next_run_base(log_path)
-    logs.rotate_for_new_run(log_path, settings.log_backups)
+    log_file = logs.log_path(folder)
+    run_base = logs.next_run_base(log_file)
+    logs.rotate_for_new_run(log_file, settings.log_backups)
     # Readers must never pair the new file with the previous run's cursor.
-    logs.write_cursor(log_path, logs.Cursor(run_base, run_base))
-    env = environment(settings, instance, port, folder, output_dir, functions_path)
-    return Launch(folder, folder / LAUNCH_SCRIPT, log_path, run_base, folder / 'run' / EXIT_FILE, port, meta, env)
+    logs.write_cursor(log_file, logs.Cursor(run_base, run_base))
+    env = environment(settings, instance, port, folder, output, functions_path)
+    script, exit_path = script_path(settings, instance.name), exit_file(settings, instance.name)
+    return Launch(folder, script, log_file, run_base, exit_path, port, meta, env)
 
 
 def free_port(excluded: set[int], preferred: int | None = None) -> int:
     """A TCP port free on 127.0.0.1 now: ``preferred`` if it is, else one the kernel chooses,
     outside ``excluded``."""
-    if preferred is not None and preferred not in excluded and _bindable(preferred):
+    if preferred is not None and preferred not in excluded and not port_in_use('127.0.0.1', preferred):
         return preferred
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -94,15 +112,16 @@ def free_port(excluded: set[int], preferred: int | None = None) -> int:
     raise Conflict('Could not find a free internal port on 127.0.0.1')
 
 
-def _bindable(port: int) -> bool:
-    # SO_REUSEADDR as servers set it: connections of the last run in TIME_WAIT do not count.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def port_in_use(host: str, port: int) -> bool:
+    """True when something listens on ``host:port`` (a bind with SO_REUSEADDR fails only then)."""
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(('127.0.0.1', port))
+            probe.bind((host.strip('[]'), port))
         except OSError:
-            return False
-    return True
+            return True
+    return False
 
 
 def environment(

@@ -27,6 +27,7 @@ from collections import deque
 from pathlib import Path
 from typing import Protocol
 
+from ..config import MONITOR_INTERVALS
 from .errors import InvalidInput
 from .events import EventBus
 from .gpu_source import GpuSource
@@ -34,8 +35,7 @@ from .sampler import RunningInstance, Sample, SystemSampler
 
 log = logging.getLogger(__name__)
 
-MIN_INTERVAL = 0.25
-MAX_INTERVAL = 10.0
+MIN_INTERVAL, MAX_INTERVAL = MONITOR_INTERVALS
 DEFAULT_INTERVAL = 1.0
 HISTORY_SAMPLES = 3600
 

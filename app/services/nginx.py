@@ -141,11 +141,8 @@ class Nginx:
 
     def master_pid(self) -> int | None:
         """The live nginx master named by the pid file, if it runs this config."""
-        try:
-            pid = int(self.paths.pid.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if self._runs_our_config(pid) else None
+        pid = _read_pid(self.paths.pid)
+        return pid if pid is not None and self._runs_our_config(pid) else None
 
     def _runs_our_config(self, pid: int) -> bool:
         try:
@@ -167,7 +164,6 @@ class ManagedMaster:
         self._stopping = False
         self._restart_task: asyncio.Task[None] | None = None
         self._failures = 0
-        self.restarts = 0
 
     @property
     def pid(self) -> int | None:
@@ -179,14 +175,14 @@ class ManagedMaster:
         stale = self.nginx.master_pid()
         if stale is not None:
             log.info('Ending the nginx master (pid %s) an earlier panel left running', stale)
-            await _end_group(stale)
+            await processes.end_group(stale, STOP_TIMEOUT, POLL)
         self.nginx.paths.pid.unlink(missing_ok=True)
         # Spawned from the event loop's thread: the parent-death signal follows the thread that forks.
         popen = self._spawn()
         try:
             await self._wait_listening(popen)
         except NginxError:
-            await _end_group(popen.pid)
+            await processes.end_group(popen.pid, STOP_TIMEOUT, POLL)  # master and workers
             popen.wait()
             raise
         self._popen = popen
@@ -241,14 +237,18 @@ class ManagedMaster:
             return
         self._popen = None
         self._failures += 1
-        delay = min(MAX_BACKOFF, 0.2 * 2 ** (self._failures - 1))
-        log.error('nginx master exited (code %s): restarting it in %.1f s', popen.returncode, delay)
-        self._restart_task = asyncio.ensure_future(self._restart_later(delay, popen.pid))
+        log.error('nginx master exited (code %s): restarting it in %.1f s', popen.returncode, self._backoff())
+        self._restart_task = asyncio.ensure_future(self._restart_later(popen.pid))
 
-    async def _restart_later(self, delay: float, dead_master: int | None = None) -> None:
+    def _backoff(self) -> float:
+        """0.2 s after the first failure in a row, doubling up to MAX_BACKOFF."""
+        return min(MAX_BACKOFF, 0.2 * 2 ** (self._failures - 1))
+
+    async def _restart_later(self, dead_master: int | None = None) -> None:
         if dead_master is not None:
-            await _end_group(dead_master)  # its workers outlive it and keep the listen port
-        await asyncio.sleep(delay)
+            # Its workers outlive it and keep the listen port.
+            await processes.end_group(dead_master, STOP_TIMEOUT, POLL)
+        await asyncio.sleep(self._backoff())
         if self._stopping:
             return
         try:
@@ -256,10 +256,9 @@ class ManagedMaster:
         except NginxError as exc:
             log.error('Could not restart nginx: %s', exc)
             self._failures += 1
-            self._restart_task = asyncio.ensure_future(self._restart_later(min(MAX_BACKOFF, delay * 2)))
+            self._restart_task = asyncio.ensure_future(self._restart_later())
             return
         self._failures = 0
-        self.restarts += 1
 
     async def stop(self) -> None:
         """Fast shutdown (SIGTERM to the master, which ends its workers), then make sure of it."""
@@ -269,21 +268,10 @@ class ManagedMaster:
         popen, self._popen = self._popen, None
         self._unwatch()
         if popen is not None:
-            await _end_group(popen.pid)
+            await processes.end_group(popen.pid, STOP_TIMEOUT, POLL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(1)
         self.nginx.paths.pid.unlink(missing_ok=True)
-
-
-async def _end_group(pgid: int) -> None:
-    """SIGTERM to the master's group (master and workers), SIGKILL what is left after a while."""
-    processes.signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while await asyncio.to_thread(processes.group_members, pgid):
-        if time.monotonic() > deadline:
-            processes.signal_group(pgid, signal.SIGKILL)
-            return
-        await asyncio.sleep(POLL)
 
 
 def _accepting_workers(master: int) -> set[int]:

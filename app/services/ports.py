@@ -22,8 +22,6 @@ import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Awaitable
@@ -40,6 +38,7 @@ from . import instance_store as store
 from . import processes
 from .errors import Conflict, NotFound
 from .events import EventBus
+from .launch import port_in_use
 
 log = logging.getLogger(__name__)
 
@@ -254,13 +253,7 @@ class Ports:
         forwarder.stopping = True
         self._unwatch(forwarder)
         if forwarder.popen is not None or processes.is_same_process(forwarder.pid, forwarder.started_at):
-            processes.signal_group(forwarder.pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while await asyncio.to_thread(processes.group_members, forwarder.pid):
-                if time.monotonic() > deadline:
-                    processes.signal_group(forwarder.pid, signal.SIGKILL)
-                    break
-                await asyncio.sleep(POLL)
+            await processes.end_group(forwarder.pid, STOP_TIMEOUT, POLL)
         if forwarder.popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(forwarder.popen.wait, 2)
@@ -382,15 +375,3 @@ def _listens(pid: int, port: int) -> bool:
     except psutil.Error:
         return False
     return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True when something listens on ``host:port`` (a bind with SO_REUSEADDR fails only then)."""
-    family = socket.AF_INET6 if ':' in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host.strip('[]'), port))
-        except OSError:
-            return True
-    return False

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import time
 
 import psutil
 
@@ -63,6 +65,17 @@ def signal_group(pgid: int, sig: signal.Signals, extra: list[psutil.Process] | N
     for process in extra or []:
         with contextlib.suppress(psutil.Error):
             process.send_signal(sig)
+
+
+async def end_group(pgid: int, grace: float, poll: float) -> None:
+    """SIGTERM to a process group, SIGKILL to what is left of it after ``grace`` seconds."""
+    signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while await asyncio.to_thread(group_members, pgid):
+        if time.monotonic() >= deadline:
+            signal_group(pgid, signal.SIGKILL)
+            return
+        await asyncio.sleep(poll)
 
 
 def still_running(processes: list[psutil.Process]) -> list[psutil.Process]:

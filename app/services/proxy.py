@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 from ..config import Settings
 from ..models import InstancePublic
 from . import instance_store as store
+from .auth import write_private
 from .events import EventBus
 from .nginx import ManagedMaster, Nginx, NginxError
 from .sessions import SESSION_COOKIE
@@ -251,9 +252,9 @@ class Proxy:
         refused candidate stays for inspection. The copy needs no rename: nginx reads the file
         only when told to, after this."""
         candidate = self.paths.folder / 'nginx.conf.candidate'
-        _write_private(candidate, text)
+        write_private(candidate, text)  # 0600: the config may hold the API token
         self.nginx.test(candidate)
-        _write_private(self.paths.config, text)
+        write_private(self.paths.config, text)
 
     def _rotate_access_log(self) -> None:
         log_file = self.paths.access_log
@@ -278,14 +279,6 @@ class Proxy:
             reloads=self.reloads,
             routes=len(self._applied or ()),
         )
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Mode 0600: the config may hold the API token."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, 'w') as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
 
 
 def listen_address(host: str, port: int) -> str:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import psutil
 from sqlalchemy.engine import Engine
 
 from ..config import Settings
-from ..models import Instance, InstancePublic, InstanceStatus, RestartPolicy
+from ..models import RUNNING_STATES, Instance, InstancePublic, InstanceStatus, RestartPolicy
 from . import instance_store as store
 from . import launch, logs, processes
 from .blueprints import BlueprintStore, ReadyCheck
@@ -46,7 +46,6 @@ HEALTHY_UPTIME = 60.0  # a crash after this long running is not a crash loop: th
 MAX_BACKOFF = 60.0
 GROUP_POLL = 0.05
 KILL_WAIT = 5.0
-RUNNING = {InstanceStatus.STARTING, InstanceStatus.STARTED, InstanceStatus.STALLED, InstanceStatus.STOPPING}
 
 
 @dataclass(eq=False)
@@ -102,7 +101,7 @@ class Supervisor:
             self._cancel_pending_restart(instance_id)
         async with self._locks[instance_id]:
             instance, routed = await asyncio.to_thread(self._load, instance_id)
-            if instance_id in self._runs or instance.status in RUNNING:
+            if instance_id in self._runs or instance.status.is_running:
                 raise Conflict(f'Instance {instance.name!r} is already running ({instance.status})')
             taken = self._ports_in_use() | {port for other, port in routed.items() if other != instance_id}
             # Chosen on the event loop (quick syscalls) so concurrent starts never pick the same port;
@@ -243,36 +242,37 @@ class Supervisor:
             restart_count = instance.restart_count
             if run.ready_at is not None and time.monotonic() - run.ready_at >= HEALTHY_UPTIME:
                 restart_count = 0
-            ending = self._ended(instance, code, restart_count, stopping=False)
-            await self._save(run.instance_id, **ending.fields)
-        log.log(logging.WARNING if code != 0 else logging.INFO, '%s exited with code %s', run.name, code)
-        self._spawn_task(self._clean_group(run.pid))
-        ending.schedule()
+            log.log(logging.WARNING if code != 0 else logging.INFO, '%s exited with code %s', run.name, code)
+            await self._record_end(instance, code, restart_count, stopping=False, pid=run.pid)
 
-    def _ended(self, instance: Instance, code: int | None, restart_count: int, *, stopping: bool) -> Ending:
-        """How a run that ended is recorded, and whether ``on-failure`` starts it again."""
+    async def _record_end(
+        self, instance: Instance, code: int | None, restart_count: int, *, stopping: bool, pid: int | None
+    ) -> None:
+        """Save how a run ended, end what it left in its group, and have ``on-failure`` start it
+        again (after a back-off, up to AIKORE_RESTART_MAX times in a row)."""
+        assert instance.id is not None
         failed = not stopping and code != 0
         again = failed and instance.restart_policy == RestartPolicy.ON_FAILURE
         restart = again and restart_count < self.settings.restart_max
-        fields: dict[str, Any] = {
-            'status': InstanceStatus.ERROR if failed else InstanceStatus.STOPPED,
+        await self._save(
+            instance.id,
+            status=InstanceStatus.ERROR if failed else InstanceStatus.STOPPED,
             **ended(code),
-            'restart_count': restart_count + 1 if restart else restart_count,
-        }
+            restart_count=restart_count + 1 if restart else restart_count,
+        )
+        if pid:
+            self._spawn_task(self._clean_group(pid))
+        if restart:
+            delay = min(MAX_BACKOFF, self.settings.restart_backoff * 2**restart_count)
+            log.info('Restarting %s in %.1f s (attempt %d of %d)', instance.name, delay, restart_count + 1,
+                     self.settings.restart_max)  # fmt: skip
+            self._schedule_restart(instance.id, instance.name, delay)
+        elif again:
+            log.warning('%s failed again after %d automatic restarts: not restarting it again', instance.name,
+                        restart_count)  # fmt: skip
 
-        def schedule() -> None:
-            if restart and instance.id is not None:
-                delay = min(MAX_BACKOFF, self.settings.restart_backoff * 2**restart_count)
-                log.info('Restarting %s in %.1f s (attempt %d of %d)', instance.name, delay, restart_count + 1,
-                         self.settings.restart_max)  # fmt: skip
-                self._pending_restarts[instance.id] = self._spawn_task(
-                    self._restart_later(instance.id, instance.name, delay)
-                )
-            elif again:
-                log.warning('%s failed again after %d automatic restarts: not restarting it again', instance.name,
-                            restart_count)  # fmt: skip
-
-        return Ending(fields, schedule)
+    def _schedule_restart(self, instance_id: int, name: str, delay: float) -> None:
+        self._pending_restarts[instance_id] = self._spawn_task(self._restart_later(instance_id, name, delay))
 
     def _collect_exit_code(self, run: Run) -> int | None:
         status: int | None = None
@@ -290,7 +290,7 @@ class Supervisor:
         """Start the instance again after ``delay``; the due time is kept on disk meanwhile, so a
         panel restarted before then still does it (``resume_restarts``). A start removes it."""
         marker = launch.restart_marker(self.settings, name)
-        await asyncio.to_thread(_write_due, marker, time.time() + delay)
+        await asyncio.to_thread(launch.write_restart_due, marker, time.time() + delay)
         await asyncio.sleep(delay)
         self._pending_restarts.pop(instance_id, None)
         try:
@@ -318,7 +318,7 @@ class Supervisor:
             run = self._runs.get(instance_id)
             if run is None:
                 instance = await asyncio.to_thread(store.get, self.engine, instance_id)
-                if instance.status in RUNNING:  # state left from a run we no longer hold
+                if instance.status.is_running:  # state left from a run we no longer hold
                     return await self._save(instance_id, status=InstanceStatus.STOPPED, **ended(instance.exit_code))
                 # No automatic restart after a stop, even one a restarted panel would resume.
                 await asyncio.to_thread(launch.restart_marker(self.settings, instance.name).unlink, missing_ok=True)
@@ -373,15 +373,8 @@ class Supervisor:
 
     async def _clean_group(self, pgid: int) -> None:
         """After an unexpected exit: end what the app left behind in its group."""
-        if not await asyncio.to_thread(processes.group_members, pgid):
-            return
-        processes.signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.stop_grace
-        while await asyncio.to_thread(processes.group_members, pgid):
-            if time.monotonic() >= deadline:
-                processes.signal_group(pgid, signal.SIGKILL)
-                return
-            await asyncio.sleep(GROUP_POLL)
+        if await asyncio.to_thread(processes.group_members, pgid):
+            await processes.end_group(pgid, self.settings.stop_grace, GROUP_POLL)
 
     async def restart(self, instance_id: int) -> InstancePublic:
         """Stop (if running) then start again; answers at once."""
@@ -403,7 +396,7 @@ class Supervisor:
     async def adopt_all(self) -> None:
         """Take back runs left by an earlier panel; mark the dead ones stopped or error; resume the
         on-failure restarts that were pending when it stopped."""
-        for instance in await asyncio.to_thread(store.list_in_states, self.engine, RUNNING):
+        for instance in await asyncio.to_thread(store.list_in_states, self.engine, RUNNING_STATES):
             await self._adopt(instance)
         for instance in await asyncio.to_thread(store.list_in_states, self.engine, {InstanceStatus.ERROR}):
             await self._resume_restart(instance)
@@ -418,7 +411,7 @@ class Supervisor:
             return
         delay = max(0.0, due - time.time())
         log.info('Restarting %s in %.1f s (pending when the panel stopped)', instance.name, delay)
-        self._pending_restarts[instance.id] = self._spawn_task(self._restart_later(instance.id, instance.name, delay))
+        self._schedule_restart(instance.id, instance.name, delay)
 
     async def _adopt(self, instance: Instance) -> None:
         assert instance.id is not None
@@ -432,22 +425,17 @@ class Supervisor:
                 self._begin_stop(run)
             elif instance.status != InstanceStatus.STARTED:
                 meta = await asyncio.to_thread(launch.read_meta, self.settings, instance)
-                log_path = logs.log_path(launch.instance_dir(self.settings, instance.name))
+                log_path = launch.log_path(self.settings, instance.name)
                 waited = max(0.0, time.time() - (instance.pid_started_at or time.time()))
                 run.ready_task = self._spawn_task(
                     self._await_ready(run, meta.ready, meta.stall_timeout, log_path, waited)
                 )
             return
         code = read_exit_file(launch.exit_file(self.settings, instance.name), pid) if pid else None
-        # A failure while the panel was away counts for ``on-failure`` like any other.
-        ending = self._ended(
-            instance, code, instance.restart_count, stopping=instance.status == InstanceStatus.STOPPING
-        )
-        await self._save(instance.id, **ending.fields)
         log.info('%s ended while the panel was away (exit code %s)', instance.name, code)
-        if pid:
-            self._spawn_task(self._clean_group(pid))
-        ending.schedule()
+        # A failure while the panel was away counts for ``on-failure`` like any other.
+        stopping = instance.status == InstanceStatus.STOPPING
+        await self._record_end(instance, code, instance.restart_count, stopping=stopping, pid=pid)
 
     async def shutdown(self) -> None:
         """Panel exit: leave instances running (re-adopted next start) unless AIKORE_STOP_ON_EXIT."""
@@ -489,19 +477,6 @@ class Supervisor:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error('Supervisor task failed', exc_info=task.exception())
-
-
-@dataclass(frozen=True)
-class Ending:
-    """The fields to save for a run that ended, and what to do once they are saved."""
-
-    fields: dict[str, Any]
-    schedule: Callable[[], None]
-
-
-def _write_due(path: Path, due: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'{due:.3f}\n')
 
 
 def ended(exit_code: int | None) -> dict[str, Any]:

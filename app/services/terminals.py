@@ -32,8 +32,8 @@ import psutil
 
 from ..config import Settings
 from ..models import Instance, InstancePublic
-from . import launch
-from .blueprints import BlueprintError, parse_metadata
+from . import launch, processes
+from .blueprints import BlueprintError
 from .errors import Conflict
 
 log = logging.getLogger(__name__)
@@ -88,25 +88,23 @@ def instance_shell(settings: Settings, instance: Instance | InstancePublic, func
     for sub in ('run', 'tmp'):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     row = Instance(name=instance.name, slug=instance.slug, blueprint=instance.blueprint, gpu_ids=instance.gpu_ids)
-    output_dir = settings.outputs_dir / (instance.output_path or instance.name)
     port = instance.internal_port if instance.status.is_running else None
-    env = launch.environment(settings, row, port or 0, folder, output_dir, functions_path)
+    env = launch.environment(settings, row, port or 0, folder, launch.output_dir(settings, instance), functions_path)
     if not port:
         env.pop('WEBUI_PORT', None)  # not running: no port was allocated
     env.pop('BASH_ENV', None)
     env.update(TERM='xterm-256color', COLORTERM='truecolor', AIKORE_TERMINAL='1')
-    env.update(_venv_variables(folder, instance.blueprint))
+    env.update(_venv_variables(settings, row, folder))
     rc_file = folder / 'run' / RC_FILE
     rc_file.write_text(RC_TEXT, encoding='utf-8')
     return ShellSpec(argv=[launch.bash(), '--rcfile', str(rc_file), '-i'], cwd=folder, env=env)
 
 
-def _venv_variables(folder: Path, blueprint: str) -> dict[str, str]:
+def _venv_variables(settings: Settings, instance: Instance, folder: Path) -> dict[str, str]:
     """AIKORE_VENV_TYPE/AIKORE_VENV when the launch script's metadata declares an env."""
     try:
-        text = (folder / launch.LAUNCH_SCRIPT).read_text(encoding='utf-8', errors='replace')
-        meta = parse_metadata(text, blueprint)
-    except (OSError, BlueprintError) as exc:
+        meta = launch.read_meta(settings, instance)
+    except (Conflict, OSError, BlueprintError) as exc:
         log.info('No environment to activate for %s: %s', folder.name, exc)
         return {}
     if meta.venv_type not in {'venv', 'conda'} or not meta.venv_path:
@@ -203,12 +201,9 @@ class Terminal:
         """End the shell and everything it started; ``reason`` is shown in the terminal."""
         if self.closed:
             return
-        others = _descendants(self.pid)
+        others = processes.descendants(self.pid)
         self._release()
-        _signal_group(self.pid, signal.SIGHUP)
-        for process in others:
-            with contextlib.suppress(psutil.Error):
-                process.send_signal(signal.SIGHUP)
+        processes.signal_group(self.pid, signal.SIGHUP, others)
         self._finished = self._loop.create_task(self._reap(others))
         if reason:
             self._tell_ended(reason)
@@ -218,10 +213,9 @@ class Terminal:
             await asyncio.to_thread(self.process.wait, CLOSE_GRACE)
         except subprocess.TimeoutExpired:
             log.info('Terminal shell %s ignored SIGHUP; killing it', self.pid)
-        _signal_group(self.pid, signal.SIGKILL)
-        for process in [*others, *await asyncio.to_thread(_session_members, self.pid)]:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
+        processes.signal_group(
+            self.pid, signal.SIGKILL, [*others, *await asyncio.to_thread(_session_members, self.pid)]
+        )
         await asyncio.to_thread(self.process.wait)
 
     async def wait_closed(self) -> None:
@@ -311,19 +305,6 @@ def set_size(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack('HHHH', rows, cols, 0, 0))
 
 
-def get_size(fd: int) -> tuple[int, int]:
-    """(cols, rows) of a PTY."""
-    rows, cols, _, _ = struct.unpack('HHHH', fcntl.ioctl(fd, termios.TIOCGWINSZ, b'\0' * 8))
-    return cols, rows
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
 def _session_members(sid: int) -> list[psutil.Process]:
     """Processes still in the shell's session (jobs it started in other groups, orphans)."""
     members = []
@@ -332,11 +313,6 @@ def _session_members(sid: int) -> list[psutil.Process]:
             if os.getsid(process.pid) == sid:
                 members.append(process)
     return members
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def utf8_decoder() -> codecs.IncrementalDecoder:
