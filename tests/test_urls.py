@@ -9,9 +9,8 @@ import pytest
 
 from app.config import ConfigError, Settings
 from app.models import InstancePublic
-from app.pages.instance_table import why_unreachable
 from app.services.proxy import listen_address
-from app.services.urls import instance_urls, split_entry
+from app.services.urls import instance_urls, split_entry, why_unreachable
 
 
 def instance(**fields: Any) -> InstancePublic:

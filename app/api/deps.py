@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs
 
 from fastapi import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..services import auth
 from ..services import core as core_module
 from ..services.core import Core
 from ..services.errors import TooLarge
-from ..services.sessions import SESSION_COOKIE
+from ..services.sessions import SESSION_COOKIE, SESSION_DAYS
 from ..services.validation import MAX_SCRIPT_BYTES
 
 OPEN_PATHS = {'/health'}
@@ -96,11 +97,23 @@ class TokenAuthMiddleware:
             if scope['type'] == 'websocket':
                 await send({'type': 'websocket.close', 'code': 1008, 'reason': 'authentication required'})
                 return
-            response = JSONResponse(
-                {'detail': 'Authentication required: send Authorization: Bearer <token> (or ?token=<token>)'},
-                status_code=401,
-                headers={'WWW-Authenticate': 'Bearer'},
-            )
-            await response(scope, receive, send)
+            await unauthorized()(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def unauthorized() -> JSONResponse:
+    """The API's 401: no valid token or session."""
+    return JSONResponse(
+        {'detail': 'Authentication required: send Authorization: Bearer <token> (or ?token=<token>)'},
+        status_code=401,
+        headers={'WWW-Authenticate': 'Bearer'},
+    )
+
+
+async def open_session(response: Response) -> Response:
+    """A new login session, as a cookie on ``response`` for the host that answers (the panel's,
+    or an instance's subdomain)."""
+    cookie = await asyncio.to_thread(core_module.current().sessions.open)  # writes sessions.json
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_DAYS * 86400, httponly=True, samesite='lax', path='/')
+    return response

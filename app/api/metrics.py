@@ -19,11 +19,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ..services import core as core_module
 from ..services.sampler import GpuStats, InstanceStats, Sample
-from .deps import authenticated
+from .deps import authenticated, unauthorized
 
 GPU_LABELS = ('gpu', 'name')
 INSTANCE_LABELS = ('instance', 'instance_id')
@@ -122,11 +122,7 @@ def render(sample: Sample, interval: float) -> bytes:
 
 async def endpoint(request: Request) -> Response:
     if not authenticated(request.scope):
-        return JSONResponse(
-            {'detail': 'Authentication required: send Authorization: Bearer <token> (or ?token=<token>)'},
-            status_code=401,
-            headers={'WWW-Authenticate': 'Bearer'},
-        )
+        return unauthorized()
     monitor = core_module.current().monitor
     sample = await monitor.current()
     return Response(render(sample, monitor.interval), media_type=CONTENT_TYPE_LATEST)

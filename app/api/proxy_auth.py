@@ -10,14 +10,13 @@ page in ``X-AiKore-Login`` (nginx redirects browsers there). A browser that came
 
 from __future__ import annotations
 
-import asyncio
 from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import Request, Response
 
 from ..services import core as core_module
-from ..services.sessions import SESSION_COOKIE, SESSION_DAYS
-from .deps import authenticated, request_cookie
+from ..services.sessions import SESSION_COOKIE
+from .deps import authenticated, open_session, request_cookie
 
 
 async def check(request: Request) -> Response:
@@ -28,8 +27,7 @@ async def check(request: Request) -> Response:
         return Response(status_code=401, headers={'X-AiKore-Login': login_url(request, original)})
     response = Response(status_code=204)
     if _wants_session_cookie(request, query):
-        cookie = await asyncio.to_thread(core_module.current().sessions.open)
-        response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_DAYS * 86400, httponly=True, samesite='lax')
+        await open_session(response)
     return response
 
 

@@ -12,7 +12,7 @@ from ..services import core as core_module
 from ..services import validation
 from ..services.blueprints import Blueprint
 from ..services.core import Core
-from .feedback import attempt, rule_error, succeeded
+from .feedback import attempt, confirm, rule_error, succeeded
 from .frame import frame
 
 TEMPLATE = """#!/usr/bin/env bash
@@ -140,19 +140,17 @@ class BlueprintLibrary:
         if self.current is not None and self.current.name == name:
             return
         if self.dirty and self.current is not None:
-            await self._confirm(
-                f'Discard the unsaved changes to {self.current.name}?', 'Discard', lambda: self.open(name)
-            )
+            confirm(f'Discard the unsaved changes to {self.current.name}?', 'Discard', lambda: self.open(name),
+                    marker='confirm', parent=self.dialogs)  # fmt: skip
             return
         await self.open(name)
 
     async def open(self, name: str) -> None:
-        text = await attempt(asyncio.to_thread(self.core.blueprints.read, name))
-        blueprint = await attempt(asyncio.to_thread(self.core.blueprints.get, name))
-        if text is None or blueprint is None:
+        opened = await attempt(asyncio.to_thread(self.core.blueprints.open, name))
+        if opened is None:
             return
-        self.current, self.saved_text = blueprint, text
-        self.editor.set_value(text)
+        self.current, self.saved_text = opened
+        self.editor.set_value(self.saved_text)
         self._render_selection()
         self._render_list()
 
@@ -239,7 +237,7 @@ class BlueprintLibrary:
                 await self.load()
 
         question = f'Delete the custom blueprint {blueprint.name}? Instances made from it keep their own launch.sh.'
-        await self._confirm(question, 'Delete', delete)
+        confirm(question, 'Delete', delete, marker='confirm', parent=self.dialogs)
 
     # ------------------------------------------------------------------ dialogs
 
@@ -282,17 +280,6 @@ class BlueprintLibrary:
                 ui.button(action, on_click=submit).props('color=primary').mark('blueprint-name-ok')
         dialog.on_value_change(lambda e: None if e.value else dialog.delete())  # closed: gone
         dialog.open()
-
-    async def _confirm(self, question: str, action: str, then: Callable[[], Awaitable[None]]) -> None:
-        with self.dialogs, ui.dialog() as dialog, ui.card():
-            ui.label(question)
-            with ui.row().classes('w-full justify-end'):
-                ui.button('Cancel', on_click=lambda: dialog.submit(False)).props('flat')
-                ui.button(action, on_click=lambda: dialog.submit(True)).props('color=primary').mark('confirm')
-        confirmed = await dialog
-        dialog.delete()
-        if confirmed:
-            await then()
 
 
 def _title(blueprint: Blueprint | None) -> str:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from nicegui import ui
 
 from ..models import AccessPattern, InstanceCreate, RestartPolicy
 from ..services import validation
+from ..services.blueprints import Blueprint
 from ..services.core import Core
 from ..services.errors import InvalidInput
-from ..services.gpus import detected_gpu_count
 from .feedback import attempt, rule_error
-from .instance_table import parse_gpu_ids
 
 name_error = rule_error(validation.instance_name)
 
@@ -38,19 +39,20 @@ async def gpu_choices(core: Core, count: int) -> tuple[dict[int, str], int | Non
     return options, sample.freest_gpu() if sample else None
 
 
-def blueprint_options(core: Core) -> dict[str, str]:
+def blueprint_options(blueprints: list[Blueprint]) -> dict[str, str]:
     """Stock first, then custom, each with its category."""
     options = {}
-    for blueprint in sorted(core.blueprints.all(), key=lambda bp: (bp.source != 'stock', bp.name.lower())):
+    for blueprint in sorted(blueprints, key=lambda bp: (bp.source != 'stock', bp.name.lower())):
         category = f' · {blueprint.meta.category}' if blueprint.meta.category else ''
         options[blueprint.name] = f'{blueprint.source.capitalize()} — {blueprint.name}{category}'
     return options
 
 
 async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
-    options = blueprint_options(core)
-    descriptions = {bp.name: bp.meta.description for bp in core.blueprints.all()}
-    gpu_count = detected_gpu_count()
+    blueprints = await asyncio.to_thread(core.blueprints.all)  # reads every blueprint file
+    options = blueprint_options(blueprints)
+    descriptions = {bp.name: bp.meta.description for bp in blueprints}
+    gpu_count = await asyncio.to_thread(core.instances.gpu_count)  # the GPU source the service checks against
     with ui.dialog() as dialog, ui.card().classes('w-[32rem] max-w-full'):
         ui.label('New instance').classes('text-lg font-bold')
         name = ui.input('Name', validation=name_error).props('autofocus').classes('w-full').mark('create-name')
@@ -77,7 +79,7 @@ async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
 
         async def create() -> None:
             try:
-                gpu_ids = list(gpus.value) if gpu_count else parse_gpu_ids(gpus.value)
+                gpu_ids = list(gpus.value) if gpu_count else validation.gpu_id_text(gpus.value)
             except InvalidInput as exc:
                 ui.notify(exc.detail, type='negative')
                 return

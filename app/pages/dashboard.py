@@ -3,6 +3,8 @@ Trash) in resizable panes whose sizes and selected tab are remembered per user."
 
 from __future__ import annotations
 
+import asyncio
+
 from nicegui import app, ui
 
 from ..models import InstancePublic
@@ -33,6 +35,7 @@ def remember(key: str, value: object) -> None:
 async def dashboard() -> None:
     core = core_module.current()
     instances = await core.instances.list_all()  # before building: the rows go out with the page itself
+    blueprints = await asyncio.to_thread(core.blueprints.all)  # reads every blueprint file
     host = ui.context.client.request.headers.get('host')
 
     def with_urls(instance: InstancePublic) -> InstancePublic:
@@ -88,9 +91,9 @@ async def dashboard() -> None:
                     monitor_area = ui.column().classes('w-full h-full p-2 gap-1 overflow-y-auto max-sm:hidden')
 
     def changed(instance: InstancePublic) -> None:
-        table.apply(instance)
+        shown = table.apply(instance)
         if tools_ready:
-            view.changed(with_urls(instance))
+            view.changed(shown)
 
     def routes_changed(_: None) -> None:
         table.refresh_urls()
@@ -111,7 +114,7 @@ async def dashboard() -> None:
     if core.network.proxy is not None:
         unsubscribe.append(core.network.proxy.routes_changed.subscribe(routes_changed))
     client.on_delete(lambda: [stop() for stop in unsubscribe])
-    table.load(instances)
+    table.load(instances, {bp.name: bp.meta.category for bp in blueprints})
     # The tools and charts come once the table is on screen: their libraries (xterm, CodeMirror,
     # Plotly) are big to load, and the first thing a person looks at is the table.
     tools_ready = False

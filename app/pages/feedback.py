@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -10,7 +10,6 @@ from nicegui import ui
 
 from ..services.errors import InvalidInput, ServiceError
 
-log = logging.getLogger(__name__)
 T = TypeVar('T')
 
 
@@ -22,9 +21,11 @@ def confirm(
     color: str = 'primary',
     cancel: str = 'Cancel',
     marker: str | None = None,
+    parent: ui.element | None = None,
 ) -> None:
-    """Ask before acting: ``then`` runs only when the person clicks ``action``."""
-    with ui.dialog() as dialog, ui.card():
+    """Ask before acting: ``then`` runs only when the person clicks ``action``. ``parent`` holds
+    the dialog when the caller's own place may be rebuilt meanwhile."""
+    with parent or contextlib.nullcontext(), ui.dialog() as dialog, ui.card():
         ui.label(question)
         with ui.row():
             cancel_button = ui.button(cancel, on_click=dialog.close).props('flat')

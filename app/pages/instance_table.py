@@ -15,10 +15,12 @@ from typing import Any
 
 from nicegui import ui
 
-from ..models import AccessPattern, InstancePublic, InstanceStatus, InstanceUpdate, RestartPolicy
+from ..models import InstancePublic, InstanceStatus, InstanceUpdate, RestartPolicy
+from ..services import validation
 from ..services.core import Core
 from ..services.errors import Conflict, InvalidInput, ServiceError
 from ..services.sampler import InstanceStats, Sample
+from ..services.urls import why_unreachable
 from .feedback import attempt, confirm
 from .row_actions import STYLE as ACTIONS_STYLE
 from .row_actions import RowActions
@@ -60,13 +62,6 @@ GB = 1024**3
 RESTART_FIELDS = {'gpu_ids': 'GPUs', 'persistent': 'persistent mode'}
 
 Select = Callable[[InstancePublic, str], Awaitable[None]]
-
-
-def parse_gpu_ids(text: str) -> list[int]:
-    parts = [part.strip() for part in text.replace(' ', ',').split(',') if part.strip()]
-    if not all(part.isdigit() for part in parts):
-        raise InvalidInput(f'GPUs must be a list of numbers such as "0,1", not {text!r}')
-    return [int(part) for part in parts]
 
 
 def status_text(instance: InstancePublic) -> str:
@@ -199,7 +194,7 @@ class InstanceRow:
         changes = self.changes()
         try:
             if 'gpu_ids' in changes:
-                changes['gpu_ids'] = parse_gpu_ids(changes['gpu_ids'])
+                changes['gpu_ids'] = validation.gpu_id_text(changes['gpu_ids'])
         except InvalidInput as exc:
             ui.notify(exc.detail, type='negative')
             return
@@ -315,19 +310,6 @@ def size(nbytes: int) -> str:
     return f'{nbytes / GB:.1f} GB' if nbytes >= GB else f'{nbytes / 1024**2:.0f} MB'
 
 
-def why_unreachable(instance: InstancePublic, *, opening: bool = True) -> str:
-    """Why Open (``opening``) or View has no URL for this instance now."""
-    if not instance.status.is_running:
-        return 'Start the instance first'
-    if instance.status != InstanceStatus.STARTED:
-        return 'Not ready yet'
-    if opening and instance.access_pattern == AccessPattern.SUBDOMAIN:
-        return 'A subdomain needs the panel reached by a host name, not an IP address (or set AIKORE_PUBLIC_HOST)'
-    if instance.access_pattern == AccessPattern.PORT and not instance.active:
-        return f'Activate its public port {instance.public_port} first'
-    return 'Not reachable yet: nginx is taking the new route'
-
-
 def _gpu_text(gpu_ids: list[int]) -> str:
     return ','.join(str(gpu) for gpu in gpu_ids)
 
@@ -362,8 +344,9 @@ class InstanceTable:
                     label.props(f'title="{HEADER_TITLES[header]}"')
             self.grid = ui.element('div').classes('contents')
 
-    def load(self, instances: list[InstancePublic]) -> None:
-        self.categories = {bp.name: bp.meta.category for bp in self.core.blueprints.all()}
+    def load(self, instances: list[InstancePublic], categories: dict[str, str]) -> None:
+        """The first rows; ``categories``: blueprint name -> category, shown under the blueprint."""
+        self.categories = categories
         for instance in instances:
             self.apply(instance)
         self.on_empty_change(not self.rows)
@@ -373,15 +356,17 @@ class InstanceTable:
         for row in self.rows.values():
             row.refresh(self.with_urls(row.instance))
 
-    def apply(self, instance: InstancePublic) -> None:
+    def apply(self, instance: InstancePublic) -> InstancePublic:
+        """Show the instance (a new row or an update); answers it with its URLs for this browser."""
         instance = self.with_urls(instance)
         row = self.rows.get(instance.id)
         if row is not None:
             row.refresh(instance)
-            return
+            return instance
         with self.grid:
             self.rows[instance.id] = InstanceRow(self.core, instance, self.categories, self.select, self.with_urls)
         self.on_empty_change(False)
+        return instance
 
     def show_usage(self, sample: Sample) -> None:
         for instance_id, row in self.rows.items():

@@ -5,20 +5,16 @@ from __future__ import annotations
 import asyncio
 import html
 import math
-import re
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from nicegui import app
 
-from ..api.deps import authenticated, request_cookie
+from ..api.deps import authenticated, open_session, request_cookie
 from ..services import core as core_module
-from ..services import instance_store as store
-from ..services.sessions import SESSION_COOKIE, SESSION_DAYS
+from ..services.sessions import SESSION_COOKIE
 
-# One DNS label: an instance's slug as a subdomain of the panel's host.
-LABEL = re.compile(r'[a-z0-9][a-z0-9_-]{0,62}')
 HANDOFF_PATH = '/_aikore/session'
 
 PAGE = """<!DOCTYPE html>
@@ -81,10 +77,8 @@ async def subdomain_handoff(request: Request, target: str) -> str | None:
     if parts.scheme not in {'http', 'https'} or not panel_host or not netloc.endswith(f'.{panel_host}'):
         return None
     label = netloc[: -len(panel_host) - 1]
-    if not LABEL.fullmatch(label):
-        return None
     core = core_module.current()
-    if await asyncio.to_thread(store.find_by_slug, core.engine, label) is None:
+    if await core.instances.find_by_slug(label) is None:
         return None
     path = safe_next(urlunsplit(('', '', parts.path or '/', parts.query, '')))
     token = core.sessions.new_handoff_token()
@@ -95,15 +89,8 @@ async def destination(request: Request, next_target: str) -> str:
     return await subdomain_handoff(request, next_target) or safe_next(next_target)
 
 
-def with_session(response: Response) -> Response:
-    """A new session cookie for the host that answers (the panel's, or an instance's subdomain)."""
-    cookie = core_module.current().sessions.open()
-    response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_DAYS * 86400, httponly=True, samesite='lax', path='/')
-    return response
-
-
 async def logged_in(request: Request, next_target: str) -> Response:
-    return with_session(RedirectResponse(await destination(request, next_target), status_code=303))
+    return await open_session(RedirectResponse(await destination(request, next_target), status_code=303))
 
 
 @app.get('/login', include_in_schema=False)
@@ -136,7 +123,7 @@ async def login_submit(request: Request, password: str = Form(''), next: str = F
 async def session_handoff(once: str = '', next: str = '/') -> Response:
     """Reached on an instance's subdomain (nginx passes this one path to the panel)."""
     if core_module.current().sessions.redeem_handoff(once):
-        return with_session(RedirectResponse(safe_next(next), status_code=303))
+        return await open_session(RedirectResponse(safe_next(next), status_code=303))
     expired = '<p>This sign-in link was used already or has expired. <a href="/">Try again</a>.</p>'
     return HTMLResponse(f'<!DOCTYPE html><title>AiKore</title>{expired}', status_code=401)
 

@@ -22,7 +22,7 @@ class ScriptView:
             self.title = ui.label('Pick an instance (its Script button)').classes('font-medium')
             self.dirty_mark = ui.badge('unsaved', color='warning')
             ui.space()
-            self.save_button = ui.button('Save', icon='save', on_click=self.save).props('flat dense')
+            ui.button('Save', icon='save', on_click=self.save).props('flat dense')
             ui.button('Save & Restart', icon='restart_alt', on_click=self.save_and_restart).props('flat dense')
             ui.button('Save as blueprint…', icon='library_add', on_click=self.save_as_blueprint).props('flat dense')
         self.editor = ui.codemirror('', language='Shell', theme='basicDark', on_change=self._changed)

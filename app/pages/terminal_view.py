@@ -7,7 +7,6 @@ Shells are counted per browser (NiceGUI's browser id, which also keys ``app.stor
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from nicegui import app, events, ui
@@ -75,11 +74,7 @@ class TerminalView:
         instance, generation = self.instance, self._generation
         if instance is None:
             return
-        fresh = await attempt(self.core.instances.get(instance.id))  # its current GPUs and port
-        if fresh is None:
-            return
-        functions = self.core.blueprints.functions_path
-        spec = await attempt(asyncio.to_thread(terminals.instance_shell, self.core.settings, fresh, functions))
+        spec = await attempt(self.core.instances.shell_spec(instance.id))
         if spec is None:
             return
         self.terminal.run_terminal_method('reset')

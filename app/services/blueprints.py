@@ -151,7 +151,12 @@ class BlueprintStore:
         return found
 
     def read(self, name: str) -> str:
-        return self.get(name).path.read_text(encoding='utf-8')
+        return self.open(name)[1]
+
+    def open(self, name: str) -> tuple[Blueprint, str]:
+        """The blueprint and its script text, found once."""
+        blueprint = self.get(name)
+        return blueprint, blueprint.path.read_text(encoding='utf-8')
 
     def put_custom(self, name: str, body: bytes) -> bool:
         """Create or replace a custom blueprint; True when it was created."""

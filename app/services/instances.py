@@ -31,12 +31,13 @@ from ..models import (
     utc_now,
 )
 from . import instance_store as store
-from . import launch, logs, validation
+from . import launch, logs, terminals, validation
 from .blueprints import BlueprintStore, write_script_atomic
 from .errors import Conflict, InvalidInput, NotFound
 from .events import EventBus
 from .gpus import detected_gpu_count
 from .supervisor import Supervisor
+from .terminals import ShellSpec
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,17 @@ class InstanceService:
 
     async def list_all(self) -> list[InstancePublic]:
         return [store.to_public(row) for row in await asyncio.to_thread(store.list_all, self.engine)]
+
+    async def shell_spec(self, instance_id: int) -> ShellSpec:
+        """A bash in the instance's folder with the environment of a run (its current GPUs and port)."""
+        instance = await self.get(instance_id)
+        return await asyncio.to_thread(
+            terminals.instance_shell, self.settings, instance, self.blueprints.functions_path
+        )
+
+    async def find_by_slug(self, slug: str) -> InstancePublic | None:
+        row = await asyncio.to_thread(store.find_by_slug, self.engine, slug)
+        return store.to_public(row) if row is not None else None
 
     async def get(self, instance_id: int) -> InstancePublic:
         return store.to_public(await asyncio.to_thread(store.get, self.engine, instance_id))

@@ -50,3 +50,16 @@ def instance_urls(instance: InstancePublic, entry: str | None, proxy_on: bool, s
     elif proxy_on and instance.access_pattern == AccessPattern.SUBDOMAIN and not is_ip(host):
         opened = f'{scheme}://{instance.slug}.{host}' + (f':{entry_port}' if entry_port else '') + '/'
     return InstanceUrls(open=opened, view=path if proxy_on else by_port)
+
+
+def why_unreachable(instance: InstancePublic, *, opening: bool = True) -> str:
+    """Why Open (``opening``) or View has no URL for this instance now."""
+    if not instance.status.is_running:
+        return 'Start the instance first'
+    if instance.status != InstanceStatus.STARTED:
+        return 'Not ready yet'
+    if opening and instance.access_pattern == AccessPattern.SUBDOMAIN:
+        return 'A subdomain needs the panel reached by a host name, not an IP address (or set AIKORE_PUBLIC_HOST)'
+    if instance.access_pattern == AccessPattern.PORT and not instance.active:
+        return f'Activate its public port {instance.public_port} first'
+    return 'Not reachable yet: nginx is taking the new route'

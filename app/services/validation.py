@@ -50,6 +50,14 @@ def gpu_ids(values: list[int], gpu_count: int | None) -> list[int]:
     return sorted(values)
 
 
+def gpu_id_text(text: str) -> list[int]:
+    """GPU ids typed as text ("0,1" or "0 1"); their rules are then those of ``gpu_ids``."""
+    parts = [part.strip() for part in text.replace(' ', ',').split(',') if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise InvalidInput(f'GPUs must be a list of numbers such as "0,1", not {text!r}')
+    return [int(part) for part in parts]
+
+
 def public_port(value: int | None, port_range: tuple[int, int]) -> int | None:
     if value is None:
         return None
