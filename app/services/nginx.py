@@ -160,7 +160,7 @@ class ManagedMaster:
     def __init__(self, nginx: Nginx) -> None:
         self.nginx = nginx
         self._popen: subprocess.Popen[bytes] | None = None
-        self._pidfd: int | None = None
+        self._exit_watch: processes.ExitWatch | None = None
         self._stopping = False
         self._restart_task: asyncio.Task[None] | None = None
         self._failures = 0
@@ -221,17 +221,13 @@ class ManagedMaster:
         return _tidy('\n'.join(lines[-3:]))
 
     def _watch(self, popen: subprocess.Popen[bytes]) -> None:
-        self._pidfd = os.pidfd_open(popen.pid)
-        asyncio.get_running_loop().add_reader(self._pidfd, self._on_exit, popen)
+        self._exit_watch = processes.ExitWatch(popen.pid, lambda: self._on_exit(popen))
 
     def _unwatch(self) -> None:
-        if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
+        if self._exit_watch is not None:
+            self._exit_watch.close()
 
     def _on_exit(self, popen: subprocess.Popen[bytes]) -> None:
-        self._unwatch()
         popen.wait()
         if self._stopping or popen is not self._popen:
             return

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import time
@@ -60,7 +59,7 @@ class Forwarder:
     pid: int
     started_at: float | None
     popen: subprocess.Popen[bytes] | None = None  # None when adopted from an earlier panel
-    pidfd: int | None = None
+    exit_watch: processes.ExitWatch | None = None
     stopping: bool = False
     born: float = 0.0
 
@@ -261,21 +260,13 @@ class Ports:
         log.info('Public port %s unmapped (socat pid %s ended)', forwarder.public_port, forwarder.pid)
 
     def _watch(self, forwarder: Forwarder) -> None:
-        try:
-            forwarder.pidfd = os.pidfd_open(forwarder.pid)
-        except ProcessLookupError:
-            self._spawn_task(self._died(forwarder))
-            return
-        asyncio.get_running_loop().add_reader(forwarder.pidfd, self._on_exit, forwarder)
+        forwarder.exit_watch = processes.ExitWatch(forwarder.pid, lambda: self._on_exit(forwarder))
 
     def _unwatch(self, forwarder: Forwarder) -> None:
-        if forwarder.pidfd is not None:
-            asyncio.get_running_loop().remove_reader(forwarder.pidfd)
-            os.close(forwarder.pidfd)
-            forwarder.pidfd = None
+        if forwarder.exit_watch is not None:
+            forwarder.exit_watch.close()
 
     def _on_exit(self, forwarder: Forwarder) -> None:
-        self._unwatch(forwarder)
         if forwarder.popen is not None:
             forwarder.popen.poll()  # reap it
         if not forwarder.stopping:

@@ -7,10 +7,37 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import psutil
 
 START_TIME_TOLERANCE = 0.1
+
+
+class ExitWatch:
+    """Calls ``on_exit`` once, on the event loop, when process ``pid`` ends: a pidfd, no polling.
+    A process already gone calls it at the next turn of the loop. ``close()`` stops watching."""
+
+    def __init__(self, pid: int, on_exit: Callable[[], object]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._on_exit = on_exit
+        self._fd: int | None = None
+        try:
+            self._fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._loop.call_soon(on_exit)
+            return
+        self._loop.add_reader(self._fd, self._fired)
+
+    def _fired(self) -> None:
+        self.close()
+        self._on_exit()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
 
 
 def start_time(pid: int) -> float | None:

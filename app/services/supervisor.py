@@ -58,7 +58,7 @@ class Run:
     started_at: float | None
     port: int | None
     popen: subprocess.Popen[bytes] | None = None  # None when re-adopted from an earlier panel
-    pidfd: int | None = None
+    exit_watch: processes.ExitWatch | None = None
     stopping: bool = False
     exit_code: int | None = None
     ready_at: float | None = None
@@ -210,22 +210,7 @@ class Supervisor:
     # ------------------------------------------------------------------ exit
 
     def _watch_exit(self, run: Run) -> None:
-        try:
-            run.pidfd = os.pidfd_open(run.pid)
-        except ProcessLookupError:
-            self._spawn_task(self._handle_exit(run))
-            return
-        asyncio.get_running_loop().add_reader(run.pidfd, self._on_pidfd_ready, run)
-
-    def _on_pidfd_ready(self, run: Run) -> None:
-        self._close_pidfd(run)
-        self._spawn_task(self._handle_exit(run))
-
-    def _close_pidfd(self, run: Run) -> None:
-        if run.pidfd is not None:
-            asyncio.get_running_loop().remove_reader(run.pidfd)
-            os.close(run.pidfd)
-            run.pidfd = None
+        run.exit_watch = processes.ExitWatch(run.pid, lambda: self._spawn_task(self._handle_exit(run)))
 
     async def _handle_exit(self, run: Run) -> None:
         code = await asyncio.to_thread(self._collect_exit_code, run)
@@ -451,7 +436,8 @@ class Supervisor:
         for run in list(self._runs.values()):
             if run.ready_task is not None:
                 run.ready_task.cancel()
-            self._close_pidfd(run)
+            if run.exit_watch is not None:
+                run.exit_watch.close()
         self._runs.clear()
 
     # ------------------------------------------------------------------ helpers
