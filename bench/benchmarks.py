@@ -20,6 +20,7 @@ import httpx
 import psutil
 
 from tests.helpers import REPO, Panel, free_port
+from tests.netkit import auth
 
 from .core import (
     BURST_APP,
@@ -643,7 +644,7 @@ def _time_to_health(ctx: Context, index: int) -> tuple[float, float]:
 
             poll(healthy, 60, 0.005, 'the panel to answer /api/health')
             health = time.perf_counter() - began
-            headers = {'Authorization': f'Bearer {panel.token}'}
+            headers = auth(panel)
             poll(
                 lambda: client.get(f'{panel.url}/api/instances', headers=headers).status_code == 200,
                 60,

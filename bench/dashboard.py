@@ -3,7 +3,6 @@ of 50 instances, bytes on the websocket per status change, and status change →
 
 from __future__ import annotations
 
-import re
 import time
 
 import psutil
@@ -28,13 +27,12 @@ def dashboard(ctx: Context) -> list[Result]:
     panel = ctx.panel('dashboard')
     put_blueprint(panel, 'Serve', f'exec {PYTHON} -m http.server --bind 127.0.0.1 "$WEBUI_PORT"', ready='tcp')
     ids = [create(panel, f'inst-{n:02d}', 'Serve') for n in range(INSTANCES)]
-    link = re.search(r'Log in: (\S+)', panel.log_text())
-    assert link is not None
+    link = panel.login_link()
     runs = 3 if ctx.quick else 5
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={'width': 1280, 'height': 800})
-        context.new_page().goto(link.group(1))
+        context.new_page().goto(link)
         render = [_first_render(context.new_page(), panel.url) for _ in range(runs)]
         page = context.new_page()
         page.goto(f'{panel.url}/')
@@ -92,13 +90,13 @@ def dashboards_open(ctx: Context) -> list[Result]:
     """Three dashboards open, the monitor at 1 s: the panel's CPU, and the websocket bytes each
     page receives per chart tick."""
     panel = ctx.panel('dashboards-open')
-    link = re.search(r'Log in: (\S+)', panel.log_text())
-    assert link is not None and panel.process is not None
+    link = panel.login_link()
+    assert panel.process is not None
     seconds = 10 if ctx.quick else 30
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={'width': 1280, 'height': 800})
-        context.new_page().goto(link.group(1))
+        context.new_page().goto(link)
         frames: list[int] = []
         pages = []
         for index in range(3):

@@ -14,7 +14,7 @@ import time
 import httpx
 
 from tests.helpers import Panel
-from tests.netkit import public_range
+from tests.netkit import auth, public_range
 
 from .core import PYTHON, BenchError, Context, Result, create, percentile, poll, post, put_blueprint, wait_status
 
@@ -118,7 +118,7 @@ def _setup(ctx: Context) -> tuple[Panel, dict[str, Route]]:
     post(panel, f'/instances/{instance_id}/start')
     started, _ = wait_status(panel, instance_id, 'started', timeout=30, interval=0.02)
     post(panel, f'/instances/{instance_id}/activate', expected=200)
-    token = {'Authorization': f'Bearer {panel.token}'}
+    token = auth(panel)
     routes = {
         'direct': (started['internal_port'], '/', '', {}),
         'nginx': (panel.port, '/instance/bench/', '', token),

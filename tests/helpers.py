@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -76,6 +77,16 @@ def processes_under(data_dir: Path) -> list[psutil.Process]:
         if cwd == root or cwd.startswith(root + os.sep):
             found.append(process)
     return found
+
+
+def gone(process: psutil.Process | int) -> bool:
+    """The process (a ``psutil.Process`` or a PID) no longer exists or is a zombie."""
+    try:
+        if isinstance(process, int):
+            process = psutil.Process(process)
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def kill_processes_under(data_dir: Path) -> None:
@@ -151,6 +162,20 @@ class Panel:
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors='replace') if self.log_file.exists() else ''
+
+    def _printed(self, pattern: str, what: str) -> str:
+        match = re.search(pattern, self.log_text())
+        if match is None:
+            raise AssertionError(f'no {what} in the panel log ({pattern!r} not found)')
+        return match.group(1)
+
+    def login_link(self) -> str:
+        """The one-time login link the panel printed (``Log in: <url>``)."""
+        return self._printed(r'Log in: (http://\S+)', 'one-time login link')
+
+    def password(self) -> str:
+        """The generated login password the panel printed once."""
+        return self._printed(r'Login password generated \(shown once, stored hashed\): (\S+)', 'generated password')
 
     def kill(self) -> None:
         """SIGKILL the panel only: its instances keep running."""

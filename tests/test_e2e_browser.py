@@ -25,25 +25,6 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture
-def panel(tmp_path: Path) -> Iterator[Panel]:
-    running = Panel(tmp_path / 'data', AIKORE_STOP_ON_EXIT='1').start()
-    yield running
-    running.stop()
-
-
-def login_link(panel: Panel) -> str:
-    match = re.search(r'Log in: (http://\S+)', panel.log_text())
-    assert match
-    return match.group(1)
-
-
-def password(panel: Panel) -> str:
-    match = re.search(r'stored hashed\): (\S+)', panel.log_text())
-    assert match
-    return match.group(1)
-
-
 def console_errors(page: Page) -> list[str]:
     errors: list[str] = []
 
@@ -79,7 +60,7 @@ def assert_charts_grow_without_redraw(page: Page) -> None:
 def test_first_day(browser: Browser, panel: Panel) -> None:
     page = browser.new_page(viewport={'width': 1280, 'height': 800})
     errors = console_errors(page)
-    page.goto(login_link(panel))
+    page.goto(panel.login_link())
     expect(page.get_by_text('No instances yet')).to_be_visible(timeout=15000)
     page.get_by_role('button', name='Create a Demo instance').click()
     expect(page.get_by_text('Created demo')).to_be_visible()
@@ -123,9 +104,9 @@ def test_two_browsers_see_each_other(browser: Browser, panel: Panel) -> None:
     first, second = browser.new_context(), browser.new_context()
     try:
         one, two = first.new_page(), second.new_page()
-        one.goto(login_link(panel))
+        one.goto(panel.login_link())
         two.goto(f'{panel.url}/login')
-        two.get_by_label('Password').fill(password(panel))
+        two.get_by_label('Password').fill(panel.password())
         two.get_by_role('button', name='Log in').click()
         for page in (one, two):
             expect(page.locator('.q-badge').first).to_have_text('stopped', timeout=15000)
@@ -153,7 +134,7 @@ def test_seed_protocol_activation_conflict_and_access(browser: Browser, panel: P
         panel.wait_status(instance_id, 'started')
     page = browser.new_page(viewport={'width': 1280, 'height': 800})
     errors = console_errors(page)
-    page.goto(login_link(panel).replace('127.0.0.1', 'localhost'))  # a name: subdomains of an IP cannot exist
+    page.goto(panel.login_link().replace('127.0.0.1', 'localhost'))  # a name: subdomains of an IP cannot exist
     toggles = page.locator('button', has_text=re.compile('^(Activate|Deactivate)$'))
     expect(toggles).to_have_count(2, timeout=15000)
 
@@ -205,7 +186,7 @@ def test_subdomain_instance_after_login(browser: Browser, panel: Panel) -> None:
     page = stranger.new_page()
     page.goto(wanted)
     expect(page).to_have_url(re.compile(rf'^http://localhost:{panel.port}/login\?next='))
-    page.get_by_label('Password').fill(password(panel))
+    page.get_by_label('Password').fill(panel.password())
     page.get_by_role('button', name='Log in').click()
     expect(page.get_by_role('heading', name='sub')).to_be_visible(timeout=10000)
     assert page.url == wanted
@@ -214,7 +195,7 @@ def test_subdomain_instance_after_login(browser: Browser, panel: Panel) -> None:
     user = browser.new_context(viewport={'width': 1280, 'height': 800})
     dashboard = user.new_page()
     errors = console_errors(dashboard)
-    dashboard.goto(login_link(panel).replace('127.0.0.1', 'localhost'))  # a name: subdomains of an IP cannot exist
+    dashboard.goto(panel.login_link().replace('127.0.0.1', 'localhost'))  # a name: subdomains of an IP cannot exist
     opener = dashboard.locator('button', has_text=re.compile('^open_in_new$')).first
     expect(opener).to_be_enabled(timeout=15000)
     with dashboard.expect_popup() as popup:

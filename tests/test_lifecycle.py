@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.helpers import Panel, blueprint, python_server_blueprint, wait_for
+from tests.helpers import Panel, blueprint, gone, python_server_blueprint, wait_for
 
 
 def group_members(pgid: int) -> list[int]:
@@ -84,7 +84,7 @@ def test_demo_full_lifecycle(panel: Panel) -> None:
     stopped = panel.wait_status(created['id'], 'stopped', timeout=15)
     assert stopped['pid'] is None and stopped['internal_port'] is None
     assert group_members(pid) == []
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert gone(pid)
 
 
 def _log_if(panel: Panel, instance_id: int, needle: str) -> dict | None:

@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers import REPO, Panel, kill_processes_under, wait_for
+from tests.helpers import REPO, Panel, gone, wait_for
 from tests.netkit import (
     ECHO_BLUEPRINT,
     auth,
@@ -30,13 +30,6 @@ from tests.netkit import (
     started,
     wait_routed,
 )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def test_activation_survives_panel_sigkill(tmp_path: Path) -> None:
@@ -51,7 +44,7 @@ def test_activation_survives_panel_sigkill(tmp_path: Path) -> None:
         master = int((data / 'nginx' / 'nginx.pid').read_text())
 
         first.kill()
-        wait_for(lambda: not _alive(master), 5, what='the managed nginx to end with its panel')
+        wait_for(lambda: gone(master), 5, what='the managed nginx to end with its panel')
         assert echo_name(f'http://127.0.0.1:{port}/') == 'durable', 'the public port died with the panel'
         # Stale proxy state from the dead panel: the next start replaces it.
         (data / 'nginx' / 'nginx.conf').write_text('this is not an nginx config\n')
@@ -60,7 +53,7 @@ def test_activation_survives_panel_sigkill(tmp_path: Path) -> None:
         adopted = second.instance(instance['id'])
         assert adopted['status'] == 'started' and adopted['active'] is True
         assert json.loads((data / 'ports' / f'{port}.json').read_text())['pid'] == forwarder, 'not re-adopted'
-        assert _alive(forwarder)
+        assert not gone(forwarder)
         assert echo_name(f'http://127.0.0.1:{port}/') == 'durable'
         wait_routed(f'{second.url}/instance/durable/', 'durable', headers=auth(second))
         assert call(second, 'GET', f'/instances/{instance["id"]}')['urls']['open'] == f'http://127.0.0.1:{port}/'
@@ -68,7 +61,6 @@ def test_activation_survives_panel_sigkill(tmp_path: Path) -> None:
         first.stop()
         if second is not None:
             second.stop()
-        kill_processes_under(data)  # nginx and socat run with their working directory in the data dir
 
 
 def test_nginx_is_restarted_when_it_dies(tmp_path: Path) -> None:

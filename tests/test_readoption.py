@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers import Panel, blueprint, kill_processes_under, python_server_blueprint, wait_for
+from tests.helpers import Panel, blueprint, python_server_blueprint, wait_for
 
 StartPanel = Callable[..., Panel]
 
@@ -51,7 +51,6 @@ def panels(tmp_path: Path) -> Iterator[StartPanel]:
     yield start
     for panel in started:
         panel.stop()
-    kill_processes_under(data)
 
 
 def test_readoption_after_panel_sigkill(panels: StartPanel) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psutil
 import pytest
 from nicegui import ui
 from nicegui.testing.user import User
@@ -13,7 +12,7 @@ from app.models import InstanceCreate
 from app.services import core as core_module
 from app.services.core import Core
 from app.services.terminals import ShellSpec, Terminal
-from tests.helpers import click_row_action, wait_until
+from tests.helpers import click_row_action, gone, wait_until
 
 
 class Screen:
@@ -28,14 +27,6 @@ class Screen:
 
 def open_shells() -> list[Terminal]:
     return list(core_module.current().terminals._open)
-
-
-def ended(terminal: Terminal) -> bool:
-    try:
-        process = psutil.Process(terminal.pid)
-        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @pytest.fixture(autouse=True)
@@ -71,12 +62,12 @@ async def test_terminal_tab_opens_a_shell_for_the_instance(ui_user: User, monkey
 
     await click_row_action(ui_user, second.id, 'terminal')  # another instance: the first shell ends
     await ui_user.should_see('Terminal · other', retries=50)
-    await wait_until(lambda: ended(shell), what='the first shell to end')
+    await wait_until(lambda: gone(shell.pid), what='the first shell to end')
     await wait_until(lambda: len(open_shells()) == 1 and open_shells()[0] is not shell, what='the second shell')
     second_shell = open_shells()[0]
 
     ui_user.client.delete()  # the page closes: its shell ends
-    await wait_until(lambda: ended(second_shell) and not open_shells(), what='the shell to end with the page')
+    await wait_until(lambda: gone(second_shell.pid) and not open_shells(), what='the shell to end with the page')
 
 
 async def test_the_oldest_terminal_of_a_user_is_closed_with_a_notice(

@@ -14,7 +14,7 @@ from app.models import Instance
 from app.services import terminals
 from app.services.errors import Conflict
 from app.services.terminals import EVICTED, ShellSpec, Terminal, Terminals
-from tests.helpers import wait_until
+from tests.helpers import gone, wait_until
 
 VENV_SCRIPT = """#!/usr/bin/env bash
 ### AIKORE-METADATA-START ###
@@ -39,13 +39,6 @@ class Screen:
     @property
     def text(self) -> str:
         return self.data.decode('utf-8', errors='replace')
-
-
-def gone(process: psutil.Process) -> bool:
-    try:
-        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def session(sid: int) -> list[psutil.Process]:
