@@ -19,6 +19,7 @@ from ..models import InstancePublic, InstanceStatus, InstanceUpdate, RestartPoli
 from ..services import validation
 from ..services.core import Core
 from ..services.errors import Conflict, InvalidInput, ServiceError
+from ..services.instances import RESTART_FIELDS
 from ..services.sampler import InstanceStats, Sample
 from ..services.urls import why_unreachable
 from .feedback import attempt, confirm
@@ -58,8 +59,8 @@ STATUS_COLORS = {
 }
 BUSY = {InstanceStatus.STARTING, InstanceStatus.STOPPING}
 GB = 1024**3
-# What a change needs when the instance runs.
-RESTART_FIELDS = {'gpu_ids': 'GPUs', 'persistent': 'persistent mode'}
+# How the fields that need a restart (``instances.RESTART_FIELDS``) are named in a message.
+RESTART_LABELS = {'gpu_ids': 'GPUs', 'persistent': 'persistent mode', 'output_path': 'output folder'}
 
 Select = Callable[[InstancePublic, str], Awaitable[None]]
 
@@ -206,7 +207,7 @@ class InstanceRow:
         if restart:
             await attempt(self.core.instances.restart(public.id), f'{public.name} saved and restarting')
         elif restart_required:
-            self.offer_restart(public, [RESTART_FIELDS[key] for key in changes if key in RESTART_FIELDS])
+            self.offer_restart(public, [RESTART_LABELS[key] for key in changes if key in RESTART_FIELDS])
         else:
             ui.notify(f'{public.name} updated', type='positive')
 
