@@ -9,6 +9,7 @@ from pathlib import Path
 from app.models import LogChunk
 from app.services import logs, runner
 from app.services.supervisor import read_exit_file
+from tests.helpers import wait_for
 
 RUNNER = Path(runner.__file__)
 
@@ -118,3 +119,28 @@ def test_rotate_for_new_run(tmp_path: Path) -> None:
     assert (tmp_path / 'output.log.1').read_text() == 'run 2\n'
     assert (tmp_path / 'output.log.2').read_text() == 'run 1\n'
     assert not (tmp_path / 'output.log.3').exists()
+
+
+def test_a_reader_following_a_rotating_log_gets_every_line_once(tmp_path: Path) -> None:
+    """The API's reader pages through the log while the runner writes and rotates it (dozens
+    of rotations): no reset, no line skipped or repeated."""
+    log = tmp_path / 'output.log'
+    command = [sys.executable, '-I', '-S', str(RUNNER), '--log', str(log), '--max-bytes', str(16 * 1024)]
+    command += ['--backups', '200', '--cursor-file', str(logs.cursor_path(log)), '--base', '0']
+    command += ['--exit-file', str(tmp_path / 'exit'), '--', 'seq', '1', '200000']
+    writer = subprocess.Popen(command)
+    try:
+        wait_for(log.exists, 10, what='the log file')
+        text, offset, resets = '', 0, 0
+        while True:
+            chunk = logs.read_chunk(log, offset, 4096)
+            resets += chunk.reset
+            text += chunk.text
+            offset = chunk.next_offset
+            if not chunk.text and writer.poll() is not None and not logs.read_chunk(log, offset).text:
+                break
+    finally:
+        writer.kill()
+        writer.wait()
+    assert resets == 0
+    assert text.splitlines() == [str(n) for n in range(1, 200001)]

@@ -9,7 +9,9 @@ answer says ``reset`` and starts over at the oldest text still there.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from ..models import LogChunk
 LOG_FILE = 'output.log'
 CURSOR_FILE = 'cursor.json'
 MAX_READ_BYTES = 1024 * 1024
+ROTATION_WAIT = 2.0  # seconds
 
 
 def log_path(instance_dir: Path) -> Path:
@@ -32,12 +35,13 @@ def cursor_path(log: Path) -> Path:
 class Cursor:
     run_base: int = 0  # position of the current run's first byte
     file_base: int = 0  # position of output.log's first byte
+    rotating: bool = False  # the runner is renaming the files: they and file_base disagree
 
 
 def read_cursor(log: Path) -> Cursor:
     try:
         data = json.loads(cursor_path(log).read_text())
-        return Cursor(int(data['run_base']), int(data['file_base']))
+        return Cursor(int(data['run_base']), int(data['file_base']), bool(data.get('rotating', False)))
     except (OSError, ValueError, KeyError, TypeError):
         return Cursor()
 
@@ -90,13 +94,24 @@ def rotate_for_new_run(path: Path, backups: int) -> None:
 
 
 def read_chunk(path: Path, offset: int, limit: int = MAX_READ_BYTES) -> LogChunk:
-    """Text of the current run from cursor position ``offset`` (0: the run's start)."""
-    for _ in range(3):  # a rotation between reading the cursor and the files: read again
+    """Text of the current run from cursor position ``offset`` (0: the run's start).
+
+    The runner marks the cursor ``rotating`` before it renames the files and rewrites it after,
+    so a read counts only when the cursor was the same, and not rotating, before and after it.
+    When no such moment comes within ``ROTATION_WAIT`` (a runner descheduled mid-rotation, or
+    one that died there) the answer is "nothing new yet", never text from a half-renamed set
+    of files (blocking: run in a thread)."""
+    deadline = time.monotonic() + ROTATION_WAIT
+    while True:
         cursor = read_cursor(path)
-        chunk = _read_at(path, cursor, offset, limit)
-        if read_cursor(path) == cursor:
-            return chunk
-    return chunk
+        if not cursor.rotating:
+            with contextlib.suppress(FileNotFoundError):  # a file renamed between its stat and its open
+                chunk = _read_at(path, cursor, offset, limit)
+                if read_cursor(path) == cursor:
+                    return chunk
+        if time.monotonic() > deadline:
+            return LogChunk(text='', offset=offset, next_offset=offset, reset=False)
+        time.sleep(0.001)  # a rotation takes a few renames
 
 
 def _segments(path: Path, cursor: Cursor) -> list[tuple[int, Path, int]]:

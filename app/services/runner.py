@@ -48,10 +48,12 @@ class RotatingLog:
         self.file_base = run_base - self.size
         self.save_cursor()
 
-    def save_cursor(self) -> None:
+    def save_cursor(self, rotating: bool = False) -> None:
+        """``rotating``: the files are about to be renamed; readers wait for the next save."""
         temp = f'{self.cursor_file}.tmp'
+        flag = ', "rotating": true' if rotating else ''
         with open(temp, 'w') as handle:
-            handle.write(f'{{"run_base": {self.run_base}, "file_base": {self.file_base}}}\n')
+            handle.write(f'{{"run_base": {self.run_base}, "file_base": {self.file_base}{flag}}}\n')
         os.replace(temp, self.cursor_file)
 
     def _open(self) -> int:
@@ -80,6 +82,7 @@ class RotatingLog:
         self.size += len(data)
 
     def rotate(self) -> None:
+        self.save_cursor(rotating=True)
         os.close(self.fd)
         for index in range(self.backups - 1, 0, -1):
             older = f'{self.path}.{index}'
