@@ -10,7 +10,6 @@ import logging
 import sys
 
 from nicegui import app, ui
-from swagger_ui_bundle import swagger_ui_path
 
 from . import lifecycle
 from .api import metrics, proxy_auth, system
@@ -19,6 +18,7 @@ from .config import ConfigError, Settings
 from .db import SchemaError
 from .pages import blueprints_page, dashboard, downloads, login, speedups  # noqa: F401 - registers the pages
 from .pages.gate import SessionGate
+from .pages.security_headers import SecurityHeaders
 from .services import auth
 
 speedups.install()
@@ -26,8 +26,11 @@ api = create_api()
 app.mount('/api', api)
 app.add_api_route('/metrics', metrics.endpoint, methods=['GET'], include_in_schema=False)  # token checked inside
 app.add_api_route('/_aikore/auth', proxy_auth.check, methods=['GET', 'HEAD'], include_in_schema=False)  # nginx
-app.add_static_files(system.SWAGGER_ASSETS, swagger_ui_path)  # public: the docs page needs them before any token
+for asset in system.SWAGGER_FILES:  # public: the docs page needs them before any token
+    app.add_static_file(local_file=system.swagger_folder() / asset, url_path=f'{system.SWAGGER_ASSETS}/{asset}')
+app.add_static_file(local_file=system.DOCS_SCRIPT_FILE, url_path=system.DOCS_SCRIPT)
 app.add_middleware(SessionGate)
+app.add_middleware(SecurityHeaders)  # outermost: also on the gate's redirects and 401s
 app.on_startup(lifecycle.startup)
 app.on_shutdown(lifecycle.shutdown)
 

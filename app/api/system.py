@@ -3,10 +3,11 @@ documentation (token protected)."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
@@ -15,9 +16,36 @@ from ..services.core import Core
 from .deps import get_core
 
 router = APIRouter(tags=['system'])
-# Swagger UI's files (package swagger-ui-bundle), served by the panel itself outside /api: no CDN.
+# Swagger UI 5's files (package swagger-ui-py), served by the panel itself outside /api: no CDN.
 SWAGGER_ASSETS = '/_aikore/swagger'
+SWAGGER_FILES = ('swagger-ui-bundle.js', 'swagger-ui.css')
+# The docs page's own script, a static file (no inline script: the panel's CSP allows none).
+DOCS_SCRIPT = '/_aikore/api-docs.js'
+DOCS_SCRIPT_FILE = Path(__file__).parent.parent / 'static' / 'api_docs.js'
+DOCS_PAGE = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>AiKore API</title>
+<link rel="stylesheet" href="{SWAGGER_ASSETS}/swagger-ui.css">
+<link rel="icon" href="/favicon.ico">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="{SWAGGER_ASSETS}/swagger-ui-bundle.js"></script>
+<script src="{DOCS_SCRIPT}"></script>
+</body>
+</html>
+"""
 CoreDep = Annotated[Core, Depends(get_core)]
+
+
+def swagger_folder() -> Path:
+    """Where swagger-ui-py keeps Swagger UI's files (found without importing the package)."""
+    spec = importlib.util.find_spec('swagger_ui')
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError('the package swagger-ui-py is not installed')
+    return Path(spec.submodule_search_locations[0]) / 'static'
 
 
 class Interval(BaseModel):
@@ -42,18 +70,10 @@ async def openapi(request: Request) -> JSONResponse:
 
 
 @router.get('/docs', include_in_schema=False)
-async def docs(request: Request) -> HTMLResponse:
-    root = request.scope.get('root_path', '')
-    token = request.query_params.get('token')
-    # A browser opening the docs with ?token= passes it on to the schema request too.
-    schema_url = f'{root}/openapi.json' + (f'?token={token}' if token else '')
-    return get_swagger_ui_html(
-        openapi_url=schema_url,
-        title='AiKore API',
-        swagger_js_url=f'{SWAGGER_ASSETS}/swagger-ui-bundle.js',  # served by the panel: works offline
-        swagger_css_url=f'{SWAGGER_ASSETS}/swagger-ui.css',
-        swagger_favicon_url='/favicon.ico',
-    )
+async def docs() -> HTMLResponse:
+    """Swagger UI. The page is a constant: a ``?token=`` in its address is read by the page's
+    own script (``app/static/api_docs.js``) as data, never written into the HTML."""
+    return HTMLResponse(DOCS_PAGE)
 
 
 @router.get('/system/stats')

@@ -15,10 +15,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..api.deps import authenticated
-from ..api.system import SWAGGER_ASSETS
+from ..api.system import DOCS_SCRIPT, SWAGGER_ASSETS
 
 # /metrics checks the token itself and answers 401 (a scraper cannot follow a login redirect).
-OPEN_EXACT = {'/login', '/logout', '/favicon.ico', '/_aikore/auth', '/_aikore/session', '/metrics'}
+OPEN_EXACT = {'/login', '/logout', '/favicon.ico', '/_aikore/auth', '/_aikore/session', '/metrics', DOCS_SCRIPT}
 OPEN_PREFIXES = ('/api/', f'/_nicegui/{nicegui_version}/', f'{SWAGGER_ASSETS}/')
 
 

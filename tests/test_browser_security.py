@@ -1,0 +1,134 @@
+"""Attacks a browser carries out, tried in a real headless Chromium against a panel subprocess:
+a crafted link into the API docs (reflected XSS), and a page of another origin framing the panel."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, expect, sync_playwright
+
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, free_port
+
+# Each payload, if it ran, would set window.__pwned (and change the title for good measure).
+XSS_PAYLOADS = [
+    "';window.__pwned=1;document.title='pwned';//",
+    '</script><script>window.__pwned=1;document.title="pwned"</script>',
+    '"><img src=x onerror="window.__pwned=1">',
+    "'+(window.__pwned=1)+'",
+    "\\';window.__pwned=1;//",
+]
+
+
+@pytest.fixture(scope='module')
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), 'chromium is installed by `make test` (container/install-deps.sh --test)'
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope='module')
+def logged_in(browser: Browser, shared_panel: Panel) -> Iterator[BrowserContext]:
+    """A browser context with the panel's session cookie (logged in with the password)."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f'{shared_panel.url}/login')
+    page.get_by_label('Password').fill(shared_panel.password())
+    page.get_by_role('button', name='Log in').click()
+    expect(page.get_by_text('Instances', exact=True)).to_be_visible(timeout=15000)
+    page.close()
+    yield context
+    context.close()
+
+
+@pytest.mark.parametrize('payload', XSS_PAYLOADS)
+def test_crafted_docs_link_runs_no_script(logged_in: BrowserContext, shared_panel: Panel, payload: str) -> None:
+    """A logged-in user follows a crafted link to /api/docs: nothing of the link runs."""
+    page = logged_in.new_page()
+    try:
+        page.goto(f'{shared_panel.url}/api/docs?token={quote(payload, safe="")}')
+        expect(page.locator('#swagger-ui')).to_be_attached()
+        page.wait_for_load_state('load')
+        assert page.evaluate('window.__pwned') is None, f'the payload ran: {payload!r}'
+        assert page.title() != 'pwned'
+    finally:
+        page.close()
+
+
+def test_docs_page_never_contains_the_query(shared_panel: Panel) -> None:
+    marker = 'zz-marker-<>"\''
+    response = httpx.get(f'{shared_panel.url}/api/docs', params={'token': shared_panel.token, 'x': marker}, timeout=10)
+    assert response.status_code == 200
+    assert shared_panel.token not in response.text and 'zz-marker' not in response.text
+
+
+def test_docs_work_with_the_token_in_the_link(browser: Browser, shared_panel: Panel) -> None:
+    """The one thing ?token= is for: the docs load the schema and list the API's operations."""
+    page = browser.new_context().new_page()
+    try:
+        page.goto(f'{shared_panel.url}/api/docs?token={shared_panel.token}')
+        expect(page.locator('.opblock-summary-path', has_text='/instances').first).to_be_visible(timeout=15000)
+    finally:
+        page.context.close()
+
+
+def test_every_page_carries_the_security_headers(shared_panel: Panel) -> None:
+    for path in ('/login', '/api/docs', '/api/health', '/'):
+        response = httpx.get(f'{shared_panel.url}{path}', timeout=10)
+        csp = response.headers.get('content-security-policy', '')
+        for directive in ("frame-ancestors 'self'", "object-src 'none'", "base-uri 'self'", "form-action 'self'"):
+            assert directive in csp, f'{path}: {directive} missing from {csp!r}'
+        scripts = csp.split('script-src', 1)[1].split(';', 1)[0]
+        assert "'unsafe-inline'" not in scripts, f'{path}: inline scripts allowed'
+        assert response.headers.get('x-content-type-options') == 'nosniff', path
+        assert response.headers.get('x-frame-options') == 'SAMEORIGIN', path
+        assert response.headers.get('referrer-policy'), path
+
+
+class _FramingPage(http.server.BaseHTTPRequestHandler):
+    target = ''
+
+    def do_GET(self) -> None:
+        body = f'<html><body><iframe id="victim" src="{self.target}" width="800" height="600"></iframe></body></html>'
+        self.send_response(200)
+        self.send_header('Content-Type', 'text/html')
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def framing_site(shared_panel: Panel) -> Iterator[str]:
+    """A page on another port of the same host (same site, other origin) that frames the dashboard."""
+    handler = type('Framing', (_FramingPage,), {'target': f'{shared_panel.url}/'})
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}/'
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_another_origin_cannot_frame_the_dashboard(logged_in: BrowserContext, framing_site: str) -> None:
+    page = logged_in.new_page()
+    try:
+        page.goto(framing_site)
+        expect(page.locator('#victim')).to_be_attached()
+        page.wait_for_load_state('load')
+        frame = page.frame_locator('#victim')
+        # The framed dashboard would show its table header; a refused frame shows nothing of it.
+        expect(frame.get_by_text('Instances', exact=True)).to_have_count(0, timeout=3000)
+    finally:
+        page.close()
