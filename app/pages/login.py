@@ -90,7 +90,21 @@ async def destination(request: Request, next_target: str) -> str:
 
 
 async def logged_in(request: Request, next_target: str) -> Response:
-    return await open_session(RedirectResponse(await destination(request, next_target), status_code=303))
+    target = await destination(request, next_target)
+    if request.method == 'POST' and not target.startswith('/'):
+        # The CSP's form-action 'self' also covers the redirects that follow a form post: a hop
+        # to an instance's subdomain is made by the next page instead (a new navigation).
+        return await open_session(continue_page(target))
+    return await open_session(RedirectResponse(target, status_code=303))
+
+
+def continue_page(target: str) -> HTMLResponse:
+    shown = html.escape(target)
+    return HTMLResponse(
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>AiKore</title>'
+        f'<meta http-equiv="refresh" content="0;url={shown}"></head>'
+        f'<body><p>Logged in. <a href="{shown}">Continue</a>.</p></body></html>'
+    )
 
 
 @app.get('/login', include_in_schema=False)
