@@ -14,8 +14,20 @@ from typing import TypeVar
 T = TypeVar('T', int, float)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STOCK_BLUEPRINTS_DIR = REPO_ROOT / 'blueprints'
-NGINX_TEMPLATES_DIR = REPO_ROOT / 'container' / 'nginx'
+# Installed (not editable, as in the image) the repository's folders ship inside the package
+# as ``app/bundled/...`` (pyproject's package-dir); from a checkout they are read in place.
+BUNDLED = Path(__file__).resolve().parent / 'bundled'
+
+
+def shipped_folder(in_repository: str, bundled: str) -> Path:
+    """A folder of the repository (``blueprints``, ``container/nginx``) wherever this copy of the
+    panel keeps it: in the checkout it runs from, else inside the installed package."""
+    checkout = REPO_ROOT / in_repository
+    return checkout if checkout.is_dir() else BUNDLED / bundled
+
+
+STOCK_BLUEPRINTS_DIR = shipped_folder('blueprints', 'blueprints')
+NGINX_TEMPLATES_DIR = shipped_folder('container/nginx', 'nginx')
 NGINX_MODES = ('auto', 'managed', 'external', 'off')
 
 # The sampler's interval range (seconds): for AIKORE_MONITOR_INTERVAL and for changes at run time.

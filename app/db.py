@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 from .models import Instance, utc_now
-from .services.validation import INSTANCE_NAME_RE, OUTPUT_SEGMENT_RE
+from .services.catalog.validation import INSTANCE_NAME_RE, OUTPUT_SEGMENT_RE
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import sys
 
 from nicegui import app, ui
 
-from . import lifecycle
+from . import startup as lifecycle
 from .api import metrics, proxy_auth, system
 from .api.app import create_api
 from .config import ConfigError, Settings
@@ -19,7 +19,7 @@ from .db import SchemaError
 from .pages import blueprints_page, dashboard, downloads, login, speedups  # noqa: F401 - registers the pages
 from .pages.gate import SessionGate
 from .pages.security_headers import SecurityHeaders
-from .services import auth
+from .services.access import auth
 
 speedups.install()
 api = create_api()

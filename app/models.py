@@ -3,7 +3,7 @@
 Follows the full-stack template's split: ``InstanceBase`` holds what a user chooses,
 ``InstanceCreate``/``InstanceUpdate`` are what the API accepts, ``Instance`` is the table
 (user choices + runtime state), ``InstancePublic`` is what the API answers.
-Field values are checked by ``app.services.validation`` so the UI and the API share one set
+Field values are checked by ``app.services.catalog.validation`` so the UI and the API share one set
 of rules; the schemas here only fix the types.
 """
 

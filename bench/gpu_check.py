@@ -27,8 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from app.services.gpu_source import NvmlSource
-from app.services.sampler import GpuStats, RunningInstance, Sample, SystemSampler
+from app.services.monitoring.gpu_source import NvmlSource
+from app.services.monitoring.sampler import GpuStats, RunningInstance, Sample, SystemSampler
 
 MIB = 2**20
 ALLOCATE_MIB = 1024

@@ -8,7 +8,7 @@ import pytest
 from nicegui.testing.user import User
 from nicegui.testing.user_simulation import user_simulation
 
-from app.services.sessions import SESSION_COOKIE
+from app.services.access.sessions import SESSION_COOKIE
 from tests.helpers import Panel, free_port
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.config import STOCK_BLUEPRINTS_DIR
-from app.services.blueprints import BlueprintError, BlueprintStore, parse_metadata
+from app.services.catalog.blueprints import BlueprintError, BlueprintStore, parse_metadata
 from tests.helpers import Panel, blueprint
 
 FULL = """#!/usr/bin/env bash

@@ -11,7 +11,7 @@ from nicegui.testing.user import User
 
 from app.config import STOCK_BLUEPRINTS_DIR
 from app.services import core as core_module
-from app.services.blueprints import BlueprintStore
+from app.services.catalog.blueprints import BlueprintStore
 from app.services.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tests.helpers import blueprint
 

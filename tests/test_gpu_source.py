@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from app.services.gpu_source import GpuProcess, NvmlSource
+from app.services.monitoring.gpu_source import GpuProcess, NvmlSource
 
 MIB = 2**20
 
@@ -109,7 +109,7 @@ def test_no_driver_said_once_and_never_retried(
     nvml = fake_nvml(driver=False)
     monkeypatch.setitem(sys.modules, 'pynvml', nvml)
     source = NvmlSource()
-    with caplog.at_level(logging.INFO, logger='app.services.gpu_source'):
+    with caplog.at_level(logging.INFO, logger='app.services.monitoring.gpu_source'):
         assert source.count() is None
         assert source.read() == [] and source.read() == []
         source.close()

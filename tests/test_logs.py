@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.models import LogChunk
 from app.services import logs, runner
-from app.services.supervisor import read_exit_file
+from app.services.runtime.supervisor import read_exit_file
 from tests.helpers import wait_for
 
 RUNNER = Path(runner.__file__)

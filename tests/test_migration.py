@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 
 from app.db import SCHEMA_VERSION, SchemaError, prepare_database
 from app.models import Instance
-from app.services.validation import INSTANCE_NAME_RE
+from app.services.catalog.validation import INSTANCE_NAME_RE
 from tests.helpers import Panel
 
 # The seed's table, column for column as the seed document's "Data Model" lists it. The two

@@ -34,10 +34,10 @@ from app.config import ConfigError, Settings
 from app.main import app as panel_app  # the whole application: pages' gate, /api mount, /metrics
 from app.services import core as core_module
 from app.services.core import Core
-from app.services.gpu_source import GpuProcess, GpuReading
-from app.services.monitor import Monitor
-from app.services.process_usage import TreeTracker, TreeUsage
-from app.services.sampler import SystemSampler
+from app.services.monitoring.gpu_source import GpuProcess, GpuReading
+from app.services.monitoring.monitor import Monitor
+from app.services.monitoring.process_usage import TreeTracker, TreeUsage
+from app.services.monitoring.sampler import SystemSampler
 from tests.helpers import Panel, blueprint, free_port, kill_processes_under, wait_for
 
 T = TypeVar('T')

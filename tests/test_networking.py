@@ -8,8 +8,10 @@ names and public ports.
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import signal
 import socket
 from collections.abc import Iterator
@@ -203,10 +205,13 @@ def test_a_browser_login_reaches_a_subdomain_instance(net: Panel) -> None:
 
     form = {'password': net.password(), 'next': wanted}
     logged = httpx.post(f'{net.url}/login', data=form, headers={'Host': panel_host})
-    assert logged.status_code == 303, logged.text
+    # The hop to another origin is made by the next page (CSP form-action 'self' covers a form's redirects).
+    assert logged.status_code == 200, logged.text
     panel_cookie = logged.cookies.get('aikore_session')
     assert panel_cookie
-    handoff = urlsplit(logged.headers['location'])
+    refresh = re.search(r'http-equiv="refresh" content="0;url=([^"]+)"', logged.text)
+    assert refresh, logged.text
+    handoff = urlsplit(html.unescape(refresh.group(1)))
     assert (handoff.netloc, handoff.path) == (sub_host, '/_aikore/session')
     there = f'{net.url}{handoff.path}?{handoff.query}'
     arrived = httpx.get(there, headers={'Host': sub_host})

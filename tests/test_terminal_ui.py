@@ -10,8 +10,8 @@ from nicegui.testing.user import User
 
 from app.models import InstanceCreate
 from app.services import core as core_module
+from app.services.consoles.terminals import ShellSpec, Terminal
 from app.services.core import Core
-from app.services.terminals import ShellSpec, Terminal
 from tests.helpers import click_row_action, gone, wait_until
 
 

@@ -12,8 +12,8 @@ import pytest
 from app.config import Settings
 from app.models import Instance
 from app.services import terminals
+from app.services.consoles.terminals import EVICTED, ShellSpec, Terminal, Terminals
 from app.services.errors import Conflict
-from app.services.terminals import EVICTED, ShellSpec, Terminal, Terminals
 from tests.helpers import gone, wait_until
 
 VENV_SCRIPT = """#!/usr/bin/env bash

@@ -9,8 +9,8 @@ import pytest
 
 from app.config import ConfigError, Settings
 from app.models import InstancePublic
-from app.services.proxy import listen_address
-from app.services.urls import instance_urls, split_entry, why_unreachable
+from app.services.net.proxy import listen_address
+from app.services.net.urls import instance_urls, split_entry, why_unreachable
 
 
 def instance(**fields: Any) -> InstancePublic:

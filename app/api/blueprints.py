@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from ..models import BlueprintInfo
-from ..services.blueprints import Blueprint
+from ..services.catalog.blueprints import Blueprint
 from ..services.core import Core
 from .deps import get_core, read_limited_body
 

@@ -10,12 +10,12 @@ from fastapi import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..services import auth
 from ..services import core as core_module
+from ..services.access import auth
+from ..services.access.sessions import SESSION_COOKIE, SESSION_DAYS
+from ..services.catalog.validation import MAX_SCRIPT_BYTES
 from ..services.core import Core
 from ..services.errors import TooLarge
-from ..services.sessions import SESSION_COOKIE, SESSION_DAYS
-from ..services.validation import MAX_SCRIPT_BYTES
 
 OPEN_PATHS = {'/health'}
 

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..services import core as core_module
-from ..services.sampler import GpuStats, InstanceStats, Sample
+from ..services.monitoring.sampler import GpuStats, InstanceStats, Sample
 from .deps import authenticated, unauthorized
 
 GPU_LABELS = ('gpu', 'name')

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from fastapi import Request, Response
 
 from ..services import core as core_module
-from ..services.sessions import SESSION_COOKIE
+from ..services.access.sessions import SESSION_COOKIE
 from .deps import authenticated, open_session, request_cookie
 
 

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 from nicegui import ui
 
 from ..services import core as core_module
-from ..services import validation
-from ..services.blueprints import Blueprint
+from ..services.catalog import validation
+from ..services.catalog.blueprints import Blueprint
 from ..services.core import Core
 from .feedback import attempt, confirm, rule_error, succeeded
 from .frame import frame

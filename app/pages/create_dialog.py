@@ -7,8 +7,8 @@ import asyncio
 from nicegui import ui
 
 from ..models import AccessPattern, InstanceCreate, RestartPolicy
-from ..services import validation
-from ..services.blueprints import Blueprint
+from ..services.catalog import validation
+from ..services.catalog.blueprints import Blueprint
 from ..services.core import Core
 from ..services.errors import InvalidInput
 from .feedback import attempt, rule_error

@@ -16,12 +16,12 @@ from typing import Any
 from nicegui import ui
 
 from ..models import InstancePublic, InstanceStatus, InstanceUpdate, RestartPolicy
-from ..services import validation
+from ..services.catalog import validation
+from ..services.catalog.instances import RESTART_FIELDS
 from ..services.core import Core
 from ..services.errors import Conflict, InvalidInput, ServiceError
-from ..services.instances import RESTART_FIELDS
-from ..services.sampler import InstanceStats, Sample
-from ..services.urls import why_unreachable
+from ..services.monitoring.sampler import InstanceStats, Sample
+from ..services.net.urls import why_unreachable
 from .feedback import attempt, confirm
 from .row_actions import STYLE as ACTIONS_STYLE
 from .row_actions import RowActions

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from nicegui import ui
 
 from ..models import InstancePublic
+from ..services.consoles.log_stream import LogText
 from ..services.core import Core
-from ..services.log_stream import LogText
 
 TERMINAL_OPTIONS = {'convertEol': True, 'scrollback': 20000, 'disableStdin': True, 'fontSize': 13}
 

@@ -13,7 +13,7 @@ from nicegui import app
 
 from ..api.deps import authenticated, open_session, request_cookie
 from ..services import core as core_module
-from ..services.sessions import SESSION_COOKIE
+from ..services.access.sessions import SESSION_COOKIE
 
 HANDOFF_PATH = '/_aikore/session'
 

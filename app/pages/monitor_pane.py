@@ -14,7 +14,7 @@ from typing import Any
 from nicegui import Client, background_tasks, ui
 
 from ..services.core import Core
-from ..services.sampler import GpuStats, Sample
+from ..services.monitoring.sampler import GpuStats, Sample
 
 POINTS = 600  # points kept per trace in a chart (10 minutes at the default 1 s)
 INTERVAL_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)

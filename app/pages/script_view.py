@@ -8,7 +8,7 @@ import asyncio
 from nicegui import ui
 
 from ..models import InstancePublic
-from ..services import validation
+from ..services.catalog import validation
 from ..services.core import Core
 from .feedback import attempt, confirm, rule_error, succeeded
 

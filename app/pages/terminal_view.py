@@ -12,9 +12,9 @@ from collections.abc import Callable
 from nicegui import app, events, ui
 
 from ..models import InstancePublic
-from ..services import terminals
+from ..services.consoles import terminals
+from ..services.consoles.terminals import Terminal
 from ..services.core import Core
-from ..services.terminals import Terminal
 from .feedback import attempt
 
 TERMINAL_OPTIONS = {'cursorBlink': True, 'scrollback': 5000, 'fontSize': 13, 'convertEol': False}

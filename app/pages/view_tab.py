@@ -5,7 +5,7 @@ from __future__ import annotations
 from nicegui import ui
 
 from ..models import InstancePublic
-from ..services.urls import why_unreachable
+from ..services.net.urls import why_unreachable
 
 
 class ViewTab:

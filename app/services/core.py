@@ -11,18 +11,18 @@ from sqlalchemy.engine import Engine
 from ..config import Settings
 from ..db import prepare_database
 from ..models import InstancePublic
-from . import auth
-from .blueprints import BlueprintStore
+from .access import auth
+from .access.sessions import Sessions
+from .catalog.blueprints import BlueprintStore
+from .catalog.instances import InstanceService
+from .consoles.log_stream import LogStreams
+from .consoles.terminals import Terminals
 from .events import EventBus
-from .gpu_source import GpuSource
-from .gpus import default_source
-from .instances import InstanceService
-from .log_stream import LogStreams
-from .monitor import Monitor
-from .network import Network
-from .sessions import Sessions
-from .supervisor import Supervisor
-from .terminals import Terminals
+from .monitoring.gpu_source import GpuSource
+from .monitoring.gpus import default_source
+from .monitoring.monitor import Monitor
+from .net.network import Network
+from .runtime.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import logs
+from ..runtime import logs
 
 log = logging.getLogger(__name__)
 

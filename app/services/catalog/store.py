@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from ..db import session_scope
-from ..models import Instance, InstancePublic, InstanceStatus
-from .errors import NotFound
+from ...db import session_scope
+from ...models import Instance, InstancePublic, InstanceStatus
+from ..errors import NotFound
 
 MAX_ID = 2**63
 

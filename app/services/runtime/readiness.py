@@ -11,8 +11,8 @@ import contextlib
 import re
 from pathlib import Path
 
+from ..catalog.blueprints import ReadyCheck
 from . import logs
-from .blueprints import ReadyCheck
 
 HTTP_TIMEOUT = 5.0
 MIN_INTERVAL = 0.01

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from . import processes
+from ..runtime import processes
 
 log = logging.getLogger(__name__)
 

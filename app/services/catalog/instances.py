@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from ..config import Settings
-from ..models import (
+from ...config import Settings
+from ...models import (
     AccessPattern,
     Instance,
     InstanceCreate,
@@ -30,14 +30,16 @@ from ..models import (
     iso_utc,
     utc_now,
 )
-from . import instance_store as store
-from . import launch, logs, terminals, validation
+from ..consoles import terminals
+from ..consoles.terminals import ShellSpec
+from ..errors import Conflict, InvalidInput, NotFound
+from ..events import EventBus
+from ..monitoring.gpus import detected_gpu_count
+from ..runtime import launch, logs
+from ..runtime.supervisor import Supervisor
+from . import store as store
+from . import validation
 from .blueprints import BlueprintStore, write_script_atomic
-from .errors import Conflict, InvalidInput, NotFound
-from .events import EventBus
-from .gpus import detected_gpu_count
-from .supervisor import Supervisor
-from .terminals import ShellSpec
 
 log = logging.getLogger(__name__)
 

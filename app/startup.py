@@ -12,7 +12,7 @@ from nicegui.storage import Storage
 from .config import Settings
 from .services import core as core_module
 from .services.core import Core
-from .services.nginx import NginxError
+from .services.net.nginx import NginxError
 
 log = logging.getLogger(__name__)
 failure: str | None = None  # why startup gave up; main() exits with it

@@ -30,13 +30,13 @@ from typing import Any
 import psutil
 from sqlalchemy.engine import Engine
 
-from ..config import Settings
-from ..models import RUNNING_STATES, Instance, InstancePublic, InstanceStatus, RestartPolicy
-from . import instance_store as store
+from ...config import Settings
+from ...models import RUNNING_STATES, Instance, InstancePublic, InstanceStatus, RestartPolicy
+from ..catalog import store as store
+from ..catalog.blueprints import BlueprintStore, ReadyCheck
+from ..errors import Conflict, ServiceError
+from ..events import EventBus
 from . import launch, logs, processes
-from .blueprints import BlueprintStore, ReadyCheck
-from .errors import Conflict, ServiceError
-from .events import EventBus
 from .readiness import ReadinessProbe, probe_interval
 
 log = logging.getLogger(__name__)

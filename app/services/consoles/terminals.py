@@ -30,11 +30,11 @@ from typing import Any
 
 import psutil
 
-from ..config import Settings
-from ..models import Instance, InstancePublic
-from . import launch, processes
-from .blueprints import BlueprintError
-from .errors import Conflict
+from ...config import Settings
+from ...models import Instance, InstancePublic
+from ..catalog.blueprints import BlueprintError
+from ..errors import Conflict
+from ..runtime import launch, processes
 
 log = logging.getLogger(__name__)
 

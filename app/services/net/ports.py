@@ -31,13 +31,13 @@ from typing import Any
 import psutil
 from sqlalchemy.engine import Engine
 
-from ..config import Settings
-from ..models import Instance, InstancePublic, InstanceStatus
-from . import instance_store as store
-from . import processes
-from .errors import Conflict, NotFound
-from .events import EventBus
-from .launch import port_in_use
+from ...config import Settings
+from ...models import Instance, InstancePublic, InstanceStatus
+from ..catalog import store as store
+from ..errors import Conflict, NotFound
+from ..events import EventBus
+from ..runtime import processes
+from ..runtime.launch import port_in_use
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ from typing import Any
 import jinja2
 from sqlalchemy.engine import Engine
 
-from ..config import Settings
-from ..models import InstancePublic
-from . import instance_store as store
-from .auth import write_private
-from .events import EventBus
+from ...config import Settings
+from ...models import InstancePublic
+from ..access.auth import write_private
+from ..access.sessions import SESSION_COOKIE
+from ..catalog import store as store
+from ..events import EventBus
 from .nginx import ManagedMaster, Nginx, NginxError
-from .sessions import SESSION_COOKIE
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..models import AccessPattern, InstancePublic, InstanceStatus, InstanceUrls
+from ...models import AccessPattern, InstancePublic, InstanceStatus, InstanceUrls
 
 
 def split_entry(entry: str) -> tuple[str, str | None]:

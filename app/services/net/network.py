@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from ..config import Settings
-from ..models import AccessPattern, InstancePublic
-from . import launch
-from .events import EventBus
+from ...config import Settings
+from ...models import AccessPattern, InstancePublic
+from ..events import EventBus
+from ..runtime import launch
 from .nginx import ManagedMaster, Nginx, NginxError, NginxPaths, find_binary
 from .ports import Ports
 from .proxy import Proxy

@@ -10,11 +10,11 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Settings
-from ..models import Instance, InstancePublic
+from ...config import Settings
+from ...models import Instance, InstancePublic
+from ..catalog.blueprints import BlueprintMeta, parse_metadata
+from ..errors import Conflict
 from . import logs
-from .blueprints import BlueprintMeta, parse_metadata
-from .errors import Conflict
 
 LAUNCH_SCRIPT = 'launch.sh'
 EXIT_FILE = 'exit'

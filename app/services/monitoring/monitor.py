@@ -27,9 +27,9 @@ from collections import deque
 from pathlib import Path
 from typing import Protocol
 
-from ..config import MONITOR_INTERVALS
-from .errors import InvalidInput
-from .events import EventBus
+from ...config import MONITOR_INTERVALS
+from ..errors import InvalidInput
+from ..events import EventBus
 from .gpu_source import GpuSource
 from .sampler import RunningInstance, Sample, SystemSampler
 

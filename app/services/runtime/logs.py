@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models import LogChunk
+from ...models import LogChunk
 
 LOG_FILE = 'output.log'
 CURSOR_FILE = 'cursor.json'

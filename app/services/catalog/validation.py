@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import InvalidInput, TooLarge
+from ..errors import InvalidInput, TooLarge
 
 INSTANCE_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_-]{0,47}')
 BLUEPRINT_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
