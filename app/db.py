@@ -21,8 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
-from .models import Instance, utc_now
-from .services.catalog.validation import INSTANCE_NAME_RE, OUTPUT_SEGMENT_RE
+from .models import INSTANCE_NAME_RE, OUTPUT_SEGMENT_RE, Instance, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ of rules; the schemas here only fix the types.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -59,6 +60,13 @@ def iso_utc(value: datetime) -> str:
     return value.replace(tzinfo=None, microsecond=0).isoformat() + 'Z'
 
 
+# The shapes of names, one rule each, for validation, the database upgrade and nginx routes.
+NAME_MAX = 48  # instance names and slugs
+INSTANCE_NAME_RE = re.compile(rf'[A-Za-z0-9][A-Za-z0-9_-]{{0,{NAME_MAX - 1}}}')
+SLUG_RE = re.compile(rf'[a-z0-9][a-z0-9_-]{{0,{NAME_MAX - 1}}}')  # a name, lower-cased
+OUTPUT_SEGMENT_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
+
+
 class InstanceBase(SQLModel):
     name: str
     blueprint: str
@@ -92,7 +100,7 @@ class Instance(InstanceBase, table=True):
     __table_args__ = {'sqlite_autoincrement': True}  # ids of deleted instances are never reused
 
     id: int | None = Field(default=None, primary_key=True)
-    slug: str = Field(index=True, unique=True, max_length=48)
+    slug: str = Field(index=True, unique=True, max_length=NAME_MAX)
     status: InstanceStatus = InstanceStatus.STOPPED
     pid: int | None = None
     pid_started_at: float | None = None  # psutil create_time of ``pid``: a PID alone can be reused

@@ -11,6 +11,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from ..files import PRIVATE, write_atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -24,19 +26,9 @@ def load_secrets(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``path`` readable by its owner only (0600, also when it existed with another mode)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, 'w') as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
-
-
 def save_secrets(path: Path, data: dict[str, Any]) -> None:
     """Write the secrets file readable by its owner only (0600), atomically."""
-    temp = path.with_name(f'.{path.name}.tmp')
-    write_private(temp, json.dumps(data, indent=2))
-    temp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2), PRIVATE)
 
 
 def api_token(path: Path, from_env: str | None) -> tuple[str, bool]:

@@ -12,13 +12,12 @@ A blueprint is ``<Name>.sh``; its API name is the file stem. The metadata block 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound
+from ..files import SCRIPT, write_atomic
 from . import validation
 
 log = logging.getLogger(__name__)
@@ -236,13 +235,5 @@ class BlueprintStore:
 
 
 def write_script_atomic(target: Path, text: str) -> None:
-    """Write ``text`` to ``target`` through a temporary file and a rename."""
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f'.{target.name}.')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            handle.write(text)
-        Path(temp).chmod(0o755)
-        Path(temp).replace(target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Write a script (blueprint or launch.sh), executable, through a temporary file and a rename."""
+    write_atomic(target, text, SCRIPT)

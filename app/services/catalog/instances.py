@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from ...config import Settings
 from ...models import (
+    NAME_MAX,
     AccessPattern,
     Instance,
     InstanceCreate,
@@ -304,7 +305,7 @@ class InstanceService:
         candidate, counter = name, 2
         while (self.settings.trash_dir / candidate).exists():
             suffix = f'-{counter}'
-            candidate, counter = name[: 48 - len(suffix)] + suffix, counter + 1
+            candidate, counter = name[: NAME_MAX - len(suffix)] + suffix, counter + 1
         return candidate
 
     async def trash(self) -> list[TrashEntry]:

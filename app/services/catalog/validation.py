@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import re
 
+from ...models import INSTANCE_NAME_RE, NAME_MAX, OUTPUT_SEGMENT_RE
 from ..errors import InvalidInput, TooLarge
 
-INSTANCE_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_-]{0,47}')
 BLUEPRINT_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
-OUTPUT_SEGMENT_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
 MAX_SCRIPT_BYTES = 256 * 1024
 MAX_GPU_IDS = 64
 MAX_GPU_INDEX = 1023
@@ -19,7 +18,7 @@ RESERVED_BLUEPRINT_NAMES = frozenset({'functions'})
 def instance_name(value: str) -> str:
     if not isinstance(value, str) or not INSTANCE_NAME_RE.fullmatch(value):
         raise InvalidInput(
-            f'Invalid instance name {_shown(value)}: use 1-48 characters, letters A-Z/a-z, digits, '
+            f'Invalid instance name {_shown(value)}: use 1-{NAME_MAX} characters, letters A-Z/a-z, digits, '
             "'-' or '_', starting with a letter or digit"
         )
     return value

@@ -27,17 +27,16 @@ import jinja2
 from sqlalchemy.engine import Engine
 
 from ...config import Settings
-from ...models import InstancePublic
-from ..access.auth import write_private
+from ...models import SLUG_RE, InstancePublic
 from ..access.sessions import SESSION_COOKIE
 from ..catalog import store as store
 from ..events import EventBus
+from ..files import PRIVATE, write_atomic
 from .nginx import ManagedMaster, Nginx, NginxError
 
 log = logging.getLogger(__name__)
 
 TEMPLATE = 'nginx.conf.j2'
-SLUG_RE = re.compile(r'[a-z0-9][a-z0-9_-]{0,47}')
 TOKEN_RE = re.compile(r'[A-Za-z0-9._~+/=-]{16,256}')
 UNSAFE_PATH_CHARS = re.compile(r'["\\$\r\n]')  # the paths are double-quoted in the config
 ACCESS_LOG_MAX = 20 * 1024 * 1024
@@ -249,12 +248,11 @@ class Proxy:
     def _install(self, text: str) -> None:
         """Write the candidate next to the live file, let nginx judge it, then copy it over the
         live one. Both files always exist (no file appears or vanishes as configs change); a
-        refused candidate stays for inspection. The copy needs no rename: nginx reads the file
-        only when told to, after this."""
+        refused candidate stays for inspection."""
         candidate = self.paths.folder / 'nginx.conf.candidate'
-        write_private(candidate, text)  # 0600: the config may hold the API token
+        write_atomic(candidate, text, PRIVATE)  # 0600: the config may hold the API token
         self.nginx.test(candidate)
-        write_private(self.paths.config, text)
+        write_atomic(self.paths.config, text, PRIVATE)
 
     def _rotate_access_log(self) -> None:
         log_file = self.paths.access_log

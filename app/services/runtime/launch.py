@@ -14,6 +14,7 @@ from ...config import Settings
 from ...models import Instance, InstancePublic
 from ..catalog.blueprints import BlueprintMeta, parse_metadata
 from ..errors import Conflict
+from ..files import write_atomic
 from . import logs
 
 LAUNCH_SCRIPT = 'launch.sh'
@@ -50,7 +51,7 @@ def restart_marker(settings: Settings, name: str) -> Path:
 
 def write_restart_due(path: Path, due: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'{due:.3f}\n')
+    write_atomic(path, f'{due:.3f}\n')
 
 
 def read_restart_due(path: Path) -> float | None:

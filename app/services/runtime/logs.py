@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...models import LogChunk
+from ..files import write_atomic
 
 LOG_FILE = 'output.log'
 CURSOR_FILE = 'cursor.json'
@@ -47,9 +48,7 @@ def read_cursor(log: Path) -> Cursor:
 
 
 def write_cursor(log: Path, cursor: Cursor) -> None:
-    temp = cursor_path(log).with_suffix('.tmp')
-    temp.write_text(json.dumps({'run_base': cursor.run_base, 'file_base': cursor.file_base}) + '\n')
-    temp.replace(cursor_path(log))
+    write_atomic(cursor_path(log), json.dumps({'run_base': cursor.run_base, 'file_base': cursor.file_base}) + '\n')
 
 
 def next_run_base(log: Path) -> int:
