@@ -14,6 +14,7 @@ from nicegui import app, ui
 from . import startup as lifecycle
 from .api import metrics, proxy_auth, system
 from .api.app import create_api
+from .api.stray_paths import StrayApiPaths
 from .config import ConfigError, Settings
 from .db import SchemaError
 from .pages import blueprints_page, dashboard, downloads, login, speedups  # noqa: F401 - registers the pages
@@ -29,6 +30,7 @@ app.add_api_route('/_aikore/auth', proxy_auth.check, methods=['GET', 'HEAD'], in
 for asset in system.SWAGGER_FILES:  # public: the docs page needs them before any token
     app.add_static_file(local_file=system.swagger_folder() / asset, url_path=f'{system.SWAGGER_ASSETS}/{asset}')
 app.add_static_file(local_file=system.DOCS_SCRIPT_FILE, url_path=system.DOCS_SCRIPT)
+app.add_middleware(StrayApiPaths)  # inside the gate, which lets /api/ through (the API checks its own auth)
 app.add_middleware(SessionGate)
 app.add_middleware(SecurityHeaders)  # outermost: also on the gate's redirects and 401s
 app.on_startup(lifecycle.startup)

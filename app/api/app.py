@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from ..services.errors import ServiceError
 from . import blueprints, instances, network, system, trash
 from .deps import TokenAuthMiddleware
+from .openapi_doc import build_schema
 
 
 def create_api() -> FastAPI:
@@ -22,10 +22,7 @@ def create_api() -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
-            schema = get_openapi(title=api.title, version=api.version, routes=api.routes, servers=[{'url': '/api'}])
-            schema.setdefault('components', {})['securitySchemes'] = {'bearer': {'type': 'http', 'scheme': 'bearer'}}
-            schema['security'] = [{'bearer': []}]
-            api.openapi_schema = schema
+            api.openapi_schema = build_schema(api)
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
