@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 
 from ..services.errors import ServiceError
 from . import blueprints, instances, network, system, trash
 from .deps import TokenAuthMiddleware
 from .openapi_doc import build_schema
+
+log = logging.getLogger(__name__)
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def create_api() -> FastAPI:
@@ -19,6 +26,8 @@ def create_api() -> FastAPI:
         api.include_router(module.router)
     api.add_middleware(TokenAuthMiddleware)
     api.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
+    api.add_exception_handler(OSError, _file_system_error)  # type: ignore[arg-type]
+    api.add_exception_handler(OperationalError, _database_error)  # type: ignore[arg-type]
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
@@ -31,3 +40,25 @@ def create_api() -> FastAPI:
 
 async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
     return JSONResponse({'detail': exc.detail, **exc.extra}, status_code=exc.status_code)
+
+
+async def _file_system_error(request: Request, exc: OSError) -> JSONResponse:
+    """A write the machine refused: a full disk is the user's to fix (507, says so); anything
+    else is logged with its cause and answered with a sentence instead of a bare 500."""
+    if exc.errno in DISK_FULL:
+        return _disk_full(request, exc.strerror or str(exc))
+    log.error('%s %s failed: %s', request.method, request.url.path, exc, exc_info=exc)
+    return JSONResponse({'detail': f'The panel could not read or write a file: {exc}'}, status_code=500)
+
+
+async def _database_error(request: Request, exc: OperationalError) -> JSONResponse:
+    if getattr(exc.orig, 'sqlite_errorcode', None) == sqlite3.SQLITE_FULL:
+        return _disk_full(request, 'the database cannot grow')
+    log.error('%s %s failed in the database: %s', request.method, request.url.path, exc.orig, exc_info=exc)
+    return JSONResponse({'detail': f'The database refused the change: {exc.orig}'}, status_code=500)
+
+
+def _disk_full(request: Request, reason: str) -> JSONResponse:
+    log.warning('%s %s: the disk of the data directory is full (%s)', request.method, request.url.path, reason)
+    detail = f'The disk of the data directory is full ({reason}). Nothing was changed; free some space and try again.'
+    return JSONResponse({'detail': detail}, status_code=507)

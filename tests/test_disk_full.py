@@ -1,0 +1,83 @@
+"""A full disk under the data directory (a small tmpfs): every write answers a clear 507, nothing
+half-written is left behind, and everything works again once space is freed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import Panel
+
+SIZE = '24m'
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / 'disk'
+    mount.mkdir()
+    done = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={SIZE}', 'tmpfs', str(mount)], capture_output=True)
+    assert done.returncode == 0, f'cannot mount a small tmpfs for the disk-full test: {done.stderr.decode()}'
+    try:
+        yield mount
+    finally:
+        subprocess.run(['umount', '-l', str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte; the returned file frees it again."""
+    filler = disk / 'filler'
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for size in (1 << 20, 4096, 1):  # big writes first, then the last pages, then the last bytes
+            with contextlib.suppress(OSError):
+                while os.write(fd, b'\0' * size):
+                    pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def temp_debris(data: Path) -> list[Path]:
+    return [path for path in data.rglob('*') if path.is_file() and path.name.endswith('.tmp')]
+
+
+def test_full_disk_gets_507_and_recovers(small_disk: Path, tmp_path: Path) -> None:
+    panel = Panel(small_disk / 'data', AIKORE_STOP_ON_EXIT='1', AIKORE_NGINX='off')
+    panel.log_file = tmp_path / 'panel.log'  # the panel's own output, off the full disk
+    panel.start()
+    try:
+        client = panel.client
+        before = panel.create('before')
+        script_before = client.get(f'/instances/{before["id"]}/script').text
+        filler = fill(small_disk)
+
+        attempts = {
+            'create': client.post('/instances', json={'name': 'after', 'blueprint': 'Demo'}),
+            'patch': client.patch(f'/instances/{before["id"]}', json={'autostart': True, 'gpu_ids': []}),
+            'script': client.put(f'/instances/{before["id"]}/script', content=script_before + '\n# more\n' * 2000),
+            'blueprint': client.put('/blueprints/Big', content='#!/bin/bash\n' + '# filler\n' * 10000),
+            'start': client.post(f'/instances/{before["id"]}/start'),
+        }
+        for what, answer in attempts.items():
+            assert answer.status_code == 507, f'{what}: {answer.status_code} {answer.text}'
+            assert 'full' in answer.json()['detail'], what
+        assert temp_debris(panel.data_dir) == [], 'a failed write left a temporary file'
+        assert 'Traceback' not in panel.log_text()
+
+        filler.unlink()
+        assert client.get(f'/instances/{before["id"]}/script').text == script_before, 'the script was damaged'
+        row = panel.instance(before['id'])
+        assert row['autostart'] is False and row['status'] in {'stopped', 'error'}, row
+        created = client.post('/instances', json={'name': 'after', 'blueprint': 'Demo'})
+        assert created.status_code == 201, created.text
+        assert client.post(f'/instances/{before["id"]}/start').status_code == 202
+        panel.wait_status(before['id'], 'started', timeout=30)
+        assert httpx.get(f'{panel.url}/api/health', timeout=5).status_code == 200
+    finally:
+        panel.stop()
