@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -85,12 +86,41 @@ def prepare_database(db_path: Path) -> Engine:
 
 
 def _inspect(db_path: Path) -> tuple[int, set[str]]:
+    """The schema version and tables of the file, after checking that SQLite can read all of it:
+    a damaged file stops the panel with a sentence (and a copy of it kept), never a traceback or
+    a panel that serves an empty list."""
     if not db_path.exists():
         return 0, set()
-    with closing(sqlite3.connect(db_path)) as conn:
-        version = conn.execute('PRAGMA user_version').fetchone()[0]
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    try:
+        with closing(sqlite3.connect(db_path)) as conn:
+            version = conn.execute('PRAGMA user_version').fetchone()[0]
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            problems = [row[0] for row in conn.execute('PRAGMA quick_check(5)')]
+    except sqlite3.DatabaseError as exc:
+        raise SchemaError(
+            f'{db_path} is not a readable SQLite database ({exc}). Move it away and restore a backup '
+            f'({db_path.name}.*.bak next to it), or remove it to start with no instances.'
+        ) from None
+    if problems != ['ok']:
+        kept = keep_damaged_copy(db_path)
+        found = ' '.join(' '.join(problems[:2]).split())  # SQLite's report, on one line
+        raise SchemaError(
+            f'{db_path} is damaged ({found}). A copy was kept as {kept.name}. Restore a backup '
+            f'({db_path.name}.*.bak), or recover what SQLite can read with: sqlite3 {db_path.name} .recover'
+        )
     return int(version), tables
+
+
+def keep_damaged_copy(db_path: Path) -> Path:
+    """Copy the damaged file (and its write-ahead log) aside, byte for byte, before anything touches it."""
+    stamp = utc_now().strftime('%Y%m%d-%H%M%S')
+    target = db_path.with_name(f'{db_path.name}.damaged-{stamp}')
+    shutil.copyfile(db_path, target)
+    for suffix in ('-wal', '-shm'):
+        companion = db_path.with_name(db_path.name + suffix)
+        if companion.exists():
+            shutil.copyfile(companion, target.with_name(target.name + suffix))
+    return target
 
 
 def backup_database(db_path: Path, version: int) -> Path:
