@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from app.models import LogChunk
-from app.services import logs, runner
+from app.services.runtime import logs, runner
 from app.services.runtime.supervisor import read_exit_file
 from tests.helpers import wait_for
 

@@ -11,7 +11,7 @@ import pytest
 
 from app.config import Settings
 from app.models import Instance
-from app.services import terminals
+from app.services.consoles import terminals
 from app.services.consoles.terminals import EVICTED, ShellSpec, Terminal, Terminals
 from app.services.errors import Conflict
 from tests.helpers import gone, wait_until
