@@ -87,6 +87,13 @@ def command(pid: int) -> list[str]:
         return []
 
 
+def pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
 def alive(pid: int) -> bool:
     return not gone(pid)
 
@@ -116,10 +123,14 @@ async def test_stop_ends_the_group_and_escaped_descendants(units: list[Unit]) ->
     await unit.start()
     leader = unit.pid
     assert leader is not None
-    await wait_until(lambda: len(processes.descendants(leader)) == 2, 5, what='both children')
+
+    def escaped_children() -> list[psutil.Process]:
+        return [
+            p for p in processes.descendants(leader) if command(p.pid) == ['sleep', '301'] and pgid(p.pid) != leader
+        ]
+
+    await wait_until(lambda: len(processes.descendants(leader)) == 2 and escaped_children(), 5, what='the children')
     children = processes.descendants(leader)
-    escaped = [p for p in children if os.getpgid(p.pid) != leader]
-    assert len(escaped) == 1, 'one child left the group with setsid'
     await unit.stop()
     assert unit.state == UnitState.STOPPED and unit.pid is None
     assert all(gone(p) for p in [*children, leader])
