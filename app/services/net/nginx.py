@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from ..runtime import processes
+from ..runtime import processes, units
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ COMMAND_TIMEOUT = 30.0
 START_TIMEOUT = 10.0  # nginx retries a busy listen port 5 times, 0.5 s apart
 STOP_TIMEOUT = 5.0
 RELOAD_TIMEOUT = 5.0
-MAX_BACKOFF = 30.0
 POLL = 0.02
 
 
@@ -155,63 +154,61 @@ class Nginx:
 
 
 class ManagedMaster:
-    """The panel's own nginx master (bare host): started, restarted if it dies, stopped with the panel."""
+    """The panel's own nginx master (bare host): started, restarted with back-off if it dies,
+    stopped with the panel. A supervised-process unit (``runtime.units``) of one process; no
+    state file: with its parent-death signal the master never outlives the panel, and a master
+    an earlier panel left anyway is found through nginx's pid file and ended before each start."""
 
     def __init__(self, nginx: Nginx) -> None:
         self.nginx = nginx
-        self._popen: subprocess.Popen[bytes] | None = None
-        self._exit_watch: processes.ExitWatch | None = None
-        self._stopping = False
-        self._restart_task: asyncio.Task[None] | None = None
-        self._failures = 0
+        command = nginx.command(nginx.paths.config, '-g', 'daemon off;', errors=str(nginx.paths.error_log))
+        # cwd '/': nothing of nginx counts as a process "in the data dir" (where instances run).
+        spec = units.ProcessSpec('nginx master', command, cwd='/', output=nginx.paths.error_log, pdeathsig=True)
+        self._unit = units.Unit(
+            'nginx',
+            [spec],
+            policy=units.RestartPolicy(units.RestartMode.ALWAYS),
+            ready=self._listening,
+            start_timeout=START_TIMEOUT,
+            stop_grace=STOP_TIMEOUT,
+            poll=POLL,
+            before_start=self._end_stale,
+        )
 
     @property
     def pid(self) -> int | None:
-        return self._popen.pid if self._popen is not None and self._popen.poll() is None else None
+        """The master's PID while it runs; None while it is (re)starting or stopped."""
+        return self._unit.pid
 
     async def start(self) -> None:
         """End a master left by an earlier panel, then start ours; returns once it listens."""
-        self._stopping = False
-        stale = self.nginx.master_pid()
+        try:
+            await self._unit.start()
+        except units.StartFailed as exc:
+            raise NginxError(self._failure(exc)) from exc
+
+    async def stop(self) -> None:
+        """Fast shutdown (SIGTERM to the master, which ends its workers), then make sure of it."""
+        await self._unit.stop()
+        self.nginx.paths.pid.unlink(missing_ok=True)
+
+    async def _end_stale(self) -> None:
+        stale = await asyncio.to_thread(self.nginx.master_pid)
         if stale is not None:
             log.info('Ending the nginx master (pid %s) an earlier panel left running', stale)
             await processes.end_group(stale, STOP_TIMEOUT, POLL)
         self.nginx.paths.pid.unlink(missing_ok=True)
-        # Spawned from the event loop's thread: the parent-death signal follows the thread that forks.
-        popen = self._spawn()
-        try:
-            await self._wait_listening(popen)
-        except NginxError:
-            await processes.end_group(popen.pid, STOP_TIMEOUT, POLL)  # master and workers
-            popen.wait()
-            raise
-        self._popen = popen
-        self._watch(popen)
-        log.info('nginx master started (pid %s)', popen.pid)
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        command = self.nginx.command(
-            self.nginx.paths.config, '-g', 'daemon off;', errors=str(self.nginx.paths.error_log)
-        )
-        setpriv = shutil.which('setpriv')
-        if setpriv is not None:
-            command = [setpriv, '--pdeathsig', 'TERM', '--', *command]
-        # cwd '/': nothing of nginx counts as a process "in the data dir" (where instances run).
-        with self.nginx.paths.error_log.open('ab') as errors:
-            return subprocess.Popen(command, cwd='/', stdin=subprocess.DEVNULL, stdout=errors,
-                                    stderr=errors, start_new_session=True, close_fds=True)  # fmt: skip
-
-    async def _wait_listening(self, popen: subprocess.Popen[bytes]) -> None:
+    def _listening(self, pids: list[int]) -> bool:
         """nginx writes its pid file once its listen sockets are bound."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if popen.poll() is not None:
-                raise NginxError(f'nginx exited at start with code {popen.returncode}: {self._error_tail()}')
-            if _read_pid(self.nginx.paths.pid) == popen.pid:
-                return
-            if time.monotonic() > deadline:
-                raise NginxError(f'nginx did not start within {START_TIMEOUT:.0f} s: {self._error_tail()}')
-            await asyncio.sleep(POLL)
+        return _read_pid(self.nginx.paths.pid) == pids[0]
+
+    def _failure(self, exc: units.StartFailed) -> str:
+        if exc.reason == 'exited':
+            return f'nginx exited at start with code {exc.code}: {self._error_tail()}'
+        if exc.reason == 'timeout':
+            return f'nginx did not start within {START_TIMEOUT:.0f} s: {self._error_tail()}'
+        return f'nginx could not be started: {exc.detail or exc.reason}'
 
     def _error_tail(self) -> str:
         try:
@@ -219,55 +216,6 @@ class ManagedMaster:
         except OSError:
             return '(no error log)'
         return _tidy('\n'.join(lines[-3:]))
-
-    def _watch(self, popen: subprocess.Popen[bytes]) -> None:
-        self._exit_watch = processes.ExitWatch(popen.pid, lambda: self._on_exit(popen))
-
-    def _unwatch(self) -> None:
-        if self._exit_watch is not None:
-            self._exit_watch.close()
-
-    def _on_exit(self, popen: subprocess.Popen[bytes]) -> None:
-        popen.wait()
-        if self._stopping or popen is not self._popen:
-            return
-        self._popen = None
-        self._failures += 1
-        log.error('nginx master exited (code %s): restarting it in %.1f s', popen.returncode, self._backoff())
-        self._restart_task = asyncio.ensure_future(self._restart_later(popen.pid))
-
-    def _backoff(self) -> float:
-        """0.2 s after the first failure in a row, doubling up to MAX_BACKOFF."""
-        return min(MAX_BACKOFF, 0.2 * 2 ** (self._failures - 1))
-
-    async def _restart_later(self, dead_master: int | None = None) -> None:
-        if dead_master is not None:
-            # Its workers outlive it and keep the listen port.
-            await processes.end_group(dead_master, STOP_TIMEOUT, POLL)
-        await asyncio.sleep(self._backoff())
-        if self._stopping:
-            return
-        try:
-            await self.start()
-        except NginxError as exc:
-            log.error('Could not restart nginx: %s', exc)
-            self._failures += 1
-            self._restart_task = asyncio.ensure_future(self._restart_later())
-            return
-        self._failures = 0
-
-    async def stop(self) -> None:
-        """Fast shutdown (SIGTERM to the master, which ends its workers), then make sure of it."""
-        self._stopping = True
-        if self._restart_task is not None:
-            self._restart_task.cancel()
-        popen, self._popen = self._popen, None
-        self._unwatch()
-        if popen is not None:
-            await processes.end_group(popen.pid, STOP_TIMEOUT, POLL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                popen.wait(1)
-        self.nginx.paths.pid.unlink(missing_ok=True)
 
 
 def _accepting_workers(master: int) -> set[int]:

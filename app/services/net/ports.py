@@ -17,13 +17,9 @@ answers 409 and is never taken over.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import shutil
-import subprocess
-import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +32,7 @@ from ...models import Instance, InstancePublic, InstanceStatus
 from ..catalog import store as store
 from ..errors import Conflict, NotFound
 from ..events import EventBus
-from ..runtime import processes
+from ..runtime import units
 from ..runtime.launch import port_in_use
 
 log = logging.getLogger(__name__)
@@ -47,21 +43,23 @@ ACTIVATABLE = {InstanceStatus.STARTING, InstanceStatus.STARTED, InstanceStatus.S
 LISTEN_TIMEOUT = 3.0
 STOP_TIMEOUT = 2.0
 POLL = 0.005
-HEALTHY_LIFE = 60.0
-MAX_BACKOFF = 30.0
+# Mapped again after it ends on its own (the unit's back-off); one failed try hands the
+# instance to reconcile, which maps it afresh or deactivates it (e.g. another program took the port).
+FORWARDER_POLICY = units.RestartPolicy(units.RestartMode.ALWAYS, start_retries=0)
 
 
 @dataclass(eq=False)
 class Forwarder:
+    """One public port mapped for one instance: a supervised unit of one socat process."""
+
     instance_id: int
     public_port: int
     internal_port: int
-    pid: int
-    started_at: float | None
-    popen: subprocess.Popen[bytes] | None = None  # None when adopted from an earlier panel
-    exit_watch: processes.ExitWatch | None = None
-    stopping: bool = False
-    born: float = 0.0
+    unit: units.Unit
+
+    @property
+    def pid(self) -> int | None:
+        return self.unit.pid
 
 
 class Ports:
@@ -73,7 +71,6 @@ class Ports:
         self.socat = shutil.which('socat')
         self._forwarders: dict[int, Forwarder] = {}
         self._lock = asyncio.Lock()
-        self._failures: dict[int, int] = {}
         self._unsubscribe: list[Any] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -83,9 +80,8 @@ class Ports:
         """Re-adopt the forwarders an earlier panel left, then bring every instance to its wanted state."""
         await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
         async with self._lock:
-            for forwarder in await asyncio.to_thread(self._adoptable):
+            for forwarder in await self._adopt_all():
                 self._forwarders[forwarder.instance_id] = forwarder
-                self._watch(forwarder)
                 log.info('Re-adopted the forwarder of port %s (pid %s)', forwarder.public_port, forwarder.pid)
         instances = await asyncio.to_thread(store.list_all, self.engine)
         wanted = {row.id for row in instances if row.active and row.id is not None} | set(self._forwarders)
@@ -104,7 +100,7 @@ class Ports:
                 if self.settings.stop_on_exit:
                     await self._stop(forwarder)
                 else:
-                    self._unwatch(forwarder)
+                    forwarder.unit.release()
             self._forwarders.clear()
 
     # ------------------------------------------------------------------ activate / deactivate
@@ -213,86 +209,65 @@ class Ports:
     # ------------------------------------------------------------------ forwarder processes
 
     async def _start(self, instance_id: int, public_port: int, internal_port: int) -> None:
-        assert self.socat is not None
-        popen = await asyncio.to_thread(self._spawn, public_port, internal_port)
-        forwarder = Forwarder(instance_id, public_port, internal_port, popen.pid,
-                              processes.start_time(popen.pid), popen, born=time.monotonic())  # fmt: skip
+        forwarder = self._forwarder(instance_id, public_port, internal_port)
         try:
-            await self._wait_listening(forwarder)
-        except Conflict:
-            await self._stop(forwarder)
-            raise
-        await asyncio.to_thread(self._record, forwarder)
+            await forwarder.unit.start()
+        except units.StartFailed as exc:
+            raise Conflict(f'Could not listen on public port {public_port}: {self._log_tail(public_port)}') from exc
         self._forwarders[instance_id] = forwarder
-        self._watch(forwarder)
-        log.info('Public port %s -> internal port %s (socat pid %s)', public_port, internal_port, popen.pid)
+        log.info('Public port %s -> internal port %s (socat pid %s)', public_port, internal_port, forwarder.pid)
 
-    def _spawn(self, public_port: int, internal_port: int) -> subprocess.Popen[bytes]:
+    def _forwarder(self, instance_id: int, public_port: int, internal_port: int) -> Forwarder:
+        """The unit of one socat in its own session: ending its group cuts live connections too.
+        It outlives the panel, recorded in ``<data>/ports/<P>.json``; if it ends on its own, it is
+        mapped again (back-off); if that fails, the instance's wanted state is reconciled."""
         assert self.socat is not None
         command = [
             self.socat, '-b', str(BUFFER),
             f'TCP-LISTEN:{public_port},bind={self.settings.host},fork,reuseaddr,nodelay',
             f'TCP:127.0.0.1:{internal_port},nodelay',
         ]  # fmt: skip
-        with self._log_path(public_port).open('ab') as errors:
-            return subprocess.Popen(command, cwd=self.folder, stdin=subprocess.DEVNULL, stdout=errors, stderr=errors,
-                                    start_new_session=True, close_fds=True)  # fmt: skip
-
-    async def _wait_listening(self, forwarder: Forwarder) -> None:
-        deadline = time.monotonic() + LISTEN_TIMEOUT
-        while not await asyncio.to_thread(_listens, forwarder.pid, forwarder.public_port):
-            assert forwarder.popen is not None
-            if forwarder.popen.poll() is not None or time.monotonic() > deadline:
-                detail = self._log_tail(forwarder.public_port)
-                raise Conflict(f'Could not listen on public port {forwarder.public_port}: {detail}')
-            await asyncio.sleep(POLL)
+        spec = units.ProcessSpec('socat', command, cwd=self.folder, output=self._log_path(public_port))
+        extra = {'instance_id': instance_id, 'public_port': public_port, 'internal_port': internal_port}
+        unit = units.Unit(
+            f'forwarder of public port {public_port}',
+            [spec],
+            policy=FORWARDER_POLICY,
+            state_file=self._state_path(public_port),
+            extra=extra,
+            ready=lambda pids: _listens(pids[0], public_port),
+            start_timeout=LISTEN_TIMEOUT,
+            stop_grace=STOP_TIMEOUT,
+            poll=POLL,
+            identify=lambda _name, pid: _is_socat_of(pid, public_port),
+            on_fatal=lambda unit, _exc: self._spawn_task(self._gave_up(instance_id, unit)),
+        )
+        return Forwarder(instance_id, public_port, internal_port, unit)
 
     async def _stop(self, forwarder: Forwarder) -> None:
         """Kill the forwarder's whole group: the listener and every live connection."""
-        forwarder.stopping = True
-        self._unwatch(forwarder)
-        if forwarder.popen is not None or processes.is_same_process(forwarder.pid, forwarder.started_at):
-            await processes.end_group(forwarder.pid, STOP_TIMEOUT, POLL)
-        if forwarder.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(forwarder.popen.wait, 2)
-        self._state_path(forwarder.public_port).unlink(missing_ok=True)
-        log.info('Public port %s unmapped (socat pid %s ended)', forwarder.public_port, forwarder.pid)
+        pid = forwarder.unit.pid
+        await forwarder.unit.stop()
+        log.info('Public port %s unmapped (socat pid %s ended)', forwarder.public_port, pid)
 
-    def _watch(self, forwarder: Forwarder) -> None:
-        forwarder.exit_watch = processes.ExitWatch(forwarder.pid, lambda: self._on_exit(forwarder))
-
-    def _unwatch(self, forwarder: Forwarder) -> None:
-        if forwarder.exit_watch is not None:
-            forwarder.exit_watch.close()
-
-    def _on_exit(self, forwarder: Forwarder) -> None:
-        if forwarder.popen is not None:
-            forwarder.popen.poll()  # reap it
-        if not forwarder.stopping:
-            self._spawn_task(self._died(forwarder))
-
-    async def _died(self, forwarder: Forwarder) -> None:
-        """A forwarder ended on its own (killed from outside): map the port again, backing off."""
-        if self._forwarders.get(forwarder.instance_id) is not forwarder:
-            return
-        healthy = time.monotonic() - forwarder.born >= HEALTHY_LIFE
-        failures = 0 if healthy else self._failures.get(forwarder.instance_id, 0) + 1
-        self._failures[forwarder.instance_id] = failures
-        delay = min(MAX_BACKOFF, 0.25 * 2**failures) if failures else 0.0
-        log.warning('The forwarder of public port %s ended on its own; mapping it again in %.2f s',
-                    forwarder.public_port, delay)  # fmt: skip
-        await asyncio.sleep(delay)
+    async def _gave_up(self, instance_id: int, unit: units.Unit) -> None:
+        """It ended on its own and could not be mapped again: bring the instance to its wanted state."""
         async with self._lock:
-            if self._forwarders.get(forwarder.instance_id) is forwarder:
-                del self._forwarders[forwarder.instance_id]
-                self._state_path(forwarder.public_port).unlink(missing_ok=True)
-        await self.reconcile(forwarder.instance_id)
+            forwarder = self._forwarders.get(instance_id)
+            if forwarder is None or forwarder.unit is not unit:
+                return
+            del self._forwarders[instance_id]
+        await self.reconcile(instance_id)
 
-    def _spawn_task(self, coroutine: Awaitable[None]) -> None:
+    def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error('Public ports task failed', exc_info=task.exception())
 
     # ------------------------------------------------------------------ state files
 
@@ -309,35 +284,19 @@ class Ports:
             lines = []
         return lines[-1] if lines else 'socat did not start listening'
 
-    def _record(self, forwarder: Forwarder) -> None:
-        data = {
-            'instance_id': forwarder.instance_id,
-            'public_port': forwarder.public_port,
-            'internal_port': forwarder.internal_port,
-            'pid': forwarder.pid,
-            'started_at': forwarder.started_at,
-        }
-        path = self._state_path(forwarder.public_port)
-        temp = path.with_suffix('.tmp')
-        temp.write_text(json.dumps(data))
-        temp.replace(path)
-
-    def _adoptable(self) -> list[Forwarder]:
-        """Forwarders recorded by an earlier panel that still run (same pid and start time, our command)."""
+    async def _adopt_all(self) -> list[Forwarder]:
+        """Forwarders recorded by an earlier panel that still run (same pid and start time, our
+        command); the files of the others are removed."""
         found = []
-        for path in sorted(self.folder.glob('*.json')):
-            try:
-                data = json.loads(path.read_text())
-                forwarder = Forwarder(int(data['instance_id']), int(data['public_port']), int(data['internal_port']),
-                                      int(data['pid']), data.get('started_at'))  # fmt: skip
-            except (OSError, ValueError, KeyError, TypeError):
-                path.unlink(missing_ok=True)
+        for path in sorted(await asyncio.to_thread(lambda: list(self.folder.glob('*.json')))):
+            record = await asyncio.to_thread(units.read_state, path)
+            ports = _recorded_ports(record) if record is not None else None
+            if record is not None and ports is not None and path == self._state_path(ports[1]) and self.socat:
+                forwarder = self._forwarder(*ports)
+                if await forwarder.unit.adopt(record):  # (removes the file if they are gone)
+                    found.append(forwarder)
                 continue
-            if _is_our_forwarder(forwarder):
-                forwarder.born = time.monotonic()
-                found.append(forwarder)
-            else:
-                path.unlink(missing_ok=True)
+            await asyncio.to_thread(path.unlink, missing_ok=True)
         return found
 
 
@@ -350,14 +309,21 @@ def _wanted(instance: Instance | None) -> tuple[int, int] | None:
     return instance.public_port, instance.internal_port
 
 
-def _is_our_forwarder(forwarder: Forwarder) -> bool:
-    if not processes.is_same_process(forwarder.pid, forwarder.started_at):
-        return False
+def _recorded_ports(record: units.UnitRecord) -> tuple[int, int, int] | None:
+    """(instance id, public port, internal port) of a forwarder's state file."""
     try:
-        command = ' '.join(psutil.Process(forwarder.pid).cmdline())
+        extra = record.extra
+        return int(extra['instance_id']), int(extra['public_port']), int(extra['internal_port'])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _is_socat_of(pid: int, public_port: int) -> bool:
+    try:
+        command = ' '.join(psutil.Process(pid).cmdline())
     except psutil.Error:
         return False
-    return 'socat' in command and f'TCP-LISTEN:{forwarder.public_port},' in command
+    return 'socat' in command and f'TCP-LISTEN:{public_port},' in command
 
 
 def _listens(pid: int, port: int) -> bool:
