@@ -75,6 +75,7 @@ from typing import Any
 
 import psutil
 
+from ..files import write_atomic
 from . import processes
 
 log = logging.getLogger(__name__)
@@ -548,7 +549,7 @@ class Unit:
         assert self.state_file is not None
         recorded = [{'name': m.spec.name, 'pid': m.pid, 'started_at': m.started_at} for m in members]
         data = {**self.extra, 'pid': members[0].pid, 'started_at': members[0].started_at, 'members': recorded}
-        write_json_atomic(self.state_file, data)
+        write_atomic(self.state_file, json.dumps(data))
 
     def _remove_state(self) -> None:
         if self.state_file is not None:
@@ -597,13 +598,6 @@ def read_state(path: Path) -> UnitRecord | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return UnitRecord(members, extra) if members and all(m.pid > 0 for m in members) else None
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """A reader sees the old file or the new one, never a half-written one."""
-    temp = path.with_name(f'.{path.name}.tmp')
-    temp.write_text(json.dumps(data))
-    temp.replace(path)
 
 
 def _number(value: object) -> float | None:
