@@ -226,3 +226,52 @@ def test_restore_applies_the_rules_of_create(quick_panel: Panel) -> None:
     record_path.write_text(json.dumps(good))
     assert panel.client.post('/trash/keeper/restore').status_code in {200, 201}
     assert_clean_log(panel)
+
+
+@pytest.mark.parametrize('first', ['exit', 'stop'])
+async def test_stop_and_exit_in_either_order_never_restart(tmp_path: Path, first: str) -> None:
+    """Deterministic interleaving of a user stop and the app's own failing exit (on-failure):
+    whichever takes the instance's lock first, the stop wins for good (no automatic restart)."""
+    import asyncio
+
+    from app.config import Settings
+    from app.models import InstanceCreate, RestartPolicy
+    from app.services.core import Core
+    from tests.helpers import free_port, kill_processes_under, wait_until
+
+    low = free_port()
+    settings = Settings(data_dir=tmp_path / 'data', port=free_port(), port_range=(low, low + 9), api_token='t',
+                        stop_on_exit=True, stop_grace=2.0, restart_backoff=0.05, nginx='off')  # fmt: skip
+    core = await asyncio.to_thread(Core.open, settings, None)
+    try:
+        await core.startup()
+        body = blueprint('while [ ! -e go ]; do sleep 0.005; done; exit 3', ready='none', name='Quitter')
+        await asyncio.to_thread(core.blueprints.put_custom, 'Quitter', body.encode())
+        created = await core.instances.create(
+            InstanceCreate(name='quitter', blueprint='Quitter', restart_policy=RestartPolicy.ON_FAILURE)
+        )
+        iid = created.id
+        await core.instances.start(iid)
+        await wait_until(lambda: core.supervisor._runs[iid].ready_at is not None, 10, 'ready')
+        run = core.supervisor._runs[iid]
+        lock = core.supervisor.rows._locks[iid]
+        async with core.supervisor.rows.hold(iid):  # another operation holds the instance meanwhile
+            if first == 'exit':
+                (settings.data_dir / 'instances' / 'quitter' / 'go').touch()
+                await wait_until(run.exited.is_set, 10, 'the exit to be known')
+                stop = asyncio.ensure_future(core.instances.stop(iid))
+            else:
+                stop = asyncio.ensure_future(core.instances.stop(iid))
+                await wait_until(lambda: len(lock._lock._waiters or ()) == 1, 10, 'the stop to wait')
+                (settings.data_dir / 'instances' / 'quitter' / 'go').touch()
+                await wait_until(run.exited.is_set, 10, 'the exit to be known')
+        await stop
+        await core.supervisor.wait_stopped(iid)
+        await wait_until(lambda: iid not in core.supervisor._runs, 10, 'the run to end')
+        final = await core.instances.get(iid)
+        assert final.status in {'stopped', 'error'}
+        assert iid not in core.supervisor._pending_restarts, 'an automatic restart follows the stop'
+        assert final.status == ('error' if first == 'exit' else 'stopped')
+    finally:
+        await core.shutdown()
+        kill_processes_under(settings.data_dir)
