@@ -17,24 +17,7 @@ from pydantic import BaseModel, field_serializer
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-
-class InstanceStatus(StrEnum):
-    STOPPED = 'stopped'
-    STARTING = 'starting'
-    STARTED = 'started'
-    STALLED = 'stalled'
-    STOPPING = 'stopping'
-    ERROR = 'error'
-
-    @property
-    def is_running(self) -> bool:
-        """A process of the instance may exist in this state."""
-        return self in RUNNING_STATES
-
-
-RUNNING_STATES = frozenset(
-    {InstanceStatus.STARTING, InstanceStatus.STARTED, InstanceStatus.STALLED, InstanceStatus.STOPPING}
-)
+from .lifecycle import InstanceStatus as InstanceStatus  # owned by the lifecycle; re-exported
 
 
 class AccessPattern(StrEnum):

@@ -15,6 +15,7 @@ from typing import Any
 
 from nicegui import ui
 
+from .. import lifecycle
 from ..models import InstancePublic, InstanceStatus, InstanceUpdate, RestartPolicy
 from ..services.catalog import validation
 from ..services.catalog.instances import RESTART_FIELDS
@@ -57,7 +58,6 @@ STATUS_COLORS = {
     InstanceStatus.STOPPING: 'amber-8',
     InstanceStatus.ERROR: 'negative',
 }
-BUSY = {InstanceStatus.STARTING, InstanceStatus.STOPPING}
 GB = 1024**3
 # How the fields that need a restart (``instances.RESTART_FIELDS``) are named in a message.
 RESTART_LABELS = {'gpu_ids': 'GPUs', 'persistent': 'persistent mode', 'output_path': 'output folder'}
@@ -144,7 +144,7 @@ class InstanceRow:
                 element.set_value(new)
         self.status.set_text(status_text(instance))
         self.status.props(f'color={STATUS_COLORS[instance.status]}')
-        self.spinner.set_visibility(instance.status in BUSY)
+        self.spinner.set_visibility(instance.status in lifecycle.BUSY)
         self.pid.set_text(str(instance.pid or '—'))
         self.actions.show(
             running=instance.status.is_running,
@@ -170,7 +170,7 @@ class InstanceRow:
         """Activate (grey) / Deactivate (green): the public port mapped now or not."""
         self.activate.set_text('Deactivate' if instance.active else 'Activate')
         self.activate.props(f'color={"positive" if instance.active else "grey-8"}')
-        self.activate.set_enabled(instance.active or instance.status == InstanceStatus.STARTED)
+        self.activate.set_enabled(instance.active or instance.status in lifecycle.ACTIVATABLE)
 
     def _mark_dirty(self, *_: Any) -> None:
         self.update_button.set_visibility(bool(self.changes()))

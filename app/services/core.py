@@ -15,6 +15,7 @@ from .access import auth
 from .access.sessions import Sessions
 from .catalog.blueprints import BlueprintStore
 from .catalog.instances import InstanceService
+from .catalog.rows import InstanceRows
 from .consoles.log_stream import LogStreams
 from .consoles.terminals import Terminals
 from .events import EventBus
@@ -54,12 +55,13 @@ class Core:
             log.warning('API token generated and stored in %s: %s', settings.secrets_path, token)
         events: EventBus[InstancePublic] = EventBus('instances')
         blueprints = BlueprintStore(settings.stock_blueprints_dir, settings.custom_blueprints_dir)
-        supervisor = Supervisor(settings, engine, blueprints, events)
+        rows = InstanceRows(engine, events)
+        supervisor = Supervisor(settings, engine, blueprints, rows)
         gpus = gpu_source or default_source()
-        network = Network.open(settings, engine, events, token)
+        network = Network.open(settings, engine, rows, token)
         patterns = network.access_patterns
         instances = InstanceService(
-            settings, engine, blueprints, supervisor, events, gpu_count=gpus.count, access_patterns=patterns
+            settings, engine, blueprints, supervisor, rows, gpu_count=gpus.count, access_patterns=patterns
         )
         monitor = Monitor(supervisor, gpus, settings.data_dir, settings.monitor_interval)
         sessions = Sessions(settings.secrets_path, settings.data_dir / 'sessions.json', settings.password)

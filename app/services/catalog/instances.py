@@ -1,8 +1,10 @@
 """Instances: create, update, delete into trash, restore, scripts and logs.
 
 The one place the rules for an instance's configuration are applied; the API and the
-pages both call these methods. Changes that touch names and folders are serialised by one
-lock so two requests cannot claim the same name or folder.
+pages both call these methods. Every change of one instance holds its lock in
+``InstanceRows`` (so a delete, a rename or a script write never lands between a restart's
+stop and its start); changes that claim a name or folder also hold the catalog lock (taken
+second), so two requests cannot claim the same name or folder.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from ...config import Settings
+from ...lifecycle import DELETABLE, STARTABLE
 from ...models import (
     NAME_MAX,
     AccessPattern,
@@ -41,6 +44,7 @@ from ..runtime.supervisor import Supervisor
 from . import store as store
 from . import validation
 from .blueprints import BlueprintStore, write_script_atomic
+from .rows import InstanceRows
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ class InstanceService:
         engine: Engine,
         blueprints: BlueprintStore,
         supervisor: Supervisor,
-        events: EventBus[InstancePublic],
+        rows: InstanceRows,
         gpu_count: Callable[[], int | None] = detected_gpu_count,
         access_patterns: frozenset[AccessPattern] = frozenset(AccessPattern),
     ) -> None:
@@ -65,7 +69,8 @@ class InstanceService:
         self.engine = engine
         self.blueprints = blueprints
         self.supervisor = supervisor
-        self.events = events
+        self.rows = rows
+        self.events = rows.events
         self.gpu_count = gpu_count
         self.access_patterns = access_patterns  # path and subdomain need the proxy (AIKORE_NGINX)
         self.removed: EventBus[int] = EventBus('instances-removed')  # ids of deleted instances
@@ -95,8 +100,7 @@ class InstanceService:
     async def create(self, data: InstanceCreate) -> InstancePublic:
         async with self._catalog_lock:
             row = await asyncio.to_thread(self._create, data)
-        public = store.to_public(row)
-        self.events.publish(public)
+        public = self.rows.publish(row)
         log.info('Created instance %s from %s', row.name, row.blueprint)
         return public
 
@@ -132,14 +136,11 @@ class InstanceService:
 
     async def update(self, instance_id: int, data: InstanceUpdate) -> tuple[InstancePublic, bool]:
         """Apply the fields that were sent; also answers whether a restart is needed to apply them."""
-        async with self._catalog_lock:
+        async with self.rows.hold(instance_id), self._catalog_lock:
             current = await asyncio.to_thread(store.get, self.engine, instance_id)
-            running = self.supervisor.is_running(instance_id) or current.status.is_running
+            running = self.supervisor.is_running(instance_id) or current.status not in DELETABLE
             changes = await asyncio.to_thread(self._validated_changes, current, data, running)
-            row = await asyncio.to_thread(store.update, self.engine, instance_id, **changes) if changes else current
-        public = store.to_public(row)
-        if changes:
-            self.events.publish(public)
+            public = await self.rows.update(instance_id, **changes) if changes else store.to_public(current)
         restart_required = running and any(key in changes for key in RESTART_FIELDS)
         return public, restart_required
 
@@ -231,7 +232,7 @@ class InstanceService:
     async def start_autostart(self) -> None:
         """Start every autostart instance that is not running (at panel start)."""
         for instance in await asyncio.to_thread(store.list_all, self.engine):
-            if instance.autostart and instance.id is not None and not instance.status.is_running:
+            if instance.autostart and instance.id is not None and instance.status in STARTABLE:
                 try:
                     await self.supervisor.start(instance.id)
                 except (Conflict, InvalidInput, NotFound) as exc:
@@ -249,10 +250,14 @@ class InstanceService:
 
     async def write_script(self, instance_id: int, body: bytes) -> None:
         text = validation.script_text(body)
-        instance = await asyncio.to_thread(store.get, self.engine, instance_id)
-        folder = launch.instance_dir(self.settings, instance.name)
+        async with self.rows.hold(instance_id):  # a delete or rename never moves the folder under it
+            instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+            await asyncio.to_thread(self._write_script, instance.name, text)
+
+    def _write_script(self, name: str, text: str) -> None:
+        folder = launch.instance_dir(self.settings, name)
         folder.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(write_script_atomic, folder / launch.LAUNCH_SCRIPT, text)
+        write_script_atomic(folder / launch.LAUNCH_SCRIPT, text)
 
     def log_file(self, name: str) -> Path:
         return launch.log_path(self.settings, name)
@@ -277,9 +282,9 @@ class InstanceService:
     # ------------------------------------------------------------------ delete and trash
 
     async def delete(self, instance_id: int) -> None:
-        async with self._catalog_lock:
+        async with self.rows.hold(instance_id), self._catalog_lock:
             instance = await asyncio.to_thread(store.get, self.engine, instance_id)
-            if self.supervisor.is_running(instance_id) or instance.status.is_running:
+            if self.supervisor.is_running(instance_id) or instance.status not in DELETABLE:
                 raise Conflict(f'Stop {instance.name!r} before deleting it (it is {instance.status})')
             self.supervisor.forget(instance_id)
             entry = await asyncio.to_thread(self._move_to_trash, instance)
@@ -329,9 +334,7 @@ class InstanceService:
     async def restore(self, entry: str) -> InstancePublic:
         async with self._catalog_lock:
             row = await asyncio.to_thread(self._restore, entry)
-        public = store.to_public(row)
-        self.events.publish(public)
-        return public
+        return self.rows.publish(row)
 
     def _restore(self, entry: str) -> Instance:
         folder, record = self._trash_entry(entry)
@@ -339,15 +342,22 @@ class InstanceService:
         target = launch.instance_dir(self.settings, entry)
         if target.exists():
             raise Conflict(f'Folder {target} already exists; cannot restore {entry!r}')
+        # The rules of create apply: the GPUs and the public port must exist here and now.
+        try:
+            gpus = [int(g) for g in record.get('gpu_ids') or []]
+            public_port = int(record['public_port']) if record.get('public_port') is not None else None
+            pattern = AccessPattern(record.get('access_pattern') or 'port')
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f'Trash entry {entry!r} has an unreadable record: {exc}') from None
         instance = Instance(
             name=entry,
             slug=entry.lower(),
             blueprint=str(record.get('blueprint') or 'Demo'),
-            gpu_ids=[int(g) for g in record.get('gpu_ids') or []],
+            gpu_ids=validation.gpu_ids(gpus, self.gpu_count()),
             autostart=bool(record.get('autostart')),
             persistent=bool(record.get('persistent')),
-            public_port=record.get('public_port'),
-            access_pattern=AccessPattern(record.get('access_pattern') or 'port'),
+            public_port=validation.public_port(public_port, self.settings.port_range),
+            access_pattern=self._access_pattern(pattern),
             output_path=record.get('output_path') or entry,
             restart_policy=RestartPolicy(record.get('restart_policy') or 'never'),
         )

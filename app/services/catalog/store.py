@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from sqlalchemy import update as sa_update
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
@@ -49,15 +50,24 @@ def add(engine: Engine, instance: Instance) -> Instance:
     return instance
 
 
-def update(engine: Engine, instance_id: int, **fields: Any) -> Instance:
+def update(
+    engine: Engine, instance_id: int, *, only_from: Collection[InstanceStatus] | None = None, **fields: Any
+) -> Instance | None:
+    """Write ``fields`` and answer the row as committed, in one statement (UPDATE ... RETURNING),
+    so the answer never mixes a write with a row read before another writer's commit.
+    ``only_from``: write only while the status is one of these (checked by the same statement);
+    None when it was not (or the row is gone: ``get`` tells which)."""
+    if not 0 <= instance_id < MAX_ID:
+        raise NotFound(f'No instance with id {instance_id}')
+    statement = sa_update(Instance).where(Instance.id == instance_id)  # type: ignore[arg-type]
+    if only_from is not None:
+        statement = statement.where(Instance.status.in_(only_from))  # type: ignore[attr-defined]
+    statement = statement.values(**fields).returning(Instance)
     with session_scope(engine) as session:
-        instance = session.get(Instance, instance_id)
-        if instance is None:
-            raise NotFound(f'No instance with id {instance_id}')
-        for key, value in fields.items():
-            setattr(instance, key, value)
-        session.add(instance)
-    return instance  # no refresh: nothing but these fields changed, and they stay loaded after the commit
+        instance = session.scalars(statement, execution_options={'synchronize_session': False}).first()
+    if instance is None and only_from is None:
+        raise NotFound(f'No instance with id {instance_id}')
+    return instance
 
 
 def delete(engine: Engine, instance_id: int) -> None:

@@ -34,8 +34,10 @@ Listener = Callable[[LogText], None]
 @dataclass
 class _Follower:
     path: Path
-    offset: int
+    offset: int = 0
     listeners: list[Listener] = field(default_factory=list)
+    joining: int = 0  # follow() calls still reading their replay: keep the follower for them
+    opened: asyncio.Task[None] | None = None  # reads the end offset, then starts the poller
     task: asyncio.Task[None] | None = None
 
 
@@ -46,21 +48,37 @@ class LogStreams:
     async def follow(self, path: Path, listener: Listener) -> tuple[str, Callable[[], None]]:
         """The recent tail of the log now, and a function that stops ``listener`` from getting more."""
         follower = self._followers.get(path)
-        if follower is None:
-            end = await asyncio.to_thread(logs.end_offset, path)
-            follower = _Follower(path, end)
+        if follower is None:  # registered before any await: a second follow() joins this one
+            follower = _Follower(path)
             self._followers[path] = follower
-            follower.task = asyncio.create_task(self._run(follower))
-        replay = await asyncio.to_thread(logs.read_tail, path, REPLAY_BYTES, follower.offset)
-        follower.listeners.append(listener)
+            follower.opened = asyncio.create_task(self._open(follower))
+        follower.joining += 1
+        try:
+            assert follower.opened is not None
+            await asyncio.shield(follower.opened)
+            replay = await asyncio.to_thread(logs.read_tail, path, REPLAY_BYTES, follower.offset)
+            follower.listeners.append(listener)
+        finally:
+            follower.joining -= 1
+            self._drop_if_idle(follower)
         return replay, lambda: self._unfollow(follower, listener)
+
+    async def _open(self, follower: _Follower) -> None:
+        follower.offset = await asyncio.to_thread(logs.end_offset, follower.path)
+        follower.task = asyncio.create_task(self._run(follower))
 
     def _unfollow(self, follower: _Follower, listener: Listener) -> None:
         with contextlib.suppress(ValueError):
             follower.listeners.remove(listener)
-        if not follower.listeners and follower.task is not None:
+        self._drop_if_idle(follower)
+
+    def _drop_if_idle(self, follower: _Follower) -> None:
+        if follower.listeners or follower.joining:
+            return
+        if follower.task is not None:
             follower.task.cancel()
-            self._followers.pop(follower.path, None)
+        if self._followers.get(follower.path) is follower:  # never another follower's entry
+            del self._followers[follower.path]
 
     async def _run(self, follower: _Follower) -> None:
         while True:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from ...config import Settings
 from ...models import AccessPattern, InstancePublic
+from ..catalog.rows import InstanceRows
 from ..events import EventBus
 from ..runtime import launch
 from .nginx import ManagedMaster, Nginx, NginxError, NginxPaths, find_binary
@@ -41,13 +42,11 @@ class Network:
     ports: Ports
 
     @classmethod
-    def open(
-        cls, settings: Settings, engine: Engine, events: EventBus[InstancePublic], api_token: str | None = None
-    ) -> Network:
+    def open(cls, settings: Settings, engine: Engine, rows: InstanceRows, api_token: str | None = None) -> Network:
         """Decide the mode and the panel's own address (blocking; before the server starts)."""
         if not HOST_RE.fullmatch(settings.host):
             raise NginxError(f'AIKORE_HOST={settings.host!r} is not a host name or address')
-        ports = Ports(settings, engine, events)
+        ports = Ports(settings, engine, rows)
         mode, binary = _resolve_mode(settings)
         if binary is None:
             return cls(settings, 'off', settings.host, settings.port, None, ports)

@@ -28,8 +28,10 @@ import psutil
 from sqlalchemy.engine import Engine
 
 from ...config import Settings
-from ...models import Instance, InstancePublic, InstanceStatus
+from ...lifecycle import ACTIVATABLE, SERVING
+from ...models import Instance, InstancePublic
 from ..catalog import store as store
+from ..catalog.rows import InstanceRows
 from ..errors import Conflict, NotFound
 from ..events import EventBus
 from ..runtime import units
@@ -38,8 +40,6 @@ from ..runtime.launch import port_in_use
 log = logging.getLogger(__name__)
 
 BUFFER = 262144
-SERVING = {InstanceStatus.STARTED, InstanceStatus.STALLED}
-ACTIVATABLE = {InstanceStatus.STARTING, InstanceStatus.STARTED, InstanceStatus.STALLED}
 LISTEN_TIMEOUT = 3.0
 STOP_TIMEOUT = 2.0
 POLL = 0.005
@@ -63,10 +63,11 @@ class Forwarder:
 
 
 class Ports:
-    def __init__(self, settings: Settings, engine: Engine, events: EventBus[InstancePublic]) -> None:
+    def __init__(self, settings: Settings, engine: Engine, rows: InstanceRows) -> None:
         self.settings = settings
         self.engine = engine
-        self.events = events
+        self.rows = rows  # the one writer of instance rows, and the per-instance lock (taken before ``_lock``)
+        self.events = rows.events
         self.folder = settings.data_dir / 'ports'
         self.socat = shutil.which('socat')
         self._forwarders: dict[int, Forwarder] = {}
@@ -106,35 +107,49 @@ class Ports:
     # ------------------------------------------------------------------ activate / deactivate
 
     async def activate(self, instance_id: int, force: bool = False) -> InstancePublic:
-        async with self._lock:
-            instance = await asyncio.to_thread(store.get, self.engine, instance_id)
-            port = instance.public_port
-            if port is None:
-                raise Conflict(f'{instance.name!r} has no public port: set public_port first')
-            current = self._forwarders.get(instance_id)
-            if instance.active and (current is not None or instance.status not in SERVING):
-                return store.to_public(instance)
-            if instance.status not in ACTIVATABLE:
-                raise Conflict(f'Start {instance.name!r} before activating its public port {port} '
-                               f'(it is {instance.status})')  # fmt: skip
-            holder = await asyncio.to_thread(self._holder, port, instance_id)
-            if holder is not None and not force:
-                raise Conflict(
-                    f'Public port {port} is held by instance {holder.name!r}; activate with force=true to take it '
-                    'over (that instance is deactivated and its connections are cut)',
-                    holder={'id': holder.id, 'name': holder.name},
-                )
-            self._require_socat()
-            await self._refuse_foreign(port)
-            if holder is not None and holder.id is not None:
-                await self._release(holder.id)
-                log.info('%s takes public port %s over from %s', instance.name, port, holder.name)
-            if instance.status in SERVING and instance.internal_port:
-                await self._start(instance_id, port, instance.internal_port)
-            return await self._set_active(instance_id, True)
+        while True:  # the holder of the port is locked too; if it changed meanwhile, look again
+            peeked = await asyncio.to_thread(self._holder_of, instance_id)
+            async with self.rows.hold(instance_id, *([peeked] if peeked is not None else [])):
+                instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+                holder = await asyncio.to_thread(self._holder, instance.public_port, instance_id)
+                if (holder.id if holder is not None else None) == peeked:
+                    async with self._lock:
+                        return await self._activate(instance, holder, force)
+
+    def _holder_of(self, instance_id: int) -> int | None:
+        instance = store.get(self.engine, instance_id)
+        holder = self._holder(instance.public_port, instance_id)
+        return holder.id if holder is not None else None
+
+    async def _activate(self, instance: Instance, holder: Instance | None, force: bool) -> InstancePublic:
+        assert instance.id is not None
+        instance_id = instance.id
+        port = instance.public_port
+        if port is None:
+            raise Conflict(f'{instance.name!r} has no public port: set public_port first')
+        current = self._forwarders.get(instance_id)
+        if instance.active and (current is not None or instance.status not in SERVING):
+            return store.to_public(instance)
+        if instance.status not in ACTIVATABLE:
+            raise Conflict(f'Start {instance.name!r} before activating its public port {port} '
+                           f'(it is {instance.status})')  # fmt: skip
+        if holder is not None and not force:
+            raise Conflict(
+                f'Public port {port} is held by instance {holder.name!r}; activate with force=true to take it '
+                'over (that instance is deactivated and its connections are cut)',
+                holder={'id': holder.id, 'name': holder.name},
+            )
+        self._require_socat()
+        await self._refuse_foreign(port)
+        if holder is not None and holder.id is not None:
+            await self._release(holder.id)
+            log.info('%s takes public port %s over from %s', instance.name, port, holder.name)
+        if instance.status in SERVING and instance.internal_port:
+            await self._start(instance_id, port, instance.internal_port)
+        return await self._set_active(instance_id, True)
 
     async def deactivate(self, instance_id: int) -> InstancePublic:
-        async with self._lock:
+        async with self.rows.hold(instance_id), self._lock:
             instance = await asyncio.to_thread(store.get, self.engine, instance_id)
             forwarder = self._forwarders.pop(instance_id, None)
             if forwarder is not None:
@@ -149,7 +164,9 @@ class Ports:
             await self._stop(forwarder)
         await self._set_active(instance_id, False)
 
-    def _holder(self, port: int, instance_id: int) -> Instance | None:
+    def _holder(self, port: int | None, instance_id: int) -> Instance | None:
+        if port is None:
+            return None
         for row in store.list_all(self.engine):
             if row.active and row.public_port == port and row.id != instance_id:
                 return row
@@ -167,10 +184,7 @@ class Ports:
                            'instance): stop that program or choose another public port')  # fmt: skip
 
     async def _set_active(self, instance_id: int, active: bool) -> InstancePublic:
-        row = await asyncio.to_thread(store.update, self.engine, instance_id, active=active)
-        public = store.to_public(row)
-        self.events.publish(public)
-        return public
+        return await self.rows.update(instance_id, active=active)
 
     # ------------------------------------------------------------------ following instances
 
@@ -184,7 +198,7 @@ class Ports:
 
     async def reconcile(self, instance_id: int) -> None:
         """Bring the instance's forwarder to what its row wants (up on the right ports, or down)."""
-        async with self._lock:
+        async with self.rows.hold(instance_id), self._lock:
             try:
                 instance: Instance | None = await asyncio.to_thread(store.get, self.engine, instance_id)
             except NotFound:
@@ -252,7 +266,7 @@ class Ports:
 
     async def _gave_up(self, instance_id: int, unit: units.Unit) -> None:
         """It ended on its own and could not be mapped again: bring the instance to its wanted state."""
-        async with self._lock:
+        async with self.rows.hold(instance_id), self._lock:
             forwarder = self._forwarders.get(instance_id)
             if forwarder is None or forwarder.unit is not unit:
                 return

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from ...models import AccessPattern, InstancePublic, InstanceStatus, InstanceUrls
+from ...lifecycle import READY
+from ...models import AccessPattern, InstancePublic, InstanceUrls
 
 
 def split_entry(entry: str) -> tuple[str, str | None]:
@@ -37,7 +38,7 @@ def is_ip(host: str) -> bool:
 
 
 def instance_urls(instance: InstancePublic, entry: str | None, proxy_on: bool, scheme: str = 'http') -> InstanceUrls:
-    if instance.status != InstanceStatus.STARTED or not entry:
+    if instance.status not in READY or not entry:
         return InstanceUrls()
     host, entry_port = split_entry(entry.strip().lower())
     by_port = f'http://{host}:{instance.public_port}/' if instance.active and instance.public_port else None
@@ -56,7 +57,7 @@ def why_unreachable(instance: InstancePublic, *, opening: bool = True) -> str:
     """Why Open (``opening``) or View has no URL for this instance now."""
     if not instance.status.is_running:
         return 'Start the instance first'
-    if instance.status != InstanceStatus.STARTED:
+    if instance.status not in READY:
         return 'Not ready yet'
     if opening and instance.access_pattern == AccessPattern.SUBDOMAIN:
         return 'A subdomain needs the panel reached by a host name, not an IP address (or set AIKORE_PUBLIC_HOST)'

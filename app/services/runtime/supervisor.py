@@ -1,64 +1,49 @@
-"""The supervisor: starts, watches, stops and re-adopts instance processes.
+"""The supervisor: the policy of instance runs (statuses, readiness, restart on failure).
 
-Each run is a ``runner.py`` process leading its own session and process group; the launch
-script runs under it and the runner writes the log and the exit code itself, so instances
-outlive the panel. The panel learns of an exit at once through a pidfd on the runner
-(works for processes it did not start, i.e. after re-adoption), probes readiness, applies
-the restart policy, and stops a run with SIGTERM to the group, then SIGKILL after the
-grace period, until no process of the group remains.
-
-This class is the executor interface (start / stop / restart / running state) that a
-second executor (Kubernetes, Slurm) would implement later.
+How a run is started, watched, stopped and re-adopted is the executor's (``executor.py``);
+every row write goes through ``InstanceRows`` (checked against the lifecycle, one event per
+commit), and every operation on one instance holds that instance's lock there, so start,
+stop, restart, an exit and a delete never interleave. The panel learns of an exit at once
+from the executor, probes readiness, and applies the restart policy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections import defaultdict
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 from sqlalchemy.engine import Engine
 
+from ... import lifecycle
 from ...config import Settings
-from ...models import RUNNING_STATES, Instance, InstancePublic, InstanceStatus, RestartPolicy
+from ...models import Instance, InstancePublic, InstanceStatus, RestartPolicy
 from ..catalog import store as store
 from ..catalog.blueprints import BlueprintStore, ReadyCheck
-from ..errors import Conflict, ServiceError
-from ..events import EventBus
-from . import launch, logs, processes
+from ..catalog.rows import InstanceRows
+from ..errors import Conflict, NotFound, ServiceError
+from . import launch
+from .executor import LocalExecutor, RunHandle
+from .executor import read_exit_file as read_exit_file  # where tests and tools look for it
 from .readiness import ReadinessProbe, probe_interval
 
 log = logging.getLogger(__name__)
 
-RUNNER = Path(__file__).with_name('runner.py')
 HEALTHY_UPTIME = 60.0  # a crash after this long running is not a crash loop: the count starts over
 MAX_BACKOFF = 60.0
-GROUP_POLL = 0.05
-KILL_WAIT = 5.0
 
 
 @dataclass(eq=False)
 class Run:
-    """One live process tree of an instance."""
+    """One live run of an instance, as the supervisor follows it."""
 
     instance_id: int
-    name: str
-    pid: int  # the runner: session leader, so also the process group id
-    started_at: float | None
+    handle: RunHandle
     port: int | None
-    popen: subprocess.Popen[bytes] | None = None  # None when re-adopted from an earlier panel
-    exit_watch: processes.ExitWatch | None = None
     stopping: bool = False
     exit_code: int | None = None
     ready_at: float | None = None
@@ -66,17 +51,26 @@ class Run:
     ready_task: asyncio.Task[None] | None = None
     stop_task: asyncio.Task[None] | None = None
 
+    @property
+    def name(self) -> str:
+        return self.handle.name
+
 
 class Supervisor:
     def __init__(
-        self, settings: Settings, engine: Engine, blueprints: BlueprintStore, events: EventBus[InstancePublic]
+        self,
+        settings: Settings,
+        engine: Engine,
+        blueprints: BlueprintStore,
+        rows: InstanceRows,
+        executor: LocalExecutor | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.blueprints = blueprints
-        self.events = events
+        self.rows = rows
+        self.executor = executor or LocalExecutor(settings)
         self._runs: dict[int, Run] = {}
-        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._pending_restarts: dict[int, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._reserved_ports: set[int] = set()
@@ -88,7 +82,7 @@ class Supervisor:
 
     def running_pids(self) -> dict[int, int]:
         """{instance id: runner PID} of the runs held now; the runner leads the instance's process tree."""
-        return {instance_id: run.pid for instance_id, run in self._runs.items()}
+        return {instance_id: run.handle.pid for instance_id, run in self._runs.items()}
 
     def running_names(self) -> dict[int, str]:
         return {instance_id: run.name for instance_id, run in self._runs.items()}
@@ -97,11 +91,11 @@ class Supervisor:
 
     async def start(self, instance_id: int, *, automatic: bool = False) -> InstancePublic:
         """Launch the instance; answers as soon as the process exists (status ``starting``)."""
-        if not automatic:
-            self._cancel_pending_restart(instance_id)
-        async with self._locks[instance_id]:
+        async with self.rows.hold(instance_id):
+            if not automatic:
+                self._cancel_pending_restart(instance_id)
             instance, routed = await asyncio.to_thread(self._load, instance_id)
-            if instance_id in self._runs or instance.status.is_running:
+            if instance_id in self._runs or instance.status not in lifecycle.STARTABLE:
                 raise Conflict(f'Instance {instance.name!r} is already running ({instance.status})')
             taken = self._ports_in_use() | {port for other, port in routed.items() if other != instance_id}
             # Chosen on the event loop (quick syscalls) so concurrent starts never pick the same port;
@@ -109,17 +103,17 @@ class Supervisor:
             port = launch.free_port(taken, preferred=instance.internal_port)
             self._reserved_ports.add(port)
             try:
-                prepared, run, row = await asyncio.to_thread(self._launch, instance, port, automatic)
+                prepared, handle, row = await asyncio.to_thread(self._launch, instance, port, automatic)
             finally:
                 self._reserved_ports.discard(port)
+            run = Run(instance_id, handle, port)
             self._runs[instance_id] = run
             self._watch_exit(run)
-            public = store.to_public(row)
-            self.events.publish(public)
+            public = self.rows.publish(row)
             run.ready_task = self._spawn_task(
                 self._await_ready(run, prepared.meta.ready, prepared.meta.stall_timeout, prepared.log_path, 0.0)
             )
-        log.info('Started %s (pid %s, port %s)', instance.name, run.pid, prepared.port)
+        log.info('Started %s (pid %s, port %s)', instance.name, handle.pid, port)
         return public
 
     def _ports_in_use(self) -> set[int]:
@@ -131,122 +125,93 @@ class Supervisor:
         """The instance, and the internal ports every instance runs on or last ran on."""
         return store.get(self.engine, instance_id), store.route_ports(self.engine)
 
-    def _launch(self, instance: Instance, port: int, automatic: bool) -> tuple[launch.Launch, Run, Instance]:
+    def _launch(self, instance: Instance, port: int, automatic: bool) -> tuple[launch.Launch, RunHandle, Instance]:
         """Prepare, spawn and record the run in one trip to a worker thread: when 20 instances
         start at once, every trip waits for a CPU, and the start call for every trip."""
         launch.restart_marker(self.settings, instance.name).unlink(missing_ok=True)
         prepared = launch.prepare(self.settings, instance, self.blueprints.functions_path, port)
-        run = self._spawn(instance, prepared)
+        handle = self.executor.start(instance, prepared)
         fields: dict[str, object] = {
-            'status': InstanceStatus.STARTING,
-            'pid': run.pid,
-            'pid_started_at': run.started_at,
+            'pid': handle.pid,
+            'pid_started_at': handle.started_at,
             'exit_code': None,
             'internal_port': port,
         }
         if not automatic:
             fields['restart_count'] = 0
         try:
-            row = store.update(self.engine, instance.id or 0, **fields)
+            row = self.rows.write_status(instance.id or 0, InstanceStatus.STARTING, **fields)
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(run.pid, signal.SIGKILL)  # never leave a run nobody knows of
+            self.executor.kill_now(handle)  # never leave a run nobody knows of
             raise
-        return prepared, run, row
-
-    def _spawn(self, instance: Instance, prepared: launch.Launch) -> Run:
-        prepared.exit_file.unlink(missing_ok=True)
-        command = [
-            sys.executable, '-I', '-S', str(RUNNER),
-            '--log', str(prepared.log_path),
-            '--max-bytes', str(self.settings.log_max_bytes),
-            '--backups', str(self.settings.log_backups),
-            '--cursor-file', str(logs.cursor_path(prepared.log_path)),
-            '--base', str(prepared.log_run_base),
-            '--exit-file', str(prepared.exit_file),
-            '--', launch.bash(), str(prepared.script),
-        ]  # fmt: skip
-        with prepared.log_path.open('ab') as runner_errors:
-            popen = subprocess.Popen(
-                command,
-                cwd=prepared.instance_dir,
-                env=prepared.env,
-                stdin=subprocess.DEVNULL,
-                stdout=runner_errors,
-                stderr=runner_errors,
-                start_new_session=True,
-                close_fds=True,
-            )
-        return Run(
-            instance_id=instance.id or 0,
-            name=instance.name,
-            pid=popen.pid,
-            started_at=processes.start_time(popen.pid),
-            port=prepared.port,
-            popen=popen,
-        )
+        return prepared, handle, row
 
     # ------------------------------------------------------------------ readiness
 
     async def _await_ready(
-        self, run: Run, check: ReadyCheck, stall_timeout: float, log_path: Path, already_waited: float
+        self,
+        run: Run,
+        check: ReadyCheck,
+        stall_timeout: float,
+        log_path: Path,
+        already_waited: float,
+        stalled: bool = False,
     ) -> None:
         probe = ReadinessProbe(check, run.port or 0, log_path)
         began = time.monotonic() - already_waited
-        stalled = False
         while not await probe.ready():
             if run.exited.is_set():
                 return
             waited = time.monotonic() - began
             if not stalled and waited >= stall_timeout:
                 stalled = True
-                await self._save_if_current(run, status=InstanceStatus.STALLED)
+                await self._save_if_current(run, InstanceStatus.STALLED)
                 log.warning('%s not ready after %.0f s: stalled', run.name, stall_timeout)
             await asyncio.sleep(probe_interval(waited))
         run.ready_at = time.monotonic()
-        await self._save_if_current(run, status=InstanceStatus.STARTED)
+        await self._save_if_current(run, InstanceStatus.STARTED)
         log.info('%s is ready (%s)', run.name, check)
 
     # ------------------------------------------------------------------ exit
 
     def _watch_exit(self, run: Run) -> None:
-        run.exit_watch = processes.ExitWatch(run.pid, lambda: self._spawn_task(self._handle_exit(run)))
+        self.executor.watch(run.handle, lambda: self._spawn_task(self._handle_exit(run)))
 
     async def _handle_exit(self, run: Run) -> None:
-        code = await asyncio.to_thread(self._collect_exit_code, run)
+        code = await asyncio.to_thread(self.executor.exit_code, run.handle)
         run.exit_code = code
         run.exited.set()
         if run.ready_task is not None:
             run.ready_task.cancel()
-        if run.stopping:
-            return  # the stop task finishes the job once the whole group is gone
-        async with self._locks[run.instance_id]:
-            if self._runs.get(run.instance_id) is run:
-                del self._runs[run.instance_id]
+        async with self.rows.hold(run.instance_id):
+            # Checked under the lock: a stop that took it first owns the end of this run.
+            if run.stopping or self._runs.get(run.instance_id) is not run:
+                return  # the stop task finishes the job once the whole group is gone
+            del self._runs[run.instance_id]
             instance = await asyncio.to_thread(store.get, self.engine, run.instance_id)
             restart_count = instance.restart_count
             if run.ready_at is not None and time.monotonic() - run.ready_at >= HEALTHY_UPTIME:
                 restart_count = 0
             log.log(logging.WARNING if code != 0 else logging.INFO, '%s exited with code %s', run.name, code)
-            await self._record_end(instance, code, restart_count, stopping=False, pid=run.pid)
+            await self._record_end(instance, code, restart_count, stopping=False, pid=run.handle.pid)
 
     async def _record_end(
         self, instance: Instance, code: int | None, restart_count: int, *, stopping: bool, pid: int | None
     ) -> None:
         """Save how a run ended, end what it left in its group, and have ``on-failure`` start it
-        again (after a back-off, up to AIKORE_RESTART_MAX times in a row)."""
+        again (after a back-off, up to AIKORE_RESTART_MAX times in a row). Caller holds the lock."""
         assert instance.id is not None
         failed = not stopping and code != 0
         again = failed and instance.restart_policy == RestartPolicy.ON_FAILURE
         restart = again and restart_count < self.settings.restart_max
-        await self._save(
+        await self.rows.set_status(
             instance.id,
-            status=InstanceStatus.ERROR if failed else InstanceStatus.STOPPED,
+            InstanceStatus.ERROR if failed else InstanceStatus.STOPPED,
             **ended(code),
             restart_count=restart_count + 1 if restart else restart_count,
         )
         if pid:
-            self._spawn_task(self._clean_group(pid))
+            self._spawn_task(self.executor.clean(pid))
         if restart:
             delay = min(MAX_BACKOFF, self.settings.restart_backoff * 2**restart_count)
             log.info('Restarting %s in %.1f s (attempt %d of %d)', instance.name, delay, restart_count + 1,
@@ -259,59 +224,49 @@ class Supervisor:
     def _schedule_restart(self, instance_id: int, name: str, delay: float) -> None:
         self._pending_restarts[instance_id] = self._spawn_task(self._restart_later(instance_id, name, delay))
 
-    def _collect_exit_code(self, run: Run) -> int | None:
-        status: int | None = None
-        if run.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                status = run.popen.wait(timeout=5)
-        recorded = read_exit_file(launch.exit_file(self.settings, run.name), run.pid)
-        if recorded is not None:
-            return recorded
-        if status is not None and status < 0:
-            return 128 - status
-        return status
-
     async def _restart_later(self, instance_id: int, name: str, delay: float) -> None:
         """Start the instance again after ``delay``; the due time is kept on disk meanwhile, so a
         panel restarted before then still does it (``resume_restarts``). A start removes it."""
         marker = launch.restart_marker(self.settings, name)
         await asyncio.to_thread(launch.write_restart_due, marker, time.time() + delay)
         await asyncio.sleep(delay)
-        self._pending_restarts.pop(instance_id, None)
-        try:
-            await self.start(instance_id, automatic=True)
-        except ServiceError as exc:
-            log.warning('Automatic restart of instance %s failed: %s', instance_id, exc.detail)
-            await asyncio.to_thread(marker.unlink, missing_ok=True)
+        async with self.rows.hold(instance_id):
+            if self._pending_restarts.get(instance_id) is not asyncio.current_task():
+                return  # cancelled by a stop or start that held the lock first
+            self._pending_restarts.pop(instance_id, None)
+            try:
+                await self.start(instance_id, automatic=True)
+            except ServiceError as exc:
+                log.warning('Automatic restart of instance %s failed: %s', instance_id, exc.detail)
+                await asyncio.to_thread(marker.unlink, missing_ok=True)
 
     def forget(self, instance_id: int) -> None:
         """The instance is being deleted: drop any pending automatic restart."""
         self._cancel_pending_restart(instance_id)
-        self._locks.pop(instance_id, None)
 
     def _cancel_pending_restart(self, instance_id: int) -> None:
         task = self._pending_restarts.pop(instance_id, None)
-        if task is not None:
+        if task is not None and task is not asyncio.current_task():
             task.cancel()
 
     # ------------------------------------------------------------------ stop
 
     async def stop(self, instance_id: int) -> InstancePublic:
         """Ask the instance to stop; answers at once (status ``stopping``)."""
-        self._cancel_pending_restart(instance_id)
-        async with self._locks[instance_id]:
+        async with self.rows.hold(instance_id):
+            self._cancel_pending_restart(instance_id)  # under the lock: an exit cannot schedule one after this
             run = self._runs.get(instance_id)
             if run is None:
                 instance = await asyncio.to_thread(store.get, self.engine, instance_id)
                 if instance.status.is_running:  # state left from a run we no longer hold
-                    return await self._save(instance_id, status=InstanceStatus.STOPPED, **ended(instance.exit_code))
+                    return await self.rows.set_status(instance_id, InstanceStatus.STOPPED, **ended(instance.exit_code))
                 # No automatic restart after a stop, even one a restarted panel would resume.
                 await asyncio.to_thread(launch.restart_marker(self.settings, instance.name).unlink, missing_ok=True)
                 return store.to_public(instance)
             if run.stopping:
                 return store.to_public(await asyncio.to_thread(store.get, self.engine, instance_id))
             self._begin_stop(run)
-            return await self._save(instance_id, status=InstanceStatus.STOPPING)
+            return await self.rows.set_status(instance_id, InstanceStatus.STOPPING)
 
     def _begin_stop(self, run: Run) -> None:
         run.stopping = True
@@ -325,54 +280,28 @@ class Supervisor:
             await asyncio.shield(run.stop_task)
 
     async def _terminate(self, run: Run) -> None:
-        escaped = [p for p in await asyncio.to_thread(processes.descendants, run.pid) if _pgid(p.pid) != run.pid]
-        processes.signal_group(run.pid, signal.SIGTERM, escaped)
-        gone = await self._wait_group_gone(run, escaped, self.settings.stop_grace)
-        if not gone:
-            log.warning('%s did not stop within %.1f s: killing it', run.name, self.settings.stop_grace)
-            processes.signal_group(run.pid, signal.SIGKILL, escaped)
-            gone = await self._wait_group_gone(run, escaped, KILL_WAIT)
-            if not gone:
-                log.error('Processes of %s survived SIGKILL', run.name)
-        async with self._locks[run.instance_id]:
+        await self.executor.terminate(run.handle, run.exited)
+        async with self.rows.hold(run.instance_id):
             if self._runs.get(run.instance_id) is run:
                 del self._runs[run.instance_id]
-            await self._save(
-                run.instance_id,
-                status=InstanceStatus.STOPPED,
-                **ended(run.exit_code),
-            )
+                await self.rows.set_status(run.instance_id, InstanceStatus.STOPPED, **ended(run.exit_code))
         log.info('Stopped %s', run.name)
-
-    async def _wait_group_gone(self, run: Run, escaped: list[psutil.Process], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(run.exited.wait(), timeout)
-        while True:
-            members = await asyncio.to_thread(processes.group_members, run.pid)
-            if run.exited.is_set() and not members and not processes.still_running(escaped):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(GROUP_POLL)
-
-    async def _clean_group(self, pgid: int) -> None:
-        """After an unexpected exit: end what the app left behind in its group."""
-        if await asyncio.to_thread(processes.group_members, pgid):
-            await processes.end_group(pgid, self.settings.stop_grace, GROUP_POLL)
 
     async def restart(self, instance_id: int) -> InstancePublic:
         """Stop (if running) then start again; answers at once."""
-        if instance_id not in self._runs:
-            return await self.start(instance_id)
-        public = await self.stop(instance_id)
-        self._spawn_task(self._start_after_stop(instance_id))
-        return public
+        async with self.rows.hold(instance_id):
+            if instance_id not in self._runs:
+                return await self.start(instance_id)
+            public = await self.stop(instance_id)
+            self._spawn_task(self._start_after_stop(instance_id))
+            return public
 
     async def _start_after_stop(self, instance_id: int) -> None:
         await self.wait_stopped(instance_id)
         try:
             await self.start(instance_id)
+        except NotFound:
+            log.info('Instance %s was deleted before its restart could start it', instance_id)
         except ServiceError as exc:
             log.warning('Restart of instance %s failed: %s', instance_id, exc.detail)
 
@@ -381,8 +310,10 @@ class Supervisor:
     async def adopt_all(self) -> None:
         """Take back runs left by an earlier panel; mark the dead ones stopped or error; resume the
         on-failure restarts that were pending when it stopped."""
-        for instance in await asyncio.to_thread(store.list_in_states, self.engine, RUNNING_STATES):
-            await self._adopt(instance)
+        for instance in await asyncio.to_thread(store.list_in_states, self.engine, lifecycle.RUNNING):
+            assert instance.id is not None
+            async with self.rows.hold(instance.id):
+                await self._adopt(instance)
         for instance in await asyncio.to_thread(store.list_in_states, self.engine, {InstanceStatus.ERROR}):
             await self._resume_restart(instance)
 
@@ -400,23 +331,25 @@ class Supervisor:
 
     async def _adopt(self, instance: Instance) -> None:
         assert instance.id is not None
-        pid = instance.pid
-        if pid and await asyncio.to_thread(processes.is_same_process, pid, instance.pid_started_at):
-            run = Run(instance.id, instance.name, pid, instance.pid_started_at, instance.internal_port)
+        handle = await asyncio.to_thread(self.executor.adopt, instance)
+        if handle is not None:
+            run = Run(instance.id, handle, instance.internal_port)
             self._runs[instance.id] = run
             self._watch_exit(run)
-            log.info('Re-adopted %s (pid %s, %s)', instance.name, pid, instance.status)
+            log.info('Re-adopted %s (pid %s, %s)', instance.name, handle.pid, instance.status)
             if instance.status == InstanceStatus.STOPPING:
                 self._begin_stop(run)
             elif instance.status != InstanceStatus.STARTED:
                 meta = await asyncio.to_thread(launch.read_meta, self.settings, instance)
-                log_path = launch.log_path(self.settings, instance.name)
+                log_path = self.executor.log_path(instance.name)
                 waited = max(0.0, time.time() - (instance.pid_started_at or time.time()))
                 run.ready_task = self._spawn_task(
-                    self._await_ready(run, meta.ready, meta.stall_timeout, log_path, waited)
-                )
+                    self._await_ready(run, meta.ready, meta.stall_timeout, log_path, waited,
+                                      stalled=instance.status == InstanceStatus.STALLED)
+                )  # fmt: skip
             return
-        code = read_exit_file(launch.exit_file(self.settings, instance.name), pid) if pid else None
+        pid = instance.pid
+        code = await asyncio.to_thread(self.executor.recorded_exit_code, instance.name, pid)
         log.info('%s ended while the panel was away (exit code %s)', instance.name, code)
         # A failure while the panel was away counts for ``on-failure`` like any other.
         stopping = instance.status == InstanceStatus.STOPPING
@@ -428,30 +361,25 @@ class Supervisor:
             task.cancel()
         if self.settings.stop_on_exit:
             for instance_id in list(self._runs):
-                with contextlib.suppress(ServiceError):
+                try:
                     await self.stop(instance_id)
+                except ServiceError:
+                    continue
             await asyncio.gather(
                 *(run.stop_task for run in self._runs.values() if run.stop_task), return_exceptions=True
             )
         for run in list(self._runs.values()):
             if run.ready_task is not None:
                 run.ready_task.cancel()
-            if run.exit_watch is not None:
-                run.exit_watch.close()
+            self.executor.release(run.handle)
         self._runs.clear()
 
     # ------------------------------------------------------------------ helpers
 
-    async def _save(self, instance_id: int, **fields: object) -> InstancePublic:
-        row = await asyncio.to_thread(store.update, self.engine, instance_id, **fields)
-        public = store.to_public(row)
-        self.events.publish(public)
-        return public
-
-    async def _save_if_current(self, run: Run, **fields: object) -> None:
-        async with self._locks[run.instance_id]:
+    async def _save_if_current(self, run: Run, status: InstanceStatus) -> None:
+        async with self.rows.hold(run.instance_id):
             if self._runs.get(run.instance_id) is run and not run.stopping:
-                await self._save(run.instance_id, **fields)
+                await self.rows.set_status(run.instance_id, status)
 
     def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
@@ -468,21 +396,3 @@ class Supervisor:
 def ended(exit_code: int | None) -> dict[str, Any]:
     """The runtime fields of an instance whose run is over."""
     return {'exit_code': exit_code, 'pid': None, 'pid_started_at': None}  # internal_port stays for the next run
-
-
-def read_exit_file(path: Path, runner_pid: int | None) -> int | None:
-    """The exit code the runner ``runner_pid`` recorded, if it recorded one."""
-    try:
-        pid_text, code_text, _when = path.read_text().split()
-    except (OSError, ValueError):
-        return None
-    if runner_pid is not None and int(pid_text) != runner_pid:
-        return None
-    return int(code_text)
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
