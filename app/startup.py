@@ -9,6 +9,7 @@ from pathlib import Path
 from nicegui import app
 from nicegui.storage import Storage
 
+from . import log_safety
 from .config import Settings
 from .services import core as core_module
 from .services.core import Core
@@ -26,6 +27,7 @@ def open_core(settings: Settings) -> Core:
 
 
 async def startup() -> None:
+    log_safety.install()  # again: the server configured its own handlers (uvicorn's) since main()
     if not core_module.started():  # e.g. an app run by a test harness instead of main()
         await asyncio.to_thread(open_core, Settings.from_env())
     core = core_module.current()

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from ..services.errors import ServiceError
 from . import blueprints, instances, network, system, trash
-from .deps import TokenAuthMiddleware
+from .deps import TokenAuthMiddleware, json_body_only
 
 
 def create_api() -> FastAPI:
-    api = FastAPI(title='AiKore API', version='1', docs_url=None, redoc_url=None, openapi_url=None)
+    api = FastAPI(
+        title='AiKore API',
+        version='1',
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(json_body_only)],
+    )
     for module in (system, instances, blueprints, trash, network):
         api.include_router(module.router)
     api.add_middleware(TokenAuthMiddleware)
