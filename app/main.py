@@ -11,6 +11,7 @@ import sys
 
 from nicegui import app, ui
 
+from . import log_safety
 from . import startup as lifecycle
 from .api import metrics, proxy_auth, system
 from .api.app import create_api
@@ -41,14 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     """``aikore`` runs the panel; ``aikore token`` prints the API token."""
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    log_safety.install()
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         sys.exit(f'aikore: {exc}')
     if args == ['token']:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        token, _ = auth.api_token(settings.secrets_path, settings.api_token)
-        print(token)  # noqa: T201 - the command's output
+        print(stored_token(settings))  # noqa: T201 - the command's output
         return
     if args:
         sys.exit('usage: aikore [token]')
@@ -71,6 +71,24 @@ def main(argv: list[str] | None = None) -> None:
     )
     if lifecycle.failure:
         sys.exit(f'aikore: {lifecycle.failure}')
+
+
+def stored_token(settings: Settings) -> str:
+    """The token the panel of this data directory accepts; never creates one (a new token here
+    would not be the one a panel of another data directory accepts)."""
+    if settings.api_token:
+        return settings.api_token
+    try:
+        token = auth.stored_api_token(settings.secrets_path)
+    except (OSError, RuntimeError) as exc:
+        sys.exit(f'aikore token: cannot read {settings.secrets_path}: {exc}')
+    if token is None:
+        sys.exit(
+            f'aikore token: no API token in {settings.secrets_path} (data directory {settings.data_dir}).\n'
+            'The panel creates one at its first start. Run this command with the same AIKORE_DATA_DIR '
+            '(or AIKORE_API_TOKEN) as the panel.'
+        )
+    return token
 
 
 if __name__ in {'__main__', '__mp_main__'}:

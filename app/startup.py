@@ -9,6 +9,7 @@ from pathlib import Path
 from nicegui import app
 from nicegui.storage import Storage
 
+from . import log_safety
 from .config import Settings
 from .services import core as core_module
 from .services.core import Core
@@ -26,6 +27,7 @@ def open_core(settings: Settings) -> Core:
 
 
 async def startup() -> None:
+    log_safety.install()  # again: the server configured its own handlers (uvicorn's) since main()
     if not core_module.started():  # e.g. an app run by a test harness instead of main()
         await asyncio.to_thread(open_core, Settings.from_env())
     core = core_module.current()
@@ -39,9 +41,17 @@ async def startup() -> None:
         return
     settings = core.settings
     log.info('AiKore is ready on http://%s:%s (data in %s)', settings.host, settings.port, settings.data_dir)
-    log.warning(
-        'Log in: %s (one-time link, valid for an hour)', login_link(settings, core.sessions.new_login_link_token())
-    )
+    if core.problems:
+        log.warning('Started with %d problem(s) (see /api/health and the dashboard):', len(core.problems))
+        for problem in core.problems:
+            log.warning('  - %s', problem)
+    try:
+        link = login_link(settings, core.sessions.new_login_link_token())
+    except Exception as exc:  # a login link is a convenience: the password still works
+        log.error('Cannot make a one-time login link: %s', exc, exc_info=exc)
+        core.add_problem(f'One-time login link failed: {exc}')
+        return
+    log.warning('Log in: %s (one-time link, valid for an hour)', link)
 
 
 def login_link(settings: Settings, token: str) -> str:

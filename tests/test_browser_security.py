@@ -132,3 +132,86 @@ def test_another_origin_cannot_frame_the_dashboard(logged_in: BrowserContext, fr
         expect(frame.get_by_text('Instances', exact=True)).to_have_count(0, timeout=3000)
     finally:
         page.close()
+
+
+# ---------------------------------------------------------------- request forgery (issue 11 item 2)
+
+FORGED_FORMS = {
+    # A JSON body smuggled in a text/plain form: name + '=' + value is {"name":…,"x":"="}.
+    '/create': ('/api/instances', 'text/plain', 'name=\'{"name":"forged","blueprint":"Demo","x":"\' value=\'"}\''),
+    '/start': ('/api/instances/{id}/start', 'application/x-www-form-urlencoded', "name='a' value='b'"),
+    '/logout': ('/logout', 'application/x-www-form-urlencoded', "name='a' value='b'"),
+}
+
+
+class _ForgingPage(http.server.BaseHTTPRequestHandler):
+    """Serves, at /create, /start and /logout, a page that submits a form to the panel at once."""
+
+    panel = ''
+    instance_id = 0
+
+    def do_GET(self) -> None:
+        action, enctype, field = FORGED_FORMS[self.path]
+        target = self.panel + action.format(id=self.instance_id)
+        body = (
+            f'<html><body><form id="f" method="post" action="{target}" enctype="{enctype}">'
+            f'<input type="hidden" {field}></form>'
+            '<script>document.getElementById("f").submit()</script></body></html>'
+        )
+        self.send_response(200)
+        self.send_header('Content-Type', 'text/html')
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def forging_site(shared_panel: Panel) -> Iterator[tuple[str, int]]:
+    """A page on another port of the same host (same site: the session cookie goes along)."""
+    instance = shared_panel.create('forgery-target', blueprint='Demo')
+    handler = type('Forging', (_ForgingPage,), {'panel': shared_panel.url, 'instance_id': instance['id']})
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}', instance['id']
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        shared_panel.client.delete(f'/instances/{instance["id"]}')
+
+
+@pytest.mark.parametrize('attack', sorted(FORGED_FORMS))
+def test_forms_of_another_origin_cannot_act_with_the_cookie(
+    logged_in: BrowserContext, shared_panel: Panel, forging_site: tuple[str, int], attack: str
+) -> None:
+    site, instance_id = forging_site
+    action = FORGED_FORMS[attack][0].format(id=instance_id)
+    page = logged_in.new_page()
+    try:
+        with page.expect_response(lambda response: response.url.startswith(shared_panel.url + action)) as answer:
+            page.goto(site + attack)
+        assert answer.value.status == 403, answer.value.text()
+        assert "panel's own page" in answer.value.text()
+    finally:
+        page.close()
+    assert shared_panel.instance(instance_id)['status'] == 'stopped', 'the forged start went through'
+    assert all(item['name'] != 'forged' for item in shared_panel.client.get('/instances').json())
+    # Still logged in (the forged logout did nothing), and the panel's own pages still act.
+    own = logged_in.new_page()
+    try:
+        own.goto(f'{shared_panel.url}/')
+        expect(own.get_by_text('Instances', exact=True)).to_be_visible(timeout=15000)
+        created = own.evaluate(
+            """async () => (await fetch('/api/instances', {
+                method: 'POST', headers: {'Content-Type': 'application/json'},
+                body: JSON.stringify({name: 'own-page', blueprint: 'Demo'})})).status"""
+        )
+        assert created == 201
+    finally:
+        own.close()
+    made = [item for item in shared_panel.client.get('/instances').json() if item['name'] == 'own-page']
+    assert shared_panel.client.delete(f'/instances/{made[0]["id"]}').status_code in {200, 204}

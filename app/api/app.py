@@ -7,13 +7,13 @@ import logging
 import sqlite3
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
 from ..services.errors import ServiceError
 from . import blueprints, instances, network, system, trash
-from .deps import TokenAuthMiddleware
+from .deps import TokenAuthMiddleware, json_body_only
 from .openapi_doc import build_schema
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,14 @@ DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def create_api() -> FastAPI:
-    api = FastAPI(title='AiKore API', version='1', docs_url=None, redoc_url=None, openapi_url=None)
+    api = FastAPI(
+        title='AiKore API',
+        version='1',
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(json_body_only)],
+    )
     for module in (system, instances, blueprints, trash, network):
         api.include_router(module.router)
     api.add_middleware(TokenAuthMiddleware)

@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 from ..models import BlueprintInfo
 from ..services.catalog.blueprints import Blueprint
 from ..services.core import Core
-from .deps import get_core, read_limited_body
+from .deps import get_core, read_limited_body, text_body
 
 router = APIRouter(prefix='/blueprints', tags=['blueprints'])
 CoreDep = Annotated[Core, Depends(get_core)]
@@ -41,6 +41,7 @@ async def read_blueprint(name: str, core: CoreDep) -> str:
 
 
 @router.put('/{name}', status_code=201)
+@text_body
 async def put_blueprint(name: str, request: Request, core: CoreDep) -> Response:
     body = await read_limited_body(request)
     created = await asyncio.to_thread(core.blueprints.put_custom, name, body)

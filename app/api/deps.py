@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from http.cookies import CookieError, SimpleCookie
+from typing import ParamSpec, TypeVar
 from urllib.parse import parse_qs
 
 from fastapi import Request
@@ -15,9 +17,14 @@ from ..services.access import auth
 from ..services.access.sessions import SESSION_COOKIE, SESSION_DAYS
 from ..services.catalog.validation import MAX_SCRIPT_BYTES
 from ..services.core import Core
-from ..services.errors import TooLarge
+from ..services.errors import TooLarge, UnsupportedMedia
+from .origin import CROSS_ORIGIN, cookie_change_refused
 
 OPEN_PATHS = {'/health'}
+BODY_METHODS = frozenset({'POST', 'PUT', 'PATCH'})
+TEXT_BODY = '_aikore_text_body'
+P = ParamSpec('P')
+R = TypeVar('R')
 
 
 def get_core() -> Core:
@@ -51,13 +58,37 @@ def request_token(scope: Scope) -> str | None:
 def authenticated(scope: Scope) -> bool:
     """The one decision "may this request act on the panel?", for the API, the proxy's
     auth_request and the pages: the API token (header or ?token=) or a logged-in browser
-    session cookie passes."""
+    session cookie passes. (A change made with the cookie must also come from the panel's own
+    origin: ``app.api.origin``.)"""
     if not core_module.started():
         return False
-    core = core_module.current()
-    if auth.token_matches(request_token(scope), core.api_token):
+    if token_authenticated(scope):
         return True
-    return core.sessions.valid(request_cookie(scope, SESSION_COOKIE))
+    return core_module.current().sessions.valid(request_cookie(scope, SESSION_COOKIE))
+
+
+def token_authenticated(scope: Scope) -> bool:
+    """The request carries the API token (never sent by a browser on its own: no forgery)."""
+    return core_module.started() and auth.token_matches(request_token(scope), core_module.current().api_token)
+
+
+def text_body(endpoint: Callable[P, R]) -> Callable[P, R]:
+    """Marks a route whose body is text (a script), not JSON: ``json_body_only`` lets it pass."""
+    setattr(endpoint, TEXT_BODY, True)
+    return endpoint
+
+
+async def json_body_only(request: Request) -> None:
+    """A body declared as anything but JSON on a JSON route is refused with 415 before the route
+    runs (an HTML form's urlencoded, multipart or text/plain body never reaches a service)."""
+    if request.method not in BODY_METHODS:
+        return
+    declared = request.headers.get('content-type')
+    if declared is None or getattr(getattr(request.scope.get('route'), 'endpoint', None), TEXT_BODY, False):
+        return
+    media = declared.partition(';')[0].strip().lower()
+    if media != 'application/json' and not (media.startswith('application/') and media.endswith('+json')):
+        raise UnsupportedMedia(f'This route takes a JSON body (Content-Type: application/json), not {media or "?"}')
 
 
 def request_cookie(scope: Scope, name: str) -> str | None:
@@ -98,6 +129,9 @@ class TokenAuthMiddleware:
                 await send({'type': 'websocket.close', 'code': 1008, 'reason': 'authentication required'})
                 return
             await unauthorized()(scope, receive, send)
+            return
+        if not token_authenticated(scope) and cookie_change_refused(scope):
+            await JSONResponse({'detail': CROSS_ORIGIN}, status_code=403)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse
 
 from ..models import InstanceCreate, InstancePublic, InstanceUpdate, LogChunk
 from ..services.core import Core
-from .deps import get_core, read_limited_body
+from .deps import get_core, read_limited_body, text_body
 
 router = APIRouter(prefix='/instances', tags=['instances'])
 CoreDep = Annotated[Core, Depends(get_core)]
@@ -92,6 +92,7 @@ async def read_script(instance_id: int, core: CoreDep) -> str:
 
 
 @router.put('/{instance_id}/script', status_code=204)
+@text_body
 async def write_script(instance_id: int, request: Request, core: CoreDep) -> Response:
     await core.instances.write_script(instance_id, await read_limited_body(request))
     return Response(status_code=204)

@@ -55,11 +55,22 @@ class Interval(BaseModel):
     interval: float
 
 
-@router.get('/health', responses={503: {'description': 'Still starting (re-adopting instances)'}})
+@router.get(
+    '/health',
+    responses={
+        200: {'description': '`ok`, or `degraded` with `problems`: the start-up steps that failed (one sentence each)'},
+        503: {'description': 'Still starting (re-adopting instances)'},
+    },
+)
 async def health() -> JSONResponse:
-    """Open to all: 200 once the panel can serve requests, 503 while it is starting."""
+    """Open to all: 503 only while the panel starts; then 200 ``{"status": "ok"}``, or
+    ``{"status": "degraded", "problems": [...]}`` when a start-up step failed (a bad autostart,
+    a run that could not be re-adopted, ...): the panel serves, but something needs a look."""
     if not core_module.ready():
         return JSONResponse({'status': 'starting'}, status_code=503)
+    problems = core_module.current().problems
+    if problems:
+        return JSONResponse({'status': 'degraded', 'problems': list(problems)})
     return JSONResponse({'status': 'ok'})
 
 

@@ -31,6 +31,23 @@ def remember(key: str, value: object) -> None:
     app.storage.user[key] = value
 
 
+def problems_banner(core: core_module.Core) -> None:
+    """What went wrong at start (``core.problems``), kept up to date while the page is open."""
+    banner = ui.column().classes('w-full gap-0 px-3 py-1 bg-orange-9 text-white text-sm aikore-problems')
+
+    def show(problems: list[str]) -> None:
+        banner.clear()
+        with banner:
+            ui.label('AiKore started with problems:').classes('font-bold')
+            for problem in problems:
+                ui.label(problem)
+        banner.set_visibility(bool(problems))
+
+    show(list(core.problems))
+    stop = core.problems_changed.subscribe(show)
+    ui.context.client.on_delete(stop)
+
+
 @ui.page('/')
 async def dashboard() -> None:
     core = core_module.current()
@@ -55,6 +72,7 @@ async def dashboard() -> None:
             await terminal.show(instance)
 
     with frame('Dashboard'):
+        problems_banner(core)
         ui.add_css(
             '.aikore-pane { height: calc(100vh - 64px); }'
             '@media (max-width: 640px) {'

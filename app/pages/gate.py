@@ -8,13 +8,14 @@ websocket is refused — also when its Origin is another site.
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from nicegui import __version__ as nicegui_version
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..api.deps import authenticated
+from ..api.deps import authenticated, token_authenticated
+from ..api.origin import CROSS_ORIGIN, cookie_change_refused, own_origin
 from ..api.system import DOCS_SCRIPT, SWAGGER_ASSETS
 
 # /metrics checks the token itself and answers 401 (a scraper cannot follow a login redirect).
@@ -26,15 +27,6 @@ def is_open(path: str) -> bool:
     return path in OPEN_EXACT or path == '/api' or path.startswith(OPEN_PREFIXES)
 
 
-def same_origin(scope: Scope) -> bool:
-    headers = dict(scope.get('headers', []))
-    origin = headers.get(b'origin')
-    if origin is None:
-        return True
-    host = headers.get(b'host', b'').decode('latin-1')
-    return urlsplit(origin.decode('latin-1')).netloc == host
-
-
 class SessionGate:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -44,12 +36,15 @@ class SessionGate:
             await self.app(scope, receive, send)
             return
         if scope['type'] == 'websocket':
-            if authenticated(scope) and same_origin(scope):
+            if authenticated(scope) and own_origin(scope) is not False:
                 await self.app(scope, receive, send)
             else:
                 await send({'type': 'websocket.close', 'code': 1008})
             return
         if authenticated(scope):
+            if cross_origin(scope):
+                await JSONResponse({'detail': CROSS_ORIGIN}, status_code=403)(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         if scope.get('method') == 'GET' and not scope['path'].startswith('/_nicegui'):
@@ -59,3 +54,12 @@ class SessionGate:
         else:
             response = JSONResponse({'detail': 'Log in first'}, status_code=401)
         await response(scope, receive, send)
+
+
+def cross_origin(scope: Scope) -> bool:
+    """The same rule for every transport (pages, uploads, socket.io long-polling and its
+    websocket): a request that names another origin is refused, and a change made with the
+    session cookie must show the panel's own origin."""
+    if own_origin(scope) is False:
+        return True
+    return not token_authenticated(scope) and cookie_change_refused(scope)

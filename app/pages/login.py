@@ -8,10 +8,11 @@ import math
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from fastapi import Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from nicegui import app
 
 from ..api.deps import authenticated, open_session, request_cookie
+from ..api.origin import CROSS_ORIGIN, client_address, own_origin
 from ..services import core as core_module
 from ..services.access.sessions import SESSION_COOKIE
 
@@ -51,9 +52,8 @@ def safe_next(target: str | None) -> str:
 
 
 def client_key(request: Request) -> str:
-    peer = request.client.host if request.client else 'unknown'
-    forwarded = request.headers.get('x-real-ip')
-    return forwarded if forwarded and peer in {'127.0.0.1', '::1'} else peer
+    """The login throttle's key: the client's address (nginx's X-Real-IP only when nginx sent it)."""
+    return client_address(request.scope)
 
 
 def login_form(next_path: str, error: str = '', status_code: int = 200) -> HTMLResponse:
@@ -144,7 +144,12 @@ async def session_handoff(once: str = '', next: str = '/') -> Response:
 
 @app.get('/logout', include_in_schema=False)
 @app.post('/logout', include_in_schema=False)
-async def logout(request: Request) -> RedirectResponse:
+async def logout(request: Request) -> Response:
+    """A page of another origin may not log the user out (a POST must show the panel's own
+    origin; a GET only must not show another one: a typed address or a bookmark is fine)."""
+    shown = own_origin(request.scope)
+    if shown is False or (shown is None and request.method == 'POST'):
+        return JSONResponse({'detail': CROSS_ORIGIN}, status_code=403)
     core_module.current().sessions.close(request_cookie(request.scope, SESSION_COOKIE))
     response = RedirectResponse('/login', status_code=303)
     response.delete_cookie(SESSION_COOKIE, path='/')

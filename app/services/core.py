@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
@@ -18,11 +19,13 @@ from .catalog.instances import InstanceService
 from .catalog.rows import InstanceRows
 from .consoles.log_stream import LogStreams
 from .consoles.terminals import Terminals
+from .errors import ServiceError
 from .events import EventBus
 from .monitoring.gpu_source import GpuSource
 from .monitoring.gpus import default_source
 from .monitoring.monitor import Monitor
 from .net.network import Network
+from .net.nginx import NginxError
 from .runtime.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,9 @@ class Core:
     log_streams: LogStreams = field(default_factory=LogStreams)
     terminals: Terminals = field(default_factory=Terminals)  # interactive shells (Terminal tab)
     ready: bool = False  # earlier runs re-adopted: requests may act on instances now
+    # What went wrong at start (one sentence each): /api/health says "degraded", the dashboard shows them.
+    problems: list[str] = field(default_factory=list)
+    problems_changed: EventBus[list[str]] = field(default_factory=lambda: EventBus('problems'))
 
     @classmethod
     def open(cls, settings: Settings, gpu_source: GpuSource | None = None) -> Core:
@@ -51,8 +57,8 @@ class Core:
         settings.ensure_layout()
         engine = prepare_database(settings.db_path)
         token, generated = auth.api_token(settings.secrets_path, settings.api_token)
-        if generated:
-            log.warning('API token generated and stored in %s: %s', settings.secrets_path, token)
+        if generated:  # never the token itself in a log: say where it is
+            log.warning('API token generated and stored in %s (print it with: aikore token)', settings.secrets_path)
         events: EventBus[InstancePublic] = EventBus('instances')
         blueprints = BlueprintStore(settings.stock_blueprints_dir, settings.custom_blueprints_dir)
         rows = InstanceRows(engine, events)
@@ -81,12 +87,50 @@ class Core:
         )
 
     async def startup(self) -> None:
-        """Re-adopt what an earlier panel left running, then start autostart instances."""
-        await self.supervisor.adopt_all()
-        await self.network.startup(self.events, self.instances.removed)
+        """Re-adopt what an earlier panel left running, start the proxy, start autostart instances,
+        then the monitor. Each step is isolated: a failure is logged with its cause, kept in
+        ``problems`` and the next step runs. Only a proxy that cannot serve the panel at all
+        (``NginxError``) stops the start: the panel could not be reached."""
+        await self._step('Re-adopting running instances', self._adopt)
+        await self._start_network()
         self.ready = True
-        await self.instances.start_autostart()
-        await self.monitor.start()
+        await self._step('Autostart', self._autostart)
+        await self._step('Monitor', self.monitor.start)
+
+    async def _adopt(self) -> None:
+        for problem in await self.supervisor.adopt_all():
+            self.add_problem(problem)
+
+    async def _autostart(self) -> None:
+        for problem in await self.instances.start_autostart():
+            self.add_problem(problem)
+
+    async def _start_network(self) -> None:
+        try:
+            await self.network.startup(self.events, self.instances.removed)
+        except NginxError:
+            raise
+        except Exception as exc:
+            proxy = self.network.proxy
+            if self.network.mode == 'managed' and proxy is not None and not proxy.status().running:
+                raise NginxError(describe(exc)) from exc  # nobody can reach the panel
+            self._failed('Networking', exc)
+
+    async def _step(self, what: str, step: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await step()
+        except Exception as exc:
+            self._failed(what, exc)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        known = isinstance(exc, OSError | ServiceError)  # a cause the sentence says all about
+        log.error('%s failed at start: %s', what, describe(exc), exc_info=None if known else exc)
+        self.add_problem(f'{what} failed: {describe(exc)}')
+
+    def add_problem(self, problem: str) -> None:
+        """Record something that went wrong (already logged by whoever found it)."""
+        self.problems.append(problem)
+        self.problems_changed.publish(list(self.problems))
 
     async def shutdown(self) -> None:
         await self.monitor.stop()
@@ -95,6 +139,13 @@ class Core:
         await self.supervisor.shutdown()
         await self.network.shutdown()
         await asyncio.to_thread(self.engine.dispose)
+
+
+def describe(exc: BaseException) -> str:
+    """One sentence for an exception: its detail, else its message, else its type."""
+    if isinstance(exc, ServiceError):
+        return exc.detail
+    return str(exc) or type(exc).__name__
 
 
 _current: Core | None = None

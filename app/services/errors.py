@@ -32,3 +32,7 @@ class Forbidden(ServiceError):
 
 class TooLarge(ServiceError):
     status_code = 413
+
+
+class UnsupportedMedia(ServiceError):
+    status_code = 415

@@ -7,6 +7,7 @@ subscriber is logged and never breaks the publisher or the other subscribers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -39,6 +40,15 @@ class EventBus(Generic[T]):
                 if inspect.isawaitable(result):
                     task = asyncio.ensure_future(result)
                     self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    task.add_done_callback(functools.partial(self._task_done, callback=callback))
             except Exception:
                 log.exception('Subscriber %r of %s failed', callback, self.name)
+
+    def _task_done(self, task: asyncio.Task[Any], callback: Callable[[T], Any]) -> None:
+        """A coroutine subscriber's failure is logged (else it would vanish with its task)."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error('Subscriber %r of %s failed', callback, self.name, exc_info=exc)

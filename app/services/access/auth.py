@@ -50,3 +50,16 @@ def token_matches(given: str | None, expected: str | None) -> bool:
     if not given or not expected:
         return False
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def proxy_secret(token: str) -> str:
+    """The value the panel's own nginx sends in ``X-AiKore-Proxy`` so the panel believes its
+    forwarding headers (``X-Real-IP``): derived from the API token, so the panel and the config
+    it writes agree across restarts, and nobody who lacks the token can produce it."""
+    return hmac.new(token.encode(), b'aikore-proxy-header', 'sha256').hexdigest()
+
+
+def stored_api_token(path: Path) -> str | None:
+    """The token kept in the secrets file, or None when there is none (nothing is created)."""
+    token = load_secrets(path).get('api_token')
+    return token if isinstance(token, str) and token else None

@@ -229,14 +229,21 @@ class InstanceService:
     async def restart(self, instance_id: int) -> InstancePublic:
         return await self.supervisor.restart(instance_id)
 
-    async def start_autostart(self) -> None:
-        """Start every autostart instance that is not running (at panel start)."""
+    async def start_autostart(self) -> list[str]:
+        """Start every autostart instance that is not running (at panel start). Each start is on
+        its own: one that fails is logged with its cause and the others start; the sentences are returned."""
+        problems: list[str] = []
         for instance in await asyncio.to_thread(store.list_all, self.engine):
             if instance.autostart and instance.id is not None and instance.status in STARTABLE:
                 try:
                     await self.supervisor.start(instance.id)
                 except (Conflict, InvalidInput, NotFound) as exc:
                     log.warning('Autostart of %s failed: %s', instance.name, exc.detail)
+                    problems.append(f'Autostart of {instance.name} failed: {exc.detail}')
+                except Exception as exc:
+                    log.error('Autostart of %s failed: %s', instance.name, exc, exc_info=not isinstance(exc, OSError))
+                    problems.append(f'Autostart of {instance.name} failed: {exc}')
+        return problems
 
     # ------------------------------------------------------------------ script and logs
 

@@ -3,6 +3,10 @@
 One follower per instance, shared by every open view and running only while someone
 watches (the field_friend pattern: a service-side stream replayed into a view, then live
 events). It reads through the log cursor, so rotations never lose or repeat text.
+
+An app's output never erases what the user scrolled: the sequences that wipe a terminal's
+history (RIS ``ESC c``, ``ESC[3J``, a switch to the alternate screen, which has none) are taken
+out of the text sent to views; colours, cursor moves and ``\r`` progress bars stay.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +25,31 @@ log = logging.getLogger(__name__)
 
 REPLAY_BYTES = 256 * 1024
 POLL_SECONDS = 0.1
+CSI = r'(?:\x1b\[|\x9b)'
+# RIS, ED 3 (erase scrollback), private modes 47/1047/1049 (alternate screen) among others.
+HISTORY_ERASERS = re.compile(rf'\x1bc|{CSI}(?:[0-9;]*;)?3J|{CSI}\?(?:[0-9;]*;)?(?:47|1047|1048|1049)(?:;[0-9;]*)?[hl]')
+# A sequence cut by a chunk's end: held back until the next chunk completes it.
+UNFINISHED = re.compile(r'(?:\x1b(?:\[[0-9;?]*)?|\x9b[0-9;?]*)\Z')
+
+
+class HistoryGuard:
+    """Removes history-erasing sequences from a stream of terminal text, also across chunks."""
+
+    def __init__(self) -> None:
+        self._held = ''
+
+    def feed(self, text: str) -> str:
+        text = self._held + text
+        unfinished = UNFINISHED.search(text)
+        self._held = unfinished.group() if unfinished else ''
+        if unfinished:
+            text = text[: unfinished.start()]
+        return HISTORY_ERASERS.sub('', text)
+
+
+def without_history_erasers(text: str) -> str:
+    """``text`` (a whole piece, e.g. a replay) without the sequences that would wipe a view's history."""
+    return HISTORY_ERASERS.sub('', text)
 
 
 @dataclass(frozen=True)
@@ -39,6 +69,7 @@ class _Follower:
     joining: int = 0  # follow() calls still reading their replay: keep the follower for them
     opened: asyncio.Task[None] | None = None  # reads the end offset, then starts the poller
     task: asyncio.Task[None] | None = None
+    guard: HistoryGuard = field(default_factory=HistoryGuard)
 
 
 class LogStreams:
@@ -61,7 +92,7 @@ class LogStreams:
         finally:
             follower.joining -= 1
             self._drop_if_idle(follower)
-        return replay, lambda: self._unfollow(follower, listener)
+        return without_history_erasers(replay), lambda: self._unfollow(follower, listener)
 
     async def _open(self, follower: _Follower) -> None:
         follower.offset = await asyncio.to_thread(logs.end_offset, follower.path)
@@ -86,7 +117,9 @@ class LogStreams:
             chunk = await asyncio.to_thread(logs.read_chunk, follower.path, follower.offset)
             while chunk.text or chunk.reset:
                 follower.offset = chunk.next_offset
-                self._publish(follower, LogText(chunk.text, chunk.reset))
+                if chunk.reset:
+                    follower.guard = HistoryGuard()
+                self._publish(follower, LogText(follower.guard.feed(chunk.text), chunk.reset))
                 if not chunk.text:
                     break
                 chunk = await asyncio.to_thread(logs.read_chunk, follower.path, follower.offset)

@@ -19,6 +19,7 @@ import logging
 import os
 import pwd
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from sqlalchemy.engine import Engine
 
 from ...config import Settings
 from ...models import SLUG_RE, InstancePublic
+from ..access import auth
 from ..access.sessions import SESSION_COOKIE
 from ..catalog import store as store
 from ..events import EventBus
@@ -85,6 +87,8 @@ class Proxy:
         self.master = master  # None: external mode (someone else runs the master)
         # Written into the config (mode 0600) only when it is a plain token nginx can quote.
         self.api_token = api_token if api_token and TOKEN_RE.fullmatch(api_token) else None
+        # Sent to the panel only (never to instances): the panel then believes nginx's X-Real-IP.
+        self.proxy_secret = auth.proxy_secret(api_token) if api_token else secrets.token_hex(32)
         self.last_error: str | None = None
         self.reloads = 0
         self._applied: tuple[Route, ...] | None = None
@@ -241,6 +245,7 @@ class Proxy:
             panel_port=self.panel_port,
             session_cookie=SESSION_COOKIE,
             api_token=self.api_token,
+            proxy_secret=self.proxy_secret,
             instances=routes,
             **TUNING,
         )

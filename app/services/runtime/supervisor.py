@@ -307,15 +307,22 @@ class Supervisor:
 
     # ------------------------------------------------------------------ panel start / exit
 
-    async def adopt_all(self) -> None:
+    async def adopt_all(self) -> list[str]:
         """Take back runs left by an earlier panel; mark the dead ones stopped or error; resume the
-        on-failure restarts that were pending when it stopped."""
+        on-failure restarts that were pending when it stopped. One instance that cannot be
+        re-adopted (e.g. a corrupt state file) is logged and skipped: the sentences are returned."""
+        problems: list[str] = []
         for instance in await asyncio.to_thread(store.list_in_states, self.engine, lifecycle.RUNNING):
             assert instance.id is not None
-            async with self.rows.hold(instance.id):
-                await self._adopt(instance)
+            try:
+                async with self.rows.hold(instance.id):
+                    await self._adopt(instance)
+            except Exception as exc:
+                log.error('Re-adopting %s failed: %r', instance.name, exc, exc_info=exc)
+                problems.append(f'Re-adopting {instance.name} failed: {exc!r}')
         for instance in await asyncio.to_thread(store.list_in_states, self.engine, {InstanceStatus.ERROR}):
             await self._resume_restart(instance)
+        return problems
 
     async def _resume_restart(self, instance: Instance) -> None:
         marker = launch.restart_marker(self.settings, instance.name)
