@@ -58,6 +58,8 @@ else
   PGID=$(id -g)
 fi
 export AIKORE_USER
+AIKORE_SUPERVISOR_USER=$(id -un)
+export AIKORE_SUPERVISOR_USER
 
 mkdir -p "$AIKORE_DATA_DIR" "$AIKORE_RUN_DIR"
 [ "$HOME" = "$AIKORE_DATA_DIR/home" ] && mkdir -p "$HOME"

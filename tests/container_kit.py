@@ -17,23 +17,35 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tests.helpers import REPO
+import httpx
+
+from tests.helpers import REPO, free_port, wait_for
+from tests.netkit import public_range
 
 ROOT = os.geteuid() == 0
 CACHE = Path(
     os.environ.get('AIKORE_TEST_CACHE') or ('/var/cache/aikore-test' if ROOT else '~/.cache/aikore-test')
 ).expanduser()
 # Run-time state (locks, mounts): /run is emptied at boot, as podman expects of it.
-RUN = Path('/run/aikore-test') if ROOT else Path(os.environ.get('XDG_RUNTIME_DIR') or tempfile.gettempdir()) / 'aikore-test'
+RUN = (
+    Path('/run/aikore-test')
+    if ROOT
+    else Path(os.environ.get('XDG_RUNTIME_DIR') or tempfile.gettempdir()) / 'aikore-test'
+)
 BASE = 'docker.io/library/debian:bookworm-slim'
 IMAGE = 'localhost/aikore:test'
 HOST_CA = Path('/etc/ssl/certs/ca-certificates.crt')
 BUILD_TIMEOUT = 1800
 DEFAULT_MIRROR = 'http://deb.debian.org/debian'
 DEFAULT_SECURITY = 'http://deb.debian.org/debian-security'
+PUID, PGID = 4321, 4322  # the account a test container runs as (no such user on the host)
+STOP_TIMEOUT = 60  # > the image's supervisord stopwaitsecs (AIKORE_STOP_GRACE + 20 s)
 
 CONTAINERS_CONF = """\
 [containers]
@@ -116,7 +128,7 @@ def ensure_base() -> float:
     when missing (no registry is reachable). Answers the seconds it took (0 when it was there)."""
     if image_exists(BASE):
         return 0.0
-    if not ROOT or shutil.which('debootstrap') is None and not Path('/usr/sbin/debootstrap').exists():
+    if not ROOT or (shutil.which('debootstrap') is None and not Path('/usr/sbin/debootstrap').exists()):
         raise PodmanError('making the base image needs root and debootstrap (bash container/install-deps.sh --test)')
     with locked('base'):
         if image_exists(BASE):
@@ -173,3 +185,68 @@ def _run(command: list[str], timeout: float) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise PodmanError(f'{command[0]} exited with {result.returncode}: {(result.stderr or result.stdout)[-2000:]}')
+
+
+@dataclass
+class Container:
+    """One run of the image: its name, its ports on the host (host networking) and its /config."""
+
+    image: str
+    config: Path
+    name: str = field(default_factory=lambda: f'aikore-test-{uuid.uuid4().hex[:8]}')
+    port: int = field(default_factory=free_port)
+    port_range: str = field(default_factory=public_range)
+    token: str = ''
+
+    @property
+    def url(self) -> str:
+        return f'http://127.0.0.1:{self.port}'
+
+    def run(self) -> None:
+        podman(
+            'run', '-d', '--name', self.name, '--network', 'host', '--stop-timeout', str(STOP_TIMEOUT),
+            '-e', f'PUID={PUID}', '-e', f'PGID={PGID}', '-e', f'AIKORE_PORT={self.port}',
+            '-e', f'AIKORE_PORT_RANGE={self.port_range}', '-e', 'AIKORE_STOP_GRACE=5',
+            '-v', f'{self.config}:/config', self.image,
+        )  # fmt: skip
+
+    def login(self) -> None:
+        """The API token as a user gets it: ``aikore token`` inside the container, as PUID:PGID."""
+        self.token = podman('exec', '--user', f'{PUID}:{PGID}', self.name, 'aikore', 'token').stdout.strip()
+        assert self.token, 'aikore token printed nothing'
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f'{self.url}/api/health', timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_healthy(self, timeout: float = 60) -> float:
+        began = time.monotonic()
+        wait_for(self.healthy, timeout, 0.02, f'the container to answer /api/health:\n{self.logs()[-3000:]}')
+        return time.monotonic() - began
+
+    def logs(self) -> str:
+        result = podman('logs', self.name, check=False)
+        return result.stdout + result.stderr
+
+    def api(self, method: str, path: str, expected: int = 200, **kwargs: Any) -> Any:
+        headers = {'Authorization': f'Bearer {self.token}'}
+        response = httpx.request(method, f'{self.url}/api{path}', headers=headers, timeout=15, **kwargs)
+        assert response.status_code == expected, response.text
+        return response.json() if response.content else None
+
+    def wait_status(self, instance_id: int, status: str, timeout: float = 60) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            current = self.api('GET', f'/instances/{instance_id}')
+            return current if current['status'] == status else None
+
+        return wait_for(reached, timeout, 0.05, f'instance {instance_id} to be {status}')
+
+    def proxied(self, slug: str) -> str | None:
+        headers = {'Authorization': f'Bearer {self.token}'}
+        try:
+            response = httpx.get(f'{self.url}/instance/{slug}/', headers=headers, timeout=2)
+        except httpx.HTTPError:
+            return None
+        return response.text if response.status_code == 200 else None

@@ -32,7 +32,9 @@ class Supervised:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.panel = Panel(root / 'data', AIKORE_NGINX='external', AIKORE_STOP_ON_EXIT='1', AIKORE_PORT_RANGE=public_range())
+        self.panel = Panel(
+            root / 'data', AIKORE_NGINX='external', AIKORE_STOP_ON_EXIT='1', AIKORE_PORT_RANGE=public_range()
+        )
         self.run_dir = root / 'run'
         self.log_file = root / 'supervisord.log'
         venv_bin = str(Path(sys.executable).parent)
@@ -57,7 +59,13 @@ class Supervised:
         wait_for(self.panel._healthy, 60, 0.05, 'the panel behind supervisord to answer /api/health')
 
     def ctl(self, *args: str) -> str:
-        full = {**self.env, 'AIKORE_CONTAINER_DIR': str(CONTAINER), 'AIKORE_USER': 'root', 'AIKORE_STOP_WAIT': '30'}
+        full = {
+            **self.env,
+            'AIKORE_CONTAINER_DIR': str(CONTAINER),
+            'AIKORE_USER': 'root',
+            'AIKORE_SUPERVISOR_USER': 'root',
+            'AIKORE_STOP_WAIT': '30',
+        }
         result = subprocess.run(
             ['supervisorctl', '-c', str(CONTAINER / 'supervisord.conf'), *args],
             env=full, capture_output=True, text=True, timeout=30,
@@ -109,7 +117,9 @@ def supervised(tmp_path: Path) -> Iterator[Supervised]:
 def proxied(stack: Supervised, slug: str) -> str | None:
     """The page of the instance through nginx, or None while it does not answer 200."""
     try:
-        response = httpx.get(f'{stack.panel.url}/instance/{slug}/', headers={'Authorization': f'Bearer {stack.panel.token}'}, timeout=2)
+        response = httpx.get(
+            f'{stack.panel.url}/instance/{slug}/', headers={'Authorization': f'Bearer {stack.panel.token}'}, timeout=2
+        )
     except httpx.HTTPError:
         return None
     return response.text if response.status_code == 200 else None
@@ -167,6 +177,8 @@ def test_supervisord_runs_restarts_and_stops_the_stack(supervised: Supervised) -
     assert stack.process is not None and stack.process.returncode == 0, stack.log_text()[-3000:]
     assert gone(pid)
     with contextlib.closing(sqlite3.connect(panel.data_dir / 'aikore.db')) as db:
-        status, exit_code, recorded_pid = db.execute('SELECT status, exit_code, pid FROM instances WHERE name = ?', ('demo',)).fetchone()
+        status, exit_code, recorded_pid = db.execute(
+            'SELECT status, exit_code, pid FROM instances WHERE name = ?', ('demo',)
+        ).fetchone()
     assert (status, exit_code, recorded_pid) == ('STOPPED', 0, None)  # the enum's name, as SQLModel stores it
     assert not nginx_group(new_master)
