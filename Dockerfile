@@ -53,7 +53,8 @@ COPY app /opt/aikore/src/app
 RUN /opt/aikore/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation \
       /opt/aikore/src \
  && rm -rf /opt/aikore/src \
- && ln -s /opt/aikore/venv/bin/aikore /usr/local/bin/aikore
+ && ln -s /opt/aikore/venv/bin/aikore /usr/local/bin/aikore \
+ && install -d -o aikore -g aikore -m 0750 /run/aikore
 
 ENV AIKORE_DATA_DIR=/config \
     AIKORE_HOST=0.0.0.0 \
