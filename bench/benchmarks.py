@@ -22,6 +22,7 @@ import psutil
 from tests.helpers import REPO, Panel, free_port
 from tests.netkit import auth
 
+from .container import container
 from .core import (
     BURST_APP,
     PYTHON,
@@ -708,6 +709,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Result]]] = {
     'proxy': proxy,
     'dashboard': dashboard,
     'dashboards_open': dashboards_open,
+    'container': container,
 }
 
 # What a failed benchmark's row(s) show: (key, label, target, target_text, original, unit).
@@ -734,5 +736,10 @@ PLACEHOLDERS: dict[str, list[tuple[str, str, float, str, str, str]]] = {
         ('latency_nginx', 'small GET, p99 added by nginx', 0.002, '<= 2 ms', '-', 's'),
         ('latency_socat', 'small GET, p99 added by socat', 0.002, '<= 2 ms', '-', 's'),
         ('latency_nginx_panel', 'small GET, p99 added by nginx+panel', 0.002, '<= 2 ms', '-', 's'),
+    ],
+    'container': [
+        ('image_size', 'image size', 1000, '<= 1 GB', '-', 'MB'),
+        ('container_start', 'container start -> /api/health 200', 10.0, '<= 10 s', '8 min first boot', 's'),
+        ('container_stop', 'podman stop, Demo running', 5.0, '<= 5 s', '-', 's'),
     ],
 }

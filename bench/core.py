@@ -90,6 +90,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f'{value:.2f} %'
     if unit == 'MB/s':
         return f'{value:.0f} MB/s'
+    if unit == 'MB':
+        return f'{value:.0f} MB'
     if unit == 'B':
         return f'{value:.0f} B'
     if value < 1.0:

@@ -14,8 +14,17 @@ need shellcheck shellcheck
 need socat socat                                    # public ports
 [ -x /usr/sbin/nginx ] || need nginx nginx          # the reverse proxy (in /usr/sbin: not on a user's PATH)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
-if [ "${1:-}" = "--test" ]; then # what only the test suite needs: a real browser for end-to-end tests
-  need chromium chromium
+if [ "${1:-}" = "--test" ]; then # what only the test suite needs:
+  need chromium chromium                            # a real browser for end-to-end tests
+  # the container tests: build and run the image with podman (no docker daemon), the base image
+  # made with debootstrap from Debian's own packages (tests/container_kit.py)
+  need podman podman
+  need buildah buildah
+  need runc runc
+  need fuse-overlayfs fuse-overlayfs
+  need newuidmap uidmap
+  need slirp4netns slirp4netns
+  [ -x /usr/sbin/debootstrap ] || need debootstrap debootstrap
 fi
 
 if [ ${#packages[@]} -eq 0 ]; then
