@@ -21,34 +21,31 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import psutil
-
 from ...config import Settings
 from ...models import Instance
-from . import launch, logs, processes
+from . import launch, logs, processes, units
 
 log = logging.getLogger(__name__)
 
 RUNNER = Path(__file__).with_name('runner.py')
 GROUP_POLL = 0.05
-KILL_WAIT = 5.0
 
 
 @dataclass(eq=False)
 class RunHandle:
-    """What an executor knows of one run (for the local one: the runner process)."""
+    """What an executor knows of one run (for the local one: the runner process and its unit)."""
 
     name: str
     pid: int  # the runner: session leader, so also the process group id
     started_at: float | None
     popen: subprocess.Popen[bytes] | None = None  # None when re-adopted from an earlier panel
-    exit_watch: processes.ExitWatch | None = None
+    spec: units.ProcessSpec | None = None  # None when re-adopted
+    unit: units.Unit | None = None  # once watched
 
 
 class Executor(Protocol):
@@ -59,7 +56,7 @@ class Executor(Protocol):
         """The run an earlier panel recorded for ``instance`` if it still runs (blocking)."""
 
     def watch(self, handle: RunHandle, on_exit: Callable[[], object]) -> None:
-        """Call ``on_exit`` on the event loop once the run has ended."""
+        """Call ``on_exit`` on the event loop once the run has ended on its own."""
 
     def exit_code(self, handle: RunHandle) -> int | None:
         """How the ended run exited (blocking)."""
@@ -67,7 +64,7 @@ class Executor(Protocol):
     def recorded_exit_code(self, name: str, handle_pid: int | None) -> int | None:
         """The exit code a run left behind while the panel was away (blocking)."""
 
-    async def terminate(self, handle: RunHandle, exited: asyncio.Event) -> None:
+    async def terminate(self, handle: RunHandle) -> None:
         """End the run and everything it started; returns once nothing of it is left."""
 
     async def clean(self, handle_pid: int) -> None:
@@ -81,6 +78,9 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
+    """Runs on this machine: each run is a one-process supervised unit (``units.py``) whose
+    restart policy is ``never`` (the instance's ``on-failure`` policy is the supervisor's)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
@@ -88,10 +88,11 @@ class LocalExecutor:
 
     def start(self, instance: Instance, prepared: launch.Launch) -> RunHandle:
         prepared.exit_file.unlink(missing_ok=True)
-        popen = self._spawn(prepared)
-        return RunHandle(instance.name, popen.pid, processes.start_time(popen.pid), popen)
+        spec = self._spec(prepared)
+        popen = units.spawn(spec)  # the runner's own start-up errors land in the instance's log
+        return RunHandle(instance.name, popen.pid, processes.start_time(popen.pid), popen, spec)
 
-    def _spawn(self, prepared: launch.Launch) -> subprocess.Popen[bytes]:
+    def _spec(self, prepared: launch.Launch) -> units.ProcessSpec:
         command = [
             sys.executable, '-I', '-S', str(RUNNER),
             '--log', str(prepared.log_path),
@@ -102,17 +103,9 @@ class LocalExecutor:
             '--exit-file', str(prepared.exit_file),
             '--', launch.bash(), str(prepared.script),
         ]  # fmt: skip
-        with prepared.log_path.open('ab') as runner_errors:
-            return subprocess.Popen(
-                command,
-                cwd=prepared.instance_dir,
-                env=prepared.env,
-                stdin=subprocess.DEVNULL,
-                stdout=runner_errors,
-                stderr=runner_errors,
-                start_new_session=True,
-                close_fds=True,
-            )
+        return units.ProcessSpec(
+            'runner', command, cwd=prepared.instance_dir, env=prepared.env, output=prepared.log_path
+        )
 
     def kill_now(self, handle: RunHandle) -> None:
         """A run nobody will know of (its row could not be written): end it at once."""
@@ -128,23 +121,32 @@ class LocalExecutor:
     # ------------------------------------------------------------------ exit
 
     def watch(self, handle: RunHandle, on_exit: Callable[[], object]) -> None:
-        handle.exit_watch = processes.ExitWatch(handle.pid, on_exit)
+        spec = handle.spec or units.ProcessSpec('runner', [RUNNER.name])  # adopted: never spawned again
+        unit = units.Unit(
+            f'run of {handle.name}',
+            [spec],
+            policy=units.RestartPolicy(units.RestartMode.NEVER),
+            stop_grace=self.settings.stop_grace,
+            poll=GROUP_POLL,
+            exit_code=lambda _member, pid, status: self._code(handle.name, pid, status),
+            on_exit=lambda _unit, _ended: on_exit(),
+        )
+        unit.attach(handle.pid, handle.started_at, handle.popen)
+        handle.unit = unit
 
     def release(self, handle: RunHandle) -> None:
-        if handle.exit_watch is not None:
-            handle.exit_watch.close()
+        if handle.unit is not None:
+            handle.unit.release()
 
     def exit_code(self, handle: RunHandle) -> int | None:
-        status: int | None = None
-        if handle.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                status = handle.popen.wait(timeout=5)
-        recorded = self.recorded_exit_code(handle.name, handle.pid)
-        if recorded is not None:
-            return recorded
-        if status is not None and status < 0:
-            return 128 - status
-        return status
+        """The code the unit collected when the run ended (read from the runner's exit file)."""
+        if handle.unit is not None and 'runner' in handle.unit.exit_codes:
+            return handle.unit.exit_codes['runner']
+        return self.recorded_exit_code(handle.name, handle.pid)
+
+    def _code(self, name: str, pid: int, status: int | None) -> int | None:
+        recorded = self.recorded_exit_code(name, pid)
+        return recorded if recorded is not None else status
 
     def recorded_exit_code(self, name: str, handle_pid: int | None) -> int | None:
         return read_exit_file(launch.exit_file(self.settings, name), handle_pid) if handle_pid else None
@@ -154,30 +156,11 @@ class LocalExecutor:
 
     # ------------------------------------------------------------------ stop
 
-    async def terminate(self, handle: RunHandle, exited: asyncio.Event) -> None:
-        """SIGTERM to the group (and to descendants that left it), SIGKILL after the grace period."""
-        escaped = [p for p in await asyncio.to_thread(processes.descendants, handle.pid) if _pgid(p.pid) != handle.pid]
-        processes.signal_group(handle.pid, signal.SIGTERM, escaped)
-        gone = await self._wait_group_gone(handle, exited, escaped, self.settings.stop_grace)
-        if not gone:
-            log.warning('%s did not stop within %.1f s: killing it', handle.name, self.settings.stop_grace)
-            processes.signal_group(handle.pid, signal.SIGKILL, escaped)
-            if not await self._wait_group_gone(handle, exited, escaped, KILL_WAIT):
-                log.error('Processes of %s survived SIGKILL', handle.name)
-
-    async def _wait_group_gone(
-        self, handle: RunHandle, exited: asyncio.Event, escaped: list[psutil.Process], timeout: float
-    ) -> bool:
-        deadline = time.monotonic() + timeout
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(exited.wait(), timeout)
-        while True:
-            members = await asyncio.to_thread(processes.group_members, handle.pid)
-            if exited.is_set() and not members and not processes.still_running(escaped):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(GROUP_POLL)
+    async def terminate(self, handle: RunHandle) -> None:
+        """The unit's stop: SIGTERM to the group and to descendants that left it, SIGKILL after
+        the grace period, until nothing of the run remains."""
+        if handle.unit is not None:
+            await handle.unit.stop()
 
     async def clean(self, handle_pid: int) -> None:
         if await asyncio.to_thread(processes.group_members, handle_pid):
@@ -193,10 +176,3 @@ def read_exit_file(path: Path, runner_pid: int | None) -> int | None:
     if runner_pid is not None and int(pid_text) != runner_pid:
         return None
     return int(code_text)
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None

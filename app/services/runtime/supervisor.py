@@ -280,7 +280,10 @@ class Supervisor:
             await asyncio.shield(run.stop_task)
 
     async def _terminate(self, run: Run) -> None:
-        await self.executor.terminate(run.handle, run.exited)
+        await self.executor.terminate(run.handle)
+        if not run.exited.is_set():  # ended by the stop: the exit is this task's to record
+            run.exit_code = await asyncio.to_thread(self.executor.exit_code, run.handle)
+            run.exited.set()
         async with self.rows.hold(run.instance_id):
             if self._runs.get(run.instance_id) is run:
                 del self._runs[run.instance_id]

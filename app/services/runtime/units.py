@@ -40,14 +40,16 @@ What the unit does for its owner:
 - Failures of its background tasks and hooks are always logged (ERROR: they are bugs); an
   exit, a restart or a failed start is INFO or WARNING.
 
-How the instance ``Run`` (``supervisor.py``) sits on it, once converted: a run is a unit of one
+How an instance's run sits on it (``executor.py``, ``LocalExecutor``): a run is a unit of one
 process, the ``runner.py`` session leader, with ``RestartPolicy(RestartMode.NEVER)``. The
+executor spawns it with :func:`spawn` in the worker-thread trip that also records the run in
+the database, then hands it to the unit with :meth:`Unit.attach`. The
 instance's own ``on-failure`` policy stays with the supervisor, counted in the database
 (``restart_count``, ``AIKORE_RESTART_MAX``, the restart marker resumed after a panel restart),
 because a restart re-prepares the launch (port, env, script) and moves the instance through its
 lifecycle, which a unit knows nothing of. The unit has no state file of its own: the instance
-row's ``pid`` and ``pid_started_at`` are the record, handed to ``adopt(UnitRecord.single(pid,
-started_at))`` at panel start (same PID + start time = same run). The exit code comes from the
+row's ``pid`` and ``pid_started_at`` are the record: at panel start the executor checks them
+(same PID + start time = same run) and attaches the process to a new unit. The exit code comes from the
 runner's exit file through the ``exit_code`` hook (``read_exit_file(path, pid)``, falling back
 to the wait status); ``on_exit`` is where the supervisor records the end and applies the
 instance's restart rules; ``on_running`` is not used (readiness is the supervisor's probe,
@@ -336,10 +338,22 @@ class Unit:
 
     async def _spawn(self, spec: ProcessSpec) -> _Member:
         if spec.pdeathsig:
-            popen = _popen(spec)  # from the loop's thread: see the module docstring
+            popen = spawn(spec)  # from the loop's thread: see the module docstring
         else:
-            popen = await asyncio.to_thread(_popen, spec)
+            popen = await asyncio.to_thread(spawn, spec)
         return _Member(spec, popen.pid, processes.start_time(popen.pid), popen)
+
+    def attach(self, pid: int, started_at: float | None, popen: subprocess.Popen[bytes] | None = None) -> None:
+        """Take a process its owner spawned itself (with :func:`spawn`, in the same worker-thread
+        trip that records it) as the only member of this unit: RUNNING at once, watched and ended
+        like any other. Call it on the event loop's thread."""
+        if len(self.specs) != 1:
+            raise ValueError(f'{self.name}: only a unit of one process can attach one')
+        member = _Member(self.specs[0], pid, started_at, popen)
+        self._change_state(UnitState.RUNNING)
+        self._members = [member]
+        self._running_since = self._clock()
+        self._watch(member)
 
     async def _wait_ready(self, members: list[_Member]) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -608,7 +622,8 @@ def _number(value: object) -> float | None:
     return float(value)
 
 
-def _popen(spec: ProcessSpec) -> subprocess.Popen[bytes]:
+def spawn(spec: ProcessSpec) -> subprocess.Popen[bytes]:
+    """Start ``spec`` as the leader of a new session and process group (blocking)."""
     argv = list(spec.argv)
     setpriv = shutil.which('setpriv') if spec.pdeathsig else None
     if setpriv is not None:
