@@ -314,7 +314,7 @@ def _sample_costs(panel: Panel, since: float, count: int, instances: int) -> lis
 
 def _direct_sample_costs(panel: Panel, repeats: int) -> list[float]:
     """The same sampler class in this process, on the same 20 process trees, no panel around it."""
-    from app.services.monitoring.gpus import default_source
+    from app.services.monitoring.gpu_source import default_source
     from app.services.monitoring.sampler import RunningInstance, SystemSampler
 
     running = {

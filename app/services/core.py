@@ -21,8 +21,7 @@ from .consoles.log_stream import LogStreams
 from .consoles.terminals import Terminals
 from .errors import ServiceError
 from .events import EventBus
-from .monitoring.gpu_source import GpuSource
-from .monitoring.gpus import default_source
+from .monitoring.gpu_source import GpuSource, default_source
 from .monitoring.monitor import Monitor
 from .net.network import Network
 from .net.nginx import NginxError

@@ -38,11 +38,10 @@ from ..consoles import terminals
 from ..consoles.terminals import ShellSpec
 from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventBus
-from ..monitoring.gpus import detected_gpu_count
+from ..monitoring.gpu_source import detected_gpu_count
 from ..runtime import launch, logs
 from ..runtime.supervisor import Supervisor
-from . import store as store
-from . import validation
+from . import store, validation
 from .blueprints import BlueprintStore, write_script_atomic
 from .rows import InstanceRows
 

@@ -26,7 +26,7 @@ from ... import lifecycle
 from ...models import Instance, InstancePublic, InstanceStatus
 from ..errors import Conflict
 from ..events import EventBus
-from . import store as store
+from . import store
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ machine, not a fault, so it is said once at INFO level and the source answers "n
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -168,6 +169,18 @@ class NvmlSource:
                 previous = found.get(process.pid)
                 found[process.pid] = max(used, previous) if used is not None and previous is not None else used
         return tuple(GpuProcess(pid, used) for pid, used in found.items())
+
+
+@functools.cache
+def default_source() -> NvmlSource:
+    """The panel's one NVML source (NVML is opened once per process, on first use), so create
+    validation and the GPU charts always agree on the GPUs there are."""
+    return NvmlSource()
+
+
+def detected_gpu_count() -> int | None:
+    """How many NVIDIA GPUs this machine has (None: no driver / no GPU)."""
+    return default_source().count()
 
 
 def _quiet(nvml: Any, call: Callable[..., T], *args: Any) -> T | None:

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from ...config import Settings
 from ...lifecycle import ACTIVATABLE, SERVING
 from ...models import Instance, InstancePublic
-from ..catalog import store as store
+from ..catalog import store
 from ..catalog.rows import InstanceRows
 from ..errors import Conflict, NotFound
 from ..events import EventBus

@@ -31,7 +31,7 @@ from ...config import Settings
 from ...models import SLUG_RE, InstancePublic
 from ..access import auth
 from ..access.sessions import SESSION_COOKIE
-from ..catalog import store as store
+from ..catalog import store
 from ..events import EventBus
 from ..files import PRIVATE, write_atomic
 from .nginx import ManagedMaster, Nginx, NginxError

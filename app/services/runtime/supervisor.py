@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from ... import lifecycle
 from ...config import Settings
 from ...models import Instance, InstancePublic, InstanceStatus, RestartPolicy
-from ..catalog import store as store
+from ..catalog import store
 from ..catalog.blueprints import BlueprintStore, ReadyCheck
 from ..catalog.rows import InstanceRows
 from ..errors import Conflict, NotFound, ServiceError
