@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
 from ..services.errors import ServiceError
-from . import blueprints, instances, network, system, trash
+from . import account, blueprints, instances, network, system, trash
 from .deps import TokenAuthMiddleware
 from .openapi_doc import build_schema
 
@@ -22,7 +22,7 @@ DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 def create_api() -> FastAPI:
     api = FastAPI(title='AiKore API', version='1', docs_url=None, redoc_url=None, openapi_url=None)
-    for module in (system, instances, blueprints, trash, network):
+    for module in (system, instances, blueprints, trash, network, account):
         api.include_router(module.router)
     api.add_middleware(TokenAuthMiddleware)
     api.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
