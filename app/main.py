@@ -22,6 +22,7 @@ from .pages import blueprints_page, dashboard, downloads, login, speedups  # noq
 from .pages.gate import SessionGate
 from .pages.security_headers import SecurityHeaders
 from .services.access import auth
+from .services.access.sessions import STORAGE_COOKIE
 
 speedups.install()
 api = create_api()
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     lifecycle.keep_browser_storage_in(settings.data_dir / 'nicegui')
     ui.run(
         storage_secret=core.sessions.secret,
+        # Not NiceGUI's default name "session", which many apps use for their own cookie.
+        session_middleware_kwargs={'session_cookie': STORAGE_COOKIE, 'same_site': 'lax'},
         host=core.network.panel_host,  # behind nginx: a loopback port; else AIKORE_HOST:AIKORE_PORT
         port=core.network.panel_port,
         title='AiKore',

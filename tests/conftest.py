@@ -53,7 +53,7 @@ async def ui_user(
     async with user_simulation(main_file=UI_MAIN) as user:
         from app.services import core as core_module
 
-        user.http_client.cookies.set(SESSION_COOKIE, core_module.current().sessions.open())
+        user.http_client.cookies.set(SESSION_COOKIE, core_module.current().sessions.open('test'))  # NiceGUI's test host
         # The simulated browser has plotly.js "loaded" at once (no real JavaScript runs here).
         user.javascript_rules[re.compile(r'.*\.Plotly !== "undefined".*', re.DOTALL)] = lambda _: True
         yield user

@@ -55,16 +55,18 @@ def request_token(scope: Scope) -> str | None:
     return query.get('token', [None])[0]
 
 
-def authenticated(scope: Scope) -> bool:
+def authenticated(scope: Scope, *, instance_route: bool = False) -> bool:
     """The one decision "may this request act on the panel?", for the API, the proxy's
     auth_request and the pages: the API token (header or ?token=) or a logged-in browser
-    session cookie passes. (A change made with the cookie must also come from the panel's own
-    origin: ``app.api.origin``.)"""
+    session cookie issued for this request's Host passes. An instance-subdomain session passes
+    only the proxy's auth_request (``instance_route``), never the panel's pages or API. (A change
+    made with the cookie must also come from the panel's own origin: ``app.api.origin``.)"""
     if not core_module.started():
         return False
     if token_authenticated(scope):
         return True
-    return core_module.current().sessions.valid(request_cookie(scope, SESSION_COOKIE))
+    cookie = request_cookie(scope, SESSION_COOKIE)
+    return core_module.current().sessions.valid(cookie, request_host(scope), instance_route=instance_route)
 
 
 def token_authenticated(scope: Scope) -> bool:
@@ -89,6 +91,25 @@ async def json_body_only(request: Request) -> None:
     media = declared.partition(';')[0].strip().lower()
     if media != 'application/json' and not (media.startswith('application/') and media.endswith('+json')):
         raise UnsupportedMedia(f'This route takes a JSON body (Content-Type: application/json), not {media or "?"}')
+
+
+def request_host(scope: Scope) -> str:
+    """The origin the browser addressed (``Host``: name and port; nginx passes it on)."""
+    for name, value in scope.get('headers', []):
+        if name == b'host':
+            return value.decode('latin-1').strip().lower()
+    return ''
+
+
+def over_https(scope: Scope) -> bool:
+    """The browser came over HTTPS: to the panel itself, or to the nginx in front of it (which
+    says so in X-Forwarded-Proto). Only decides the cookies' ``Secure`` flag."""
+    if scope.get('scheme') in {'https', 'wss'}:
+        return True
+    for name, value in scope.get('headers', []):
+        if name == b'x-forwarded-proto':
+            return value.decode('latin-1').split(',')[0].strip().lower() == 'https'
+    return False
 
 
 def request_cookie(scope: Scope, name: str) -> str | None:
@@ -145,9 +166,17 @@ def unauthorized() -> JSONResponse:
     )
 
 
-async def open_session(response: Response) -> Response:
-    """A new login session, as a cookie on ``response`` for the host that answers (the panel's,
-    or an instance's subdomain)."""
-    cookie = await asyncio.to_thread(core_module.current().sessions.open)  # writes sessions.json
-    response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_DAYS * 86400, httponly=True, samesite='lax', path='/')
+async def open_session(request: Request, response: Response, instance: str | None = None) -> Response:
+    """A new login session for the origin ``request`` addressed, as a cookie on ``response``
+    (the panel's, or with ``instance`` an instance session for that instance's subdomain)."""
+    response.headers.append('set-cookie', await new_session_cookie(request, instance))
     return response
+
+
+async def new_session_cookie(request: Request, instance: str | None = None) -> str:
+    """A ``Set-Cookie`` value with a new session bound to the request's Host: host-only (no
+    Domain), HttpOnly, SameSite=Lax, and Secure when the browser came over HTTPS."""
+    sessions = core_module.current().sessions
+    value = await asyncio.to_thread(sessions.open, request_host(request.scope), instance)  # writes sessions.json
+    cookie = f'{SESSION_COOKIE}={value}; HttpOnly; Max-Age={SESSION_DAYS * 86400}; Path=/; SameSite=lax'
+    return cookie + '; Secure' if over_https(request.scope) else cookie

@@ -5,7 +5,11 @@ nginx sets ``X-Original-URI`` (the client's own value never reaches this endpoin
 nginx) so a ``?token=`` on the instance URL counts; the Authorization and Cookie headers
 come with the subrequest. 204 lets the request through, 401 refuses it and names the login
 page in ``X-AiKore-Login`` (nginx redirects browsers there). A browser that came with a valid
-``?token=`` also gets a session cookie for that host, so the page's own requests pass too.
+``?token=`` also gets a session cookie for that host, so the page's own requests pass too; it
+comes in ``X-AiKore-Set-Cookie``, the one header nginx copies onto the app's response (the
+panel's app may set other cookies, e.g. NiceGUI's storage, which must never reach an app).
+On a subdomain route that session is an instance session: valid on that host only, and only
+here (``app.services.access.sessions``).
 """
 
 from __future__ import annotations
@@ -16,26 +20,35 @@ from fastapi import Request, Response
 
 from ..services import core as core_module
 from ..services.access.sessions import SESSION_COOKIE
-from .deps import authenticated, open_session, request_cookie
+from .deps import authenticated, new_session_cookie, request_cookie, request_host
 
 
 async def check(request: Request) -> Response:
     original = request.headers.get('x-original-uri') or '/'
     query = urlsplit(original).query
     scope = {**request.scope, 'query_string': query.encode('latin-1', errors='replace')}
-    if not authenticated(scope):
+    if not authenticated(scope, instance_route=True):
         return Response(status_code=401, headers={'X-AiKore-Login': login_url(request, original)})
     response = Response(status_code=204)
     if _wants_session_cookie(request, query):
-        await open_session(response)
+        # In a header of its own: nginx copies this one, never the Set-Cookie of the subrequest.
+        response.headers['X-AiKore-Set-Cookie'] = await new_session_cookie(request, _instance_of(request))
     return response
+
+
+def _instance_of(request: Request) -> str | None:
+    """On a subdomain route, the instance whose host this is (its session is an instance one)."""
+    if request.headers.get('x-aikore-route') != 'subdomain':
+        return None
+    return request_host(request.scope).partition('.')[0]
 
 
 def _wants_session_cookie(request: Request, query: str) -> bool:
     """A browser page load that passed with ?token= and holds no valid session yet."""
     if 'token' not in parse_qs(query) or 'text/html' not in request.headers.get('accept', ''):
         return False
-    return not core_module.current().sessions.valid(request_cookie(request.scope, SESSION_COOKIE))
+    cookie = request_cookie(request.scope, SESSION_COOKIE)
+    return not core_module.current().sessions.valid(cookie, request_host(request.scope), instance_route=True)
 
 
 def login_url(request: Request, original: str) -> str:

@@ -1,4 +1,4 @@
-"""The frame shared by every page: header with navigation, theme toggle and logout."""
+"""The frame shared by every page: header with navigation, theme toggle and the account menu."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from nicegui import app, ui
+
+from .account_menu import account_menu
 
 
 @contextmanager
@@ -23,7 +25,5 @@ def frame(title: str) -> Iterator[None]:
         ui.link('Blueprints', '/blueprints').classes('text-white no-underline')
         ui.space()
         ui.button(icon='dark_mode', on_click=toggle_theme).props('flat round color=white').tooltip('Dark / light')
-        ui.button(icon='logout', on_click=lambda: ui.navigate.to('/logout')).props('flat round color=white').tooltip(
-            'Log out'
-        )
+        account_menu()  # password, API token, other sessions, log out
     yield

@@ -11,7 +11,7 @@ from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from nicegui import app
 
-from ..api.deps import authenticated, open_session, request_cookie
+from ..api.deps import authenticated, open_session, request_cookie, request_host
 from ..api.origin import CROSS_ORIGIN, client_address, own_origin
 from ..services import core as core_module
 from ..services.access.sessions import SESSION_COOKIE
@@ -81,7 +81,7 @@ async def subdomain_handoff(request: Request, target: str) -> str | None:
     if await core.instances.find_by_slug(label) is None:
         return None
     path = safe_next(urlunsplit(('', '', parts.path or '/', parts.query, '')))
-    token = core.sessions.new_handoff_token()
+    token = core.sessions.new_handoff_token(netloc)
     return f'{parts.scheme}://{netloc}{HANDOFF_PATH}?once={token}&next={quote(path, safe="")}'
 
 
@@ -94,8 +94,8 @@ async def logged_in(request: Request, next_target: str) -> Response:
     if request.method == 'POST' and not target.startswith('/'):
         # The CSP's form-action 'self' also covers the redirects that follow a form post: a hop
         # to an instance's subdomain is made by the next page instead (a new navigation).
-        return await open_session(continue_page(target))
-    return await open_session(RedirectResponse(target, status_code=303))
+        return await open_session(request, continue_page(target))
+    return await open_session(request, RedirectResponse(target, status_code=303))
 
 
 def continue_page(target: str) -> HTMLResponse:
@@ -134,10 +134,14 @@ async def login_submit(request: Request, password: str = Form(''), next: str = F
 
 
 @app.get(HANDOFF_PATH, include_in_schema=False)
-async def session_handoff(once: str = '', next: str = '/') -> Response:
-    """Reached on an instance's subdomain (nginx passes this one path to the panel)."""
-    if core_module.current().sessions.redeem_handoff(once):
-        return await open_session(RedirectResponse(safe_next(next), status_code=303))
+async def session_handoff(request: Request, once: str = '', next: str = '/') -> Response:
+    """Reached on an instance's subdomain (nginx passes this one path to the panel). The token
+    works only on the host it was made for, and the session it opens is an instance session:
+    valid on that host, for reaching that instance through nginx, never the panel's pages or API."""
+    host = request_host(request.scope)
+    if core_module.current().sessions.redeem_handoff(once, host):
+        redirect = RedirectResponse(safe_next(next), status_code=303)
+        return await open_session(request, redirect, instance=host.partition('.')[0])
     expired = '<p>This sign-in link was used already or has expired. <a href="/">Try again</a>.</p>'
     return HTMLResponse(f'<!DOCTYPE html><title>AiKore</title>{expired}', status_code=401)
 

@@ -131,6 +131,14 @@ class Core:
         self.problems.append(problem)
         self.problems_changed.publish(list(self.problems))
 
+    async def rotate_api_token(self) -> str:
+        """A new API token (answered once); the old one stops working at once, in the panel and
+        in nginx's config. 409 when AIKORE_API_TOKEN sets it."""
+        token = await asyncio.to_thread(auth.rotate_api_token, self.settings.secrets_path, self.settings.api_token)
+        self.api_token = token
+        await self.network.api_token_changed(token)
+        return token
+
     async def shutdown(self) -> None:
         await self.monitor.stop()
         self.log_streams.shutdown()

@@ -8,12 +8,15 @@ import json
 import logging
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
+from ..errors import Conflict
 from ..files import PRIVATE, write_atomic
 
 log = logging.getLogger(__name__)
+_UPDATING = threading.Lock()
 
 
 def load_secrets(path: Path) -> dict[str, Any]:
@@ -31,6 +34,15 @@ def save_secrets(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2), PRIVATE)
 
 
+def update_secrets(path: Path, **values: str) -> None:
+    """Change some entries of the secrets file and keep the others (the API token, the password
+    hash and the session secret share it): one change at a time."""
+    with _UPDATING:
+        data = load_secrets(path)
+        data.update(values)
+        save_secrets(path, data)
+
+
 def api_token(path: Path, from_env: str | None) -> tuple[str, bool]:
     """The token the API accepts, and whether it was generated just now."""
     if from_env:
@@ -44,6 +56,19 @@ def api_token(path: Path, from_env: str | None) -> tuple[str, bool]:
     data['api_token'] = secrets.token_urlsafe(32)
     save_secrets(path, data)
     return data['api_token'], True
+
+
+def rotate_api_token(path: Path, from_env: str | None) -> str:
+    """A new API token, stored in place of the old one (which the caller stops accepting). A
+    token set by AIKORE_API_TOKEN is the environment's: refused with a sentence that says so."""
+    if from_env:
+        raise Conflict(
+            "The API token is set by AIKORE_API_TOKEN in the panel's environment: change it there and restart the panel"
+        )
+    token = secrets.token_urlsafe(32)
+    update_secrets(path, api_token=token)
+    log.info('The API token was replaced; the old one is refused from now on')
+    return token
 
 
 def token_matches(given: str | None, expected: str | None) -> bool:

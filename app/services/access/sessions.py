@@ -2,9 +2,16 @@
 throttle on failed logins.
 
 The password is AIKORE_PASSWORD, else generated at the first start and kept only as a
-scrypt hash in ``secrets.json``. A browser session is a random id in an HMAC-signed cookie;
-the ids live in ``sessions.json`` (mode 0600) so they survive panel restarts and logout
-revokes one for good.
+scrypt hash in ``secrets.json`` (the user may change it then). A browser session is a random
+id in an HMAC-signed cookie; the ids live in ``sessions.json`` (mode 0600) so they survive
+panel restarts and logout revokes one for good.
+
+Each session is bound, server-side, to the origin (the ``Host``: name and port) it was
+issued for and is refused on any other: cookies ignore ports, so a browser also sends the
+panel's cookie to an activated instance's public port, and whoever receives it there cannot
+use it on the panel under another Host. A session issued on an instance's subdomain (the
+hand-off, or ``?token=`` on that host) is an *instance* session: it only lets requests
+through nginx's auth_request for that host, never the panel's pages or API.
 """
 
 from __future__ import annotations
@@ -19,13 +26,22 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ..errors import Conflict, Forbidden, InvalidInput
 from . import auth
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = 'aikore_session'
+# NiceGUI's per-browser storage cookie (UI preferences only, no credential); named apart from
+# the ``session`` cookie many apps use, and stripped with SESSION_COOKIE from what apps receive.
+STORAGE_COOKIE = 'aikore_storage'
+PANEL_COOKIES = (SESSION_COOKIE, STORAGE_COOKIE)
+PASSWORD_MIN = 8
+PASSWORD_MAX = 1024
 SESSION_DAYS = 30
 LOGIN_LINK_SECONDS = 3600
 # A logged-in browser carries one of these to an instance's subdomain (a host its cookie does not reach).
@@ -79,10 +95,35 @@ class LoginThrottle:
         self._locked_until.pop(client, None)
 
 
+@dataclass(frozen=True)
+class Session:
+    """One login, as kept in ``sessions.json``: when it ends, the origin it was issued for
+    (``host[:port]``, lower case) and, for an instance-subdomain session, that instance's slug."""
+
+    expires: float
+    host: str
+    instance: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {'expires': self.expires, 'host': self.host, 'instance': self.instance}
+
+    @classmethod
+    def from_json(cls, data: object) -> Session | None:
+        """None for anything else, e.g. an entry of an older panel (bound to no origin)."""
+        if not isinstance(data, dict) or not isinstance(data.get('host'), str):
+            return None
+        instance = data.get('instance')
+        try:
+            return cls(float(data['expires']), data['host'], instance if isinstance(instance, str) else None)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
 class Sessions:
-    """Password check, one-time login links and signed session cookies."""
+    """Password check and change, one-time login links and origin-bound session cookies."""
 
     def __init__(self, secrets_path: Path, sessions_path: Path, password_from_env: str | None) -> None:
+        self.secrets_path = secrets_path
         self.sessions_path = sessions_path
         self.throttle = LoginThrottle()
         self._password_from_env = password_from_env
@@ -112,6 +153,24 @@ class Sessions:
             return hmac.compare_digest(password.encode(), self._password_from_env.encode())
         return verify_password(password, self._password_hash)
 
+    def change_password(self, current: str, new: str, keep: str | None) -> int:
+        """Replace the password (blocking: scrypt, writes secrets.json) and end every session but
+        the cookie ``keep`` (the caller's own, if any); answers how many sessions ended."""
+        if self._password_from_env:
+            raise Conflict(
+                "The password is set by AIKORE_PASSWORD in the panel's environment: change it there "
+                'and restart the panel'
+            )
+        if not PASSWORD_MIN <= len(new) <= PASSWORD_MAX:
+            raise InvalidInput(f'The new password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long')
+        if not self.password_matches(current):
+            raise Forbidden('The current password is wrong: the password was not changed')
+        stored = hash_password(new)
+        auth.update_secrets(self.secrets_path, password_hash=stored)
+        self._password_hash = stored
+        log.info('The login password was changed')
+        return self.close_others(keep)
+
     def new_login_link_token(self) -> str:
         """A token that logs one browser in once, within the hour."""
         return _new_token(self._login_links, LOGIN_LINK_SECONDS)
@@ -119,27 +178,32 @@ class Sessions:
     def redeem_login_link(self, token: str) -> bool:
         return _redeem(self._login_links, token)
 
-    def new_handoff_token(self) -> str:
-        """A token that gives an instance's subdomain a session once, within a minute; only the
-        hand-off endpoint takes it (never the login page)."""
-        return _new_token(self._handoffs, HANDOFF_SECONDS)
+    def new_handoff_token(self, host: str) -> str:
+        """A token that gives the instance subdomain ``host`` a session once, within a minute;
+        only the hand-off endpoint on that very host takes it (never the login page)."""
+        return _new_token(self._handoffs, HANDOFF_SECONDS, bound=host.lower())
 
-    def redeem_handoff(self, token: str) -> bool:
-        return _redeem(self._handoffs, token)
+    def redeem_handoff(self, token: str, host: str) -> bool:
+        return _redeem(self._handoffs, token, bound=host.lower())
 
     # -- sessions ---------------------------------------------------------------------
 
-    def open(self) -> str:
-        """A new session; returns the cookie value."""
+    def open(self, host: str, instance: str | None = None) -> str:
+        """A new session for the origin ``host`` (an instance session when ``instance`` names
+        the slug whose subdomain ``host`` is); returns the cookie value."""
         session_id = secrets.token_urlsafe(32)
         with self._lock:
-            self._sessions[session_id] = time.time() + SESSION_DAYS * 86400
+            self._sessions[session_id] = Session(time.time() + SESSION_DAYS * 86400, host.lower(), instance)
             self._save()
         return f'{session_id}.{self._sign(session_id)}'
 
-    def valid(self, cookie: str | None) -> bool:
-        session_id = self._verified_id(cookie)
-        return session_id is not None and self._sessions.get(session_id, 0.0) > time.time()
+    def valid(self, cookie: str | None, host: str, *, instance_route: bool = False) -> bool:
+        """Whether ``cookie`` is a live session issued for the origin ``host``. Instance sessions
+        pass only where ``instance_route`` (nginx's auth_request for an instance)."""
+        session = self._session(cookie)
+        if session is None or session.expires <= time.time() or session.host != host.lower():
+            return False
+        return instance_route or session.instance is None
 
     def close(self, cookie: str | None) -> None:
         session_id = self._verified_id(cookie)
@@ -148,6 +212,23 @@ class Sessions:
         with self._lock:
             if self._sessions.pop(session_id, None) is not None:
                 self._save()
+
+    def close_others(self, keep: str | None) -> int:
+        """End every session but the one of the cookie ``keep`` (all when None); answers how many."""
+        kept = self._verified_id(keep)
+        with self._lock:
+            others = [session_id for session_id in self._sessions if session_id != kept]
+            for session_id in others:
+                del self._sessions[session_id]
+            if others:
+                self._save()
+        if others:
+            log.info('%d other session(s) logged out', len(others))
+        return len(others)
+
+    def _session(self, cookie: str | None) -> Session | None:
+        session_id = self._verified_id(cookie)
+        return None if session_id is None else self._sessions.get(session_id)
 
     def _verified_id(self, cookie: str | None) -> str | None:
         if not cookie or '.' not in cookie:
@@ -159,29 +240,33 @@ class Sessions:
         mac = hmac.new(self.secret.encode(), session_id.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).decode().rstrip('=')
 
-    def _load(self) -> dict[str, float]:
+    def _load(self) -> dict[str, Session]:
         try:
             data = json.loads(self.sessions_path.read_text())
         except (OSError, ValueError):
             return {}
+        if not isinstance(data, dict):
+            return {}
         now = time.time()
-        return {str(k): float(v) for k, v in data.items() if float(v) > now} if isinstance(data, dict) else {}
+        loaded = {str(key): Session.from_json(value) for key, value in data.items()}
+        return {key: session for key, session in loaded.items() if session is not None and session.expires > now}
 
     def _save(self) -> None:
-        auth.save_secrets(self.sessions_path, dict(self._sessions))
+        auth.save_secrets(self.sessions_path, {key: session.to_json() for key, session in self._sessions.items()})
 
 
-def _new_token(tokens: dict[str, float], seconds: float) -> str:
+def _new_token(tokens: dict[str, float], seconds: float, bound: str = '') -> str:
+    """A one-time token; with ``bound`` it redeems only together with the same value."""
     now = time.time()
     for digest in [digest for digest, expires in tokens.items() if expires <= now]:
         del tokens[digest]  # never redeemed
     token = secrets.token_urlsafe(24)
-    tokens[_digest(token)] = now + seconds
+    tokens[_digest(f'{bound} {token}')] = now + seconds
     return token
 
 
-def _redeem(tokens: dict[str, float], token: str) -> bool:
-    return tokens.pop(_digest(token), 0.0) > time.time()
+def _redeem(tokens: dict[str, float], token: str, bound: str = '') -> bool:
+    return tokens.pop(_digest(f'{bound} {token}'), 0.0) > time.time()
 
 
 def _digest(token: str) -> str:

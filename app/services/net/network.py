@@ -78,6 +78,12 @@ class Network:
         if self.proxy is not None:
             await self.proxy.shutdown()
 
+    async def api_token_changed(self, token: str) -> None:
+        """The API token was replaced: nginx must let the new one through (and strip it from what
+        instances receive) and the old one no more, before the change is answered."""
+        if self.proxy is not None:
+            await self.proxy.set_api_token(token)
+
     def with_urls(self, instance: InstancePublic, request_host: str | None, scheme: str = 'http') -> InstancePublic:
         """The instance with ``urls`` filled in for a user who reached the panel at ``request_host``."""
         entry = self.settings.public_host or request_host

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from ...config import Settings
 from ...models import SLUG_RE, InstancePublic
 from ..access import auth
-from ..access.sessions import SESSION_COOKIE
+from ..access.sessions import PANEL_COOKIES
 from ..catalog import store
 from ..events import EventBus
 from ..files import PRIVATE, write_atomic
@@ -85,8 +85,7 @@ class Proxy:
         self.paths = nginx.paths
         self.panel_port = panel_port
         self.master = master  # None: external mode (someone else runs the master)
-        # Written into the config (mode 0600) only when it is a plain token nginx can quote.
-        self.api_token = api_token if api_token and TOKEN_RE.fullmatch(api_token) else None
+        self.api_token = _quotable(api_token)
         # Sent to the panel only (never to instances): the panel then believes nginx's X-Real-IP.
         self.proxy_secret = auth.proxy_secret(api_token) if api_token else secrets.token_hex(32)
         self.last_error: str | None = None
@@ -146,6 +145,13 @@ class Proxy:
                 self._worker.cancel()
         if self.master is not None:
             await self.master.stop()
+
+    async def set_api_token(self, token: str) -> None:
+        """Re-render with a new API token at once (the old one passes nginx's shortcut until then).
+        Should nginx refuse the render, the error is logged and kept as for any other change."""
+        self.api_token = _quotable(token)
+        self.proxy_secret = auth.proxy_secret(token)  # the panel checks X-AiKore-Proxy against the new token
+        await self.apply(force=True)
 
     # ------------------------------------------------------------------ following instances
 
@@ -243,7 +249,7 @@ class Proxy:
             empty_dir=paths.empty,
             listen=listen_address(self.settings.host, self.settings.port),
             panel_port=self.panel_port,
-            session_cookie=SESSION_COOKIE,
+            panel_cookies=PANEL_COOKIES,
             api_token=self.api_token,
             proxy_secret=self.proxy_secret,
             instances=routes,
@@ -282,6 +288,12 @@ class Proxy:
             reloads=self.reloads,
             routes=len(self._applied or ()),
         )
+
+
+def _quotable(token: str | None) -> str | None:
+    """The API token is written into the config (mode 0600) only when it is a plain token nginx
+    can quote; else every bearer request is decided by the panel."""
+    return token if token and TOKEN_RE.fullmatch(token) else None
 
 
 def listen_address(host: str, port: int) -> str:
