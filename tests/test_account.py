@@ -58,18 +58,30 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Panel]:
         panel.stop()
 
 
+def same_origin(panel: Panel) -> dict[str, str]:
+    """What a browser adds to a change made from the panel's own page."""
+    return {'Origin': panel.url}
+
+
 def test_change_password(plain: Panel) -> None:
     old = plain.password()
     mine, other = logged_in(plain, old), logged_in(plain, old)
     change = f'{plain.url}/api/account/password'
     cookies = {'aikore_session': mine}
-    short = httpx.put(change, json={'current': old, 'new': 'short'}, cookies=cookies)
+    short = httpx.put(change, json={'current': old, 'new': 'short'}, cookies=cookies, headers=same_origin(plain))
     assert short.status_code == 422 and short.json()['detail'] == 'The new password must be 8 to 1024 characters long'
-    wrong = httpx.put(change, json={'current': 'not it', 'new': 'long enough'}, cookies=cookies)
+    wrong = httpx.put(
+        change, json={'current': 'not it', 'new': 'long enough'}, cookies=cookies, headers=same_origin(plain)
+    )
     assert wrong.status_code == 403 and 'current password is wrong' in wrong.json()['detail']
-    assert httpx.put(change, json={'current': old}, cookies=cookies).status_code == 422
+    assert httpx.put(change, json={'current': old}, cookies=cookies, headers=same_origin(plain)).status_code == 422
     assert api_status(plain, other) == 200, 'refused changes end no session'
-    assert httpx.put(change, json={'current': old, 'new': 'correct horse'}, cookies=cookies).status_code == 204
+    assert (
+        httpx.put(
+            change, json={'current': old, 'new': 'correct horse'}, cookies=cookies, headers=same_origin(plain)
+        ).status_code
+        == 204
+    )
     assert api_status(plain, mine) == 200, "the caller's own session stays"
     assert api_status(plain, other) == 401, 'every other session ends at once'
     assert httpx.post(f'{plain.url}/login', data={'password': old}).status_code == 401
@@ -84,7 +96,9 @@ def test_change_password(plain: Panel) -> None:
 
 def test_logout_other_sessions(plain: Panel) -> None:
     mine, others = logged_in(plain, plain.password()), [logged_in(plain, plain.password()) for _ in range(2)]
-    answer = httpx.post(f'{plain.url}/api/account/logout-others', cookies={'aikore_session': mine})
+    answer = httpx.post(
+        f'{plain.url}/api/account/logout-others', cookies={'aikore_session': mine}, headers=same_origin(plain)
+    )
     assert answer.status_code == 200 and answer.json()['closed'] >= 2
     assert api_status(plain, mine) == 200
     assert [api_status(plain, cookie) for cookie in others] == [401, 401]

@@ -19,6 +19,8 @@ CHECKS = 'not_a_server_error,status_code_conformance,content_type_conformance,re
 
 @pytest.fixture(scope='module')
 def fuzzed_panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Panel]:
+    # Its API token comes from the environment (AIKORE_API_TOKEN, set by Panel), so a fuzzed
+    # POST /account/token answers 409 and the fuzzer never locks itself out; no operation is excluded.
     panel = Panel(tmp_path_factory.mktemp('fuzz') / 'data', AIKORE_STOP_ON_EXIT='1', AIKORE_NGINX='off').start()
     try:
         panel.create('fuzz-target')  # id 1: something for the operations on an instance to find
