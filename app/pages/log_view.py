@@ -9,9 +9,10 @@ from collections.abc import Callable
 from nicegui import ui
 
 from ..models import InstancePublic
-from ..services.consoles.log_stream import LogText
+from ..services.consoles.log_stream import LogText, skipped_marker
 from ..services.core import Core
 
+PAUSED_KEEP = 512 * 1024  # text held while paused; older text is dropped (and counted)
 TERMINAL_OPTIONS = {'convertEol': True, 'scrollback': 20000, 'disableStdin': True, 'fontSize': 13}
 
 
@@ -21,6 +22,8 @@ class LogView:
         self.instance: InstancePublic | None = None
         self._unfollow: Callable[[], None] | None = None
         self.paused: list[str] = []
+        self.paused_size = 0
+        self.paused_dropped = 0  # lines dropped from the paused text
         self.following = True
         with ui.row().classes('items-center w-full gap-2'):
             self.title = ui.label('Pick an instance (its Logs button)').classes('font-medium')
@@ -52,10 +55,10 @@ class LogView:
 
     def _received(self, item: LogText) -> None:
         if item.reset:
-            self.paused.clear()
+            self.clear_paused()
             self.terminal.run_terminal_method('reset')
         if not self.following:
-            self.paused.append(item.text)
+            self.hold(item.text)
             return
         if item.text:
             self.terminal.write(item.text)
@@ -64,9 +67,23 @@ class LogView:
         self.following = not self.following
         self.follow.set_text('Pause' if self.following else 'Follow')
         self.follow.props(f'icon={"pause" if self.following else "play_arrow"}')
-        if self.following and self.paused:
-            self.terminal.write(''.join(self.paused))
-            self.paused.clear()
+        if self.following and (self.paused or self.paused_dropped):
+            marker = skipped_marker(self.paused_dropped) if self.paused_dropped else ''
+            self.terminal.write(marker + ''.join(self.paused))
+            self.clear_paused()
+
+    def hold(self, text: str) -> None:
+        """Keep ``text`` for when the user follows again; past PAUSED_KEEP the oldest goes."""
+        self.paused.append(text)
+        self.paused_size += len(text)
+        while self.paused_size > PAUSED_KEEP and len(self.paused) > 1:
+            dropped = self.paused.pop(0)
+            self.paused_size -= len(dropped)
+            self.paused_dropped += dropped.count('\n')
+
+    def clear_paused(self) -> None:
+        self.paused.clear()
+        self.paused_size = self.paused_dropped = 0
 
     def clear(self) -> None:
         self.terminal.run_terminal_method('clear')
@@ -108,4 +125,4 @@ class LogView:
             self._unfollow()
             self._unfollow = None
         self.instance = None
-        self.paused.clear()
+        self.clear_paused()

@@ -4,6 +4,11 @@ One follower per instance, shared by every open view and running only while some
 watches (the field_friend pattern: a service-side stream replayed into a view, then live
 events). It reads through the log cursor, so rotations never lose or repeat text.
 
+A view never falls behind without saying so: each poll sends it at most ``LIVE_BYTES`` of
+new text; when the log grew by more than ``SKIP_BEYOND`` since the last poll, the text in
+between is skipped (read, counted, never held) and the view gets a marker "… N lines skipped …",
+so a flood costs neither the panel's memory nor its latency (the full log stays downloadable).
+
 An app's output never erases what the user scrolled: the sequences that wipe a terminal's
 history (RIS ``ESC c``, ``ESC[3J``, a switch to the alternate screen, which has none) are taken
 out of the text sent to views; colours, cursor moves and ``\r`` progress bars stay.
@@ -25,6 +30,9 @@ log = logging.getLogger(__name__)
 
 REPLAY_BYTES = 256 * 1024
 POLL_SECONDS = 0.1
+LIVE_BYTES = 128 * 1024  # per poll and view: about 1.3 MB/s, as much as a browser terminal shows
+SKIP_BEYOND = 1024 * 1024  # further behind than this: skip to the last KEEP_BYTES
+KEEP_BYTES = 64 * 1024
 CSI = r'(?:\x1b\[|\x9b)'
 # RIS, ED 3 (erase scrollback), private modes 47/1047/1049 (alternate screen) among others.
 HISTORY_ERASERS = re.compile(rf'\x1bc|{CSI}(?:[0-9;]*;)?3J|{CSI}\?(?:[0-9;]*;)?(?:47|1047|1048|1049)(?:;[0-9;]*)?[hl]')
@@ -45,6 +53,13 @@ class HistoryGuard:
         if unfinished:
             text = text[: unfinished.start()]
         return HISTORY_ERASERS.sub('', text)
+
+
+def skipped_marker(lines: int) -> str:
+    """The line a view shows where text was skipped (yellow, on a line of its own)."""
+    noun = 'line' if lines == 1 else 'lines'
+    why = 'the log grew faster than a view shows; the download has it all'
+    return f'\r\n\x1b[33m… {lines} {noun} skipped ({why}) …\x1b[0m\r\n'
 
 
 def without_history_erasers(text: str) -> str:
@@ -70,6 +85,8 @@ class _Follower:
     opened: asyncio.Task[None] | None = None  # reads the end offset, then starts the poller
     task: asyncio.Task[None] | None = None
     guard: HistoryGuard = field(default_factory=HistoryGuard)
+    skipped_lines: int = 0  # passed over since the last marker
+    mid_line: bool = False  # the offset is inside a line (after a skip)
 
 
 class LogStreams:
@@ -114,15 +131,39 @@ class LogStreams:
     async def _run(self, follower: _Follower) -> None:
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            chunk = await asyncio.to_thread(logs.read_chunk, follower.path, follower.offset)
-            while chunk.text or chunk.reset:
+            await asyncio.to_thread(self._skip_if_far_behind, follower)
+            if follower.skipped_lines:
+                lines, follower.skipped_lines = follower.skipped_lines, 0
+                self._publish(follower, LogText(skipped_marker(lines)))
+            budget = LIVE_BYTES
+            while budget > 0:
+                chunk = await asyncio.to_thread(logs.read_chunk, follower.path, follower.offset, budget)
+                if not chunk.text and not chunk.reset:
+                    break
                 follower.offset = chunk.next_offset
+                budget -= chunk.next_offset - chunk.offset
+                text = chunk.text
                 if chunk.reset:
                     follower.guard = HistoryGuard()
-                self._publish(follower, LogText(follower.guard.feed(chunk.text), chunk.reset))
-                if not chunk.text:
-                    break
-                chunk = await asyncio.to_thread(logs.read_chunk, follower.path, follower.offset)
+                    follower.mid_line = False
+                if follower.mid_line:  # the rest of a line cut by a skip: counted with the skipped ones
+                    _cut, newline, text = text.partition('\n')
+                    follower.mid_line = not newline
+                self._publish(follower, LogText(follower.guard.feed(text), chunk.reset))
+
+    @staticmethod
+    def _skip_if_far_behind(follower: _Follower) -> None:
+        """When the log grew by more than SKIP_BEYOND since the last read, move to its last
+        KEEP_BYTES, counting the lines passed (blocking: in a thread)."""
+        cursor = logs.read_cursor(follower.path)
+        end = logs.end_offset(follower.path)
+        if follower.offset < cursor.run_base or end - follower.offset <= SKIP_BEYOND:
+            return  # a new run (the next read says reset), or close enough to the end
+        reached, lines = logs.skip(follower.path, follower.offset, end - KEEP_BYTES)
+        if reached > follower.offset:
+            follower.offset = reached
+            follower.skipped_lines += lines + 1  # and the line the skip cuts
+            follower.mid_line = True
 
     @staticmethod
     def _publish(follower: _Follower, item: LogText) -> None:

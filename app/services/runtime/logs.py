@@ -81,6 +81,19 @@ def read_tail(path: Path, nbytes: int, end: int) -> str:
     return text
 
 
+def skip(path: Path, offset: int, stop: int) -> tuple[int, int]:
+    """Read the text from ``offset`` up to ``stop`` without keeping it: (where the reading
+    stopped, how many line ends it passed). Stops early at a change of run or the end."""
+    lines = 0
+    while offset < stop:
+        chunk = read_chunk(path, offset, limit=min(MAX_READ_BYTES, stop - offset))
+        if chunk.reset or not chunk.text:
+            break
+        lines += chunk.text.count('\n')
+        offset = chunk.next_offset
+    return offset, lines
+
+
 def rotate_for_new_run(path: Path, backups: int) -> None:
     """Keep the previous run's log as ``output.log.1`` so each run starts a fresh file."""
     if not path.exists() or path.stat().st_size == 0:
