@@ -144,3 +144,11 @@ class LogChunk(BaseModel):
     offset: int
     next_offset: int
     reset: bool
+
+
+class OrphanFolder(BaseModel):
+    """An instance folder with no row in the database (the database was lost or replaced)."""
+
+    name: str
+    blueprint: str  # from its launch.sh metadata ('' when it has none)
+    adoptable: bool  # the folder's name is a valid instance name not taken by another instance

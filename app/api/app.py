@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
 from ..services.errors import ServiceError
-from . import account, blueprints, instances, network, system, trash
+from . import account, blueprints, instances, network, orphans, system, trash
 from .deps import TokenAuthMiddleware, json_body_only
 from .openapi_doc import build_schema
 
@@ -29,7 +29,7 @@ def create_api() -> FastAPI:
         openapi_url=None,
         dependencies=[Depends(json_body_only)],
     )
-    for module in (system, instances, blueprints, trash, network, account):
+    for module in (system, instances, blueprints, trash, orphans, network, account):
         api.include_router(module.router)
     api.add_middleware(TokenAuthMiddleware)
     api.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]

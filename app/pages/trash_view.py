@@ -1,4 +1,5 @@
-"""The Trash tab: deleted instances, with Restore and Delete forever."""
+"""The Trash tab: deleted instances, with Restore and Delete forever; and instance folders that
+no instance knows of (after a lost database), with Adopt and Move to trash."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class TrashView:
             ui.label('Deleted instances').classes('font-medium')
             ui.space()
             ui.button(icon='refresh', on_click=self.refresh).props('flat dense round').tooltip('Refresh')
+        self.orphans = ui.column().classes('w-full gap-1').mark('orphan-list')
         self.list = ui.column().classes('w-full gap-1').mark('trash-list')
         ui.timer(0, self.refresh, once=True)
 
@@ -23,6 +25,7 @@ class TrashView:
         background_tasks.create(self.refresh(), name='trash refresh')
 
     async def refresh(self) -> None:
+        await self.refresh_orphans()
         entries = await self.core.instances.trash()
         self.list.clear()
         with self.list:
@@ -39,6 +42,37 @@ class TrashView:
                     ui.button('Delete forever', on_click=lambda e=entry.name: self.purge(e)).props(
                         'flat dense color=negative'
                     )
+
+    async def refresh_orphans(self) -> None:
+        orphans = await self.core.orphans.find()
+        self.orphans.clear()
+        with self.orphans:
+            if not orphans:
+                return
+            ui.label('Instance folders without an instance (the database does not know them)').classes(
+                'font-medium text-orange-7'
+            )
+            for orphan in orphans:
+                with ui.row().classes('items-center w-full gap-2'):
+                    ui.label(orphan.name).classes('font-medium')
+                    ui.label(orphan.blueprint or 'no blueprint named').classes('text-sm opacity-60')
+                    ui.space()
+                    adopt = ui.button('Adopt', on_click=lambda o=orphan.name: self.adopt(o)).props('flat dense')
+                    adopt.mark(f'adopt-{orphan.name}')
+                    if not orphan.adoptable:
+                        adopt.disable()
+                        adopt.tooltip('Not a valid instance name, or the name is taken: move it to the trash')
+                    ui.button('Move to trash', on_click=lambda o=orphan.name: self.trash_orphan(o)).props(
+                        'flat dense'
+                    ).mark(f'trash-orphan-{orphan.name}')
+
+    async def adopt(self, name: str) -> None:
+        if await attempt(self.core.adopt_orphan(name), f'{name} adopted: it is an instance again') is not None:
+            await self.refresh()
+
+    async def trash_orphan(self, name: str) -> None:
+        if await attempt(self.core.trash_orphan(name), f'{name} moved to the trash') is not None:
+            await self.refresh()
 
     async def restore(self, name: str) -> None:
         if await attempt(self.core.instances.restore(name), f'{name} restored') is not None:

@@ -16,6 +16,7 @@ from .access import auth
 from .access.sessions import Sessions
 from .catalog.blueprints import BlueprintStore
 from .catalog.instances import InstanceService
+from .catalog.orphans import ORPHANS_PREFIX, OrphanFolders, orphans_problem
 from .catalog.rows import InstanceRows
 from .consoles.log_stream import LogStreams
 from .consoles.terminals import Terminals
@@ -38,6 +39,7 @@ class Core:
     blueprints: BlueprintStore
     supervisor: Supervisor
     instances: InstanceService
+    orphans: OrphanFolders
     api_token: str
     sessions: Sessions
     monitor: Monitor
@@ -79,6 +81,7 @@ class Core:
             blueprints=blueprints,
             supervisor=supervisor,
             instances=instances,
+            orphans=OrphanFolders(instances),
             api_token=token,
             sessions=sessions,
             monitor=monitor,
@@ -91,6 +94,7 @@ class Core:
         ``problems`` and the next step runs. Only a proxy that cannot serve the panel at all
         (``NginxError``) stops the start: the panel could not be reached."""
         await self._step('Re-adopting running instances', self._adopt)
+        await self._step('Looking for instance folders without an instance', self.check_orphans)
         await self._start_network()
         self.ready = True
         await self._step('Autostart', self._autostart)
@@ -125,6 +129,27 @@ class Core:
         known = isinstance(exc, OSError | ServiceError)  # a cause the sentence says all about
         log.error('%s failed at start: %s', what, describe(exc), exc_info=None if known else exc)
         self.add_problem(f'{what} failed: {describe(exc)}')
+
+    async def check_orphans(self) -> None:
+        """Say (health, dashboard) while instance folders have no row; quiet once none are left."""
+        problem = orphans_problem(await self.orphans.find())
+        kept = [known for known in self.problems if not known.startswith(ORPHANS_PREFIX)]
+        if problem is not None:
+            log.warning('%s', problem)
+            kept.append(problem)
+        if kept != self.problems:
+            self.problems[:] = kept
+            self.problems_changed.publish(list(self.problems))
+
+    async def adopt_orphan(self, name: str) -> InstancePublic:
+        public = await self.orphans.adopt(name)
+        await self.check_orphans()
+        return public
+
+    async def trash_orphan(self, name: str) -> str:
+        entry = await self.orphans.trash(name)
+        await self.check_orphans()
+        return entry
 
     def add_problem(self, problem: str) -> None:
         """Record something that went wrong (already logged by whoever found it)."""

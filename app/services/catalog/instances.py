@@ -73,7 +73,7 @@ class InstanceService:
         self.gpu_count = gpu_count
         self.access_patterns = access_patterns  # path and subdomain need the proxy (AIKORE_NGINX)
         self.removed: EventBus[int] = EventBus('instances-removed')  # ids of deleted instances
-        self._catalog_lock = asyncio.Lock()
+        self.catalog_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ reading
 
@@ -97,7 +97,7 @@ class InstanceService:
     # ------------------------------------------------------------------ create / update
 
     async def create(self, data: InstanceCreate) -> InstancePublic:
-        async with self._catalog_lock:
+        async with self.catalog_lock:
             row = await asyncio.to_thread(self._create, data)
         public = self.rows.publish(row)
         log.info('Created instance %s from %s', row.name, row.blueprint)
@@ -120,7 +120,7 @@ class InstanceService:
             gpu_ids=gpu_ids,
             autostart=data.autostart,
             persistent=data.persistent,
-            public_port=port if port is not None else self._suggest_public_port(),
+            public_port=port if port is not None else self.suggest_public_port(),
             access_pattern=self._access_pattern(data.access_pattern),
             output_path=output,
             restart_policy=data.restart_policy,
@@ -135,7 +135,7 @@ class InstanceService:
 
     async def update(self, instance_id: int, data: InstanceUpdate) -> tuple[InstancePublic, bool]:
         """Apply the fields that were sent; also answers whether a restart is needed to apply them."""
-        async with self.rows.hold(instance_id), self._catalog_lock:
+        async with self.rows.hold(instance_id), self.catalog_lock:
             current = await asyncio.to_thread(store.get, self.engine, instance_id)
             running = self.supervisor.is_running(instance_id) or current.status not in DELETABLE
             changes = await asyncio.to_thread(self._validated_changes, current, data, running)
@@ -209,9 +209,9 @@ class InstanceService:
             raise Conflict(f'An instance named {existing.name!r} already exists (names ignore case)')
 
     async def suggested_public_port(self) -> int:
-        return await asyncio.to_thread(self._suggest_public_port)
+        return await asyncio.to_thread(self.suggest_public_port)
 
-    def _suggest_public_port(self) -> int:
+    def suggest_public_port(self) -> int:
         """The lowest port of the range no instance uses (ports may be shared, so never none)."""
         used = store.public_ports(self.engine)
         low, high = self.settings.port_range
@@ -288,7 +288,7 @@ class InstanceService:
     # ------------------------------------------------------------------ delete and trash
 
     async def delete(self, instance_id: int) -> None:
-        async with self.rows.hold(instance_id), self._catalog_lock:
+        async with self.rows.hold(instance_id), self.catalog_lock:
             instance = await asyncio.to_thread(store.get, self.engine, instance_id)
             if self.supervisor.is_running(instance_id) or instance.status not in DELETABLE:
                 raise Conflict(f'Stop {instance.name!r} before deleting it (it is {instance.status})')
@@ -299,7 +299,7 @@ class InstanceService:
         log.info('Moved instance %s to the trash as %s', instance.name, entry)
 
     def _move_to_trash(self, instance: Instance) -> str:
-        entry = self._free_trash_name(instance.name)
+        entry = self.free_trash_name(instance.name)
         target = self.settings.trash_dir / entry
         self.settings.trash_dir.mkdir(parents=True, exist_ok=True)
         source = launch.instance_dir(self.settings, instance.name)
@@ -312,7 +312,7 @@ class InstanceService:
         (target / TRASH_RECORD).write_text(json.dumps(record, indent=2))
         return entry
 
-    def _free_trash_name(self, name: str) -> str:
+    def free_trash_name(self, name: str) -> str:
         candidate, counter = name, 2
         while (self.settings.trash_dir / candidate).exists():
             suffix = f'-{counter}'
@@ -338,7 +338,7 @@ class InstanceService:
         return entries
 
     async def restore(self, entry: str) -> InstancePublic:
-        async with self._catalog_lock:
+        async with self.catalog_lock:
             row = await asyncio.to_thread(self._restore, entry)
         return self.rows.publish(row)
 
