@@ -6,13 +6,15 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
-from tests.helpers import Panel
+from tests.helpers import Panel, blueprint, wait_for
 
 SIZE = '24m'
 
@@ -79,5 +81,45 @@ def test_full_disk_gets_507_and_recovers(small_disk: Path, tmp_path: Path) -> No
         assert client.post(f'/instances/{before["id"]}/start').status_code == 202
         panel.wait_status(before['id'], 'started', timeout=30)
         assert httpx.get(f'{panel.url}/api/health', timeout=5).status_code == 200
+    finally:
+        panel.stop()
+
+
+CHATTY = blueprint(  # serves HTTP and prints a line every 10 ms, as a training run does
+    f'exec {sys.executable} -u -c "import http.server as h, os, threading, time; '
+    "s = h.ThreadingHTTPServer(('127.0.0.1', int(os.environ['WEBUI_PORT'])), h.SimpleHTTPRequestHandler); "
+    'threading.Thread(target=s.serve_forever, daemon=True).start(); '
+    "[print('step', i, 'x' * 200, flush=True) or time.sleep(0.01) for i in iter(int, 1)]\""
+)
+
+
+def test_an_instance_outlives_a_full_disk_and_its_end_is_recorded(small_disk: Path, tmp_path: Path) -> None:
+    panel = Panel(small_disk / 'data', AIKORE_STOP_ON_EXIT='1', AIKORE_NGINX='off')
+    panel.log_file = tmp_path / 'panel.log'
+    panel.start()
+    try:
+        panel.put_blueprint('Chatty', CHATTY)
+        instance = panel.create('chatty', blueprint='Chatty')
+        assert panel.client.post(f'/instances/{instance["id"]}/start').status_code == 202
+        runner = panel.wait_status(instance['id'], 'started', timeout=30)['pid']
+        filler = fill(small_disk)
+        log = panel.data_dir / 'instances' / 'chatty' / 'logs' / 'output.log'
+        writes = psutil.Process(runner).io_counters().write_count
+        # The runner goes on trying to write (and dropping) the app's lines on the full disk.
+        wait_for(lambda: psutil.Process(runner).io_counters().write_count > writes + 50, 15, what='writes')
+        app = psutil.Process(runner).children()[0]
+        assert panel.instance(instance['id'])['status'] == 'started', 'the app died with the full disk'
+        assert app.is_running(), 'the app died with the full disk'
+        app.kill()  # it ends while the disk is full: nowhere to record its exit
+        wait_for(lambda: not psutil.pid_exists(runner), 10, what='the runner to end')
+        assert panel.instance(instance['id'])['status'] == 'started', 'the end cannot be recorded yet'
+        filler.unlink()
+        ended = panel.wait_status(instance['id'], 'error', timeout=15)
+        assert ended['exit_code'] == 137 and ended['pid'] is None, ended
+        text = log.read_text(errors='replace')
+        assert 'bytes of output were lost here: the disk was full' in text or 'while the disk was full' in text
+        assert 'while the disk was full' in text, text[-500:]
+        assert panel.client.delete(f'/instances/{instance["id"]}').status_code == 204, 'delete works again'
+        assert 'Traceback' not in panel.log_text()
     finally:
         panel.stop()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import logging
-import sqlite3
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -12,12 +10,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
 from ..services.errors import ServiceError
+from ..services.files import disk_full
 from . import account, blueprints, instances, network, orphans, system, trash
 from .deps import TokenAuthMiddleware, json_body_only
 from .openapi_doc import build_schema
 
 log = logging.getLogger(__name__)
-DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def create_api() -> FastAPI:
@@ -52,14 +50,14 @@ async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
 async def _file_system_error(request: Request, exc: OSError) -> JSONResponse:
     """A write the machine refused: a full disk is the user's to fix (507, says so); anything
     else is logged with its cause and answered with a sentence instead of a bare 500."""
-    if exc.errno in DISK_FULL:
+    if disk_full(exc):
         return _disk_full(request, exc.strerror or str(exc))
     log.error('%s %s failed: %s', request.method, request.url.path, exc, exc_info=exc)
     return JSONResponse({'detail': f'The panel could not read or write a file: {exc}'}, status_code=500)
 
 
 async def _database_error(request: Request, exc: OperationalError) -> JSONResponse:
-    if getattr(exc.orig, 'sqlite_errorcode', None) == sqlite3.SQLITE_FULL:
+    if disk_full(exc):
         return _disk_full(request, 'the database cannot grow')
     log.error('%s %s failed in the database: %s', request.method, request.url.path, exc.orig, exc_info=exc)
     return JSONResponse({'detail': f'The database refused the change: {exc.orig}'}, status_code=500)

@@ -7,7 +7,9 @@ isolated with the standard library only, outside the package).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -30,3 +32,11 @@ def write_atomic(path: Path, data: str | bytes, mode: int = PLAIN) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+def disk_full(exc: BaseException) -> bool:
+    """``exc`` says the disk (or the user's quota) is full: a file write or SQLite's own."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    original = getattr(exc, 'orig', None)  # SQLAlchemy wraps sqlite3's error
+    return getattr(original, 'sqlite_errorcode', None) == sqlite3.SQLITE_FULL

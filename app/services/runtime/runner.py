@@ -16,12 +16,14 @@ from __future__ import annotations
 # The C modules, not ``signal`` and ``selectors``: those pull in enum and collections, half of
 # this process's start-up CPU (it starts once per instance start; 20 at once compete for it).
 import _signal as signal
+import errno
 import os
 import select
 import sys
 import time
 
 CHUNK = 256 * 1024
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 DRAIN_IDLE_SECONDS = 0.3
 
 
@@ -44,6 +46,7 @@ class RotatingLog:
         self.cursor_file = cursor_file
         self.fd = self._open()
         self.size = os.fstat(self.fd).st_size
+        self.lost = 0  # bytes of output dropped while the disk was full (said in the log afterwards)
         self.run_base = run_base
         self.file_base = run_base - self.size
         self.save_cursor()
@@ -70,19 +73,51 @@ class RotatingLog:
                 cut = len(data)
             self._write(data[:cut])
             data = data[cut:]
-            self.rotate()
+            if not self.rotate():
+                break  # the disk is full: go on in this file (or drop) rather than stop the app
         if data:
             self._write(data)
 
     def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        self.size += len(data)
+        """Append ``data``; while the disk is full it is dropped and counted, never fatal: an app
+        must not die because its log cannot grow. The first write that fits says what was lost."""
+        if not self.say_lost():
+            self.lost += len(data)
+            return
+        if not self._append(data):
+            self.lost += len(data)
 
-    def rotate(self) -> None:
-        self.save_cursor(rotating=True)
+    def say_lost(self) -> bool:
+        """Write where output was dropped and how much, if any was; False while there is no room."""
+        if not self.lost:
+            return True
+        note = f'\n[aikore] {self.lost} bytes of output were lost here: the disk was full\n'.encode()
+        if not self._append(note):
+            return False
+        self.lost = 0
+        return True
+
+    def _append(self, data: bytes) -> bool:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+                self.size += written
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            return not view  # a part may have been written: the count says only what was not
+        return True
+
+    def rotate(self) -> bool:
+        """False when the disk is too full even to note the rotation (nothing was renamed)."""
+        try:
+            self.save_cursor(rotating=True)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            return False
         os.close(self.fd)
         for index in range(self.backups - 1, 0, -1):
             older = f'{self.path}.{index}'
@@ -93,6 +128,7 @@ class RotatingLog:
         self.file_base += self.size
         self.size = 0
         self.save_cursor()
+        return True
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -160,10 +196,20 @@ def pump(read_fd: int, child_pid: int, log: RotatingLog) -> int:
 
 
 def write_exit_file(path: str, code: int) -> None:
+    """Record the exit code; on a full disk there is no room for it: the panel then takes the
+    runner's own exit status (the same code) instead."""
     temp = f'{path}.tmp'
-    with open(temp, 'w') as handle:
-        handle.write(f'{os.getpid()} {code} {time.time():.3f}\n')
-    os.replace(temp, path)
+    try:
+        with open(temp, 'w') as handle:
+            handle.write(f'{os.getpid()} {code} {time.time():.3f}\n')
+        os.replace(temp, path)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        try:  # noqa: SIM105 - contextlib would cost this process start-up time
+            os.unlink(temp)
+        except OSError:
+            pass
 
 
 def main(argv: list[str]) -> int:
@@ -179,6 +225,7 @@ def main(argv: list[str]) -> int:
     child = spawn(command, write_fd)
     os.close(write_fd)
     code = pump(read_fd, child, log)
+    log.say_lost()  # if there is room now
     write_exit_file(options['exit-file'], code)
     return code
 

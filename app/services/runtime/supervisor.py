@@ -10,6 +10,7 @@ from the executor, probes readiness, and applies the restart policy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -26,6 +27,7 @@ from ..catalog import store
 from ..catalog.blueprints import BlueprintStore, ReadyCheck
 from ..catalog.rows import InstanceRows
 from ..errors import Conflict, NotFound, ServiceError
+from ..files import disk_full
 from . import launch
 from .executor import LocalExecutor, RunHandle
 from .executor import read_exit_file as read_exit_file  # where tests and tools look for it
@@ -33,6 +35,7 @@ from .readiness import ReadinessProbe, probe_interval
 
 log = logging.getLogger(__name__)
 
+DISK_FULL_RETRY = 2.0  # seconds between tries to record an end while the disk is full
 HEALTHY_UPTIME = 60.0  # a crash after this long running is not a crash loop: the count starts over
 MAX_BACKOFF = 60.0
 
@@ -204,10 +207,11 @@ class Supervisor:
         failed = not stopping and code != 0
         again = failed and instance.restart_policy == RestartPolicy.ON_FAILURE
         restart = again and restart_count < self.settings.restart_max
-        await self.rows.set_status(
+        await self._record_despite_full_disk(
             instance.id,
+            instance.name,
             InstanceStatus.ERROR if failed else InstanceStatus.STOPPED,
-            **ended(code),
+            code,
             restart_count=restart_count + 1 if restart else restart_count,
         )
         if pid:
@@ -220,6 +224,28 @@ class Supervisor:
         elif again:
             log.warning('%s failed again after %d automatic restarts: not restarting it again', instance.name,
                         restart_count)  # fmt: skip
+
+    async def _record_despite_full_disk(
+        self, instance_id: int, name: str, status: InstanceStatus, code: int | None, **fields: object
+    ) -> None:
+        """Record how a run ended, also through a full disk: retried until the database has room
+        (the instance's lock stays held, so nothing else changes it meanwhile); the instance's log
+        then says why the end came late. Caller holds the lock."""
+        waited = False
+        while True:
+            try:
+                await self.rows.set_status(instance_id, status, **ended(code), **fields)
+                break
+            except Exception as exc:
+                if not disk_full(exc):
+                    raise
+                if not waited:
+                    log.warning('%s ended (code %s) but the disk is full: recording it once there is room', name, code)
+                    waited = True
+                await asyncio.sleep(DISK_FULL_RETRY)
+        if waited:
+            note = f'\n[aikore] This run ended (code {code}) while the disk was full; output may be missing.\n'
+            await asyncio.to_thread(append_note, self.executor.log_path(name), note)
 
     def _schedule_restart(self, instance_id: int, name: str, delay: float) -> None:
         self._pending_restarts[instance_id] = self._spawn_task(self._restart_later(instance_id, name, delay))
@@ -287,7 +313,7 @@ class Supervisor:
         async with self.rows.hold(run.instance_id):
             if self._runs.get(run.instance_id) is run:
                 del self._runs[run.instance_id]
-                await self.rows.set_status(run.instance_id, InstanceStatus.STOPPED, **ended(run.exit_code))
+                await self._record_despite_full_disk(run.instance_id, run.name, InstanceStatus.STOPPED, run.exit_code)
         log.info('Stopped %s', run.name)
 
     async def restart(self, instance_id: int) -> InstancePublic:
@@ -406,3 +432,9 @@ class Supervisor:
 def ended(exit_code: int | None) -> dict[str, Any]:
     """The runtime fields of an instance whose run is over."""
     return {'exit_code': exit_code, 'pid': None, 'pid_started_at': None}  # internal_port stays for the next run
+
+
+def append_note(log_file: Path, note: str) -> None:
+    """A line of the panel's own in an instance's log (after its run ended: no runner writes it)."""
+    with contextlib.suppress(OSError), log_file.open('a', encoding='utf-8') as handle:
+        handle.write(note)
