@@ -116,6 +116,8 @@ class InstancePublic(InstanceBase):
     urls: InstanceUrls = Field(default_factory=InstanceUrls)
     created_at: datetime
     restart_required: bool | None = None
+    # How the app lives under /instance/<slug>/ (its launch.sh metadata, else its blueprint's): keep | strip | none
+    path_mode: str = 'keep'
 
     @field_serializer('created_at')
     def _created_at_iso(self, value: datetime) -> str:

@@ -7,6 +7,7 @@
 # aikore.venv_path = ./env
 # aikore.ready = http
 # aikore.stall_timeout = 900
+# aikore.path = strip
 ### AIKORE-METADATA-END ###
 #
 # Installs (first start) or updates (later starts) ComfyUI in this instance's
@@ -19,8 +20,12 @@
 #   COMFYUI_REPO     git URL                  (default: the official repository)
 #   COMFYUI_REF      branch, tag or commit    (default: the default branch)
 #   COMFYUI_PYTHON   interpreter for the venv (default: python3.12, python3.11 or python3)
-#   TORCH_INDEX_URL  PyTorch wheel index      (default: CUDA 12.8 wheels)
+#   TORCH_INDEX_URL  PyTorch wheel index      (default: CUDA 12.8 wheels; CPU wheels
+#                                             when no NVIDIA driver is loaded)
 #   COMFYUI_ARGS     extra arguments for main.py, e.g. "--lowvram --preview-method auto"
+# Without an NVIDIA driver ComfyUI runs on the CPU (--cpu), with a warning.
+# It only uses relative URLs, so under /instance/<slug>/ it gets the path
+# without that prefix (aikore.path = strip).
 set -euo pipefail
 
 if [[ -z "${AIKORE_FUNCTIONS:-}" || ! -f "${AIKORE_FUNCTIONS}" ]]; then
@@ -37,7 +42,16 @@ INSTANCE_OUTPUT_DIR="${INSTANCE_OUTPUT_DIR:-$INSTANCE_DIR/output}"
 
 COMFYUI_REPO="${COMFYUI_REPO:-https://github.com/comfyanonymous/ComfyUI.git}"
 COMFYUI_REF="${COMFYUI_REF:-}"
-TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu128}"
+COMFYUI_CPU=0
+if ! aikore_nvidia_driver; then
+  COMFYUI_CPU=1
+  aikore_warn "no NVIDIA driver found: ComfyUI runs on the CPU (--cpu), which is slow"
+fi
+if [[ "$COMFYUI_CPU" == 1 ]]; then
+  TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+else
+  TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu128}"
+fi
 APP_DIR="$INSTANCE_DIR/ComfyUI"
 VENV_DIR="$INSTANCE_DIR/env"
 
@@ -57,18 +71,30 @@ if [[ -z "$PYTHON_BIN" ]]; then
 fi
 aikore_venv_create "$VENV_DIR" "$PYTHON_BIN"
 
-# 3. PyTorch first (CUDA wheels), so that requirements.txt does not pull a
-#    default build from PyPI; skipped once torch imports.
+# 3. PyTorch first (CUDA or CPU wheels), so that requirements.txt does not pull
+#    a default build from PyPI; skipped once torch imports. No torchaudio:
+#    ComfyUI does not need it (and a mismatched pair breaks the import).
 if aikore_python_has torch; then
   aikore_log "PyTorch $(python -c 'import torch; print(torch.__version__)') is installed"
 else
   aikore_log "Installing PyTorch from $TORCH_INDEX_URL"
-  python -m pip install torch torchvision torchaudio --index-url "$TORCH_INDEX_URL" ||
+  python -m pip install torch torchvision --index-url "$TORCH_INDEX_URL" ||
     aikore_die "cannot install PyTorch from $TORCH_INDEX_URL"
 fi
 
-# 4. ComfyUI's requirements (only when requirements.txt changed)
-aikore_pip_install_requirements "$APP_DIR/requirements.txt"
+# 4. ComfyUI's requirements (only when requirements.txt changed), then what its
+#    entry imports but the requirements omit (older refs: 0.3.64 needs requests)
+#    (torchaudio is left out: ComfyUI runs without it, and PyPI's build would not
+#    match the torch installed above)
+REQUIREMENTS="$INSTANCE_DIR/comfyui-requirements.txt"
+grep -viE '^[[:space:]]*torchaudio([^[:alnum:]_-]|$)' "$APP_DIR/requirements.txt" >"$REQUIREMENTS" || true
+aikore_pip_install_requirements "$REQUIREMENTS"
+mapfile -t MISSING < <(aikore_missing_imports "$APP_DIR" main.py server.py execution.py nodes.py folder_paths.py \
+  'comfy/*.py' 'comfy_execution/*.py' 'app/*.py')
+if ((${#MISSING[@]})); then
+  aikore_log "ComfyUI imports modules its requirements do not install; installing: ${MISSING[*]}"
+  python -m pip install "${MISSING[@]}" || aikore_die "cannot install ${MISSING[*]}"
+fi
 
 # 5. Shared models and per-instance outputs
 aikore_link_models "$APP_DIR/models" \
@@ -78,7 +104,9 @@ mkdir -p -- "$INSTANCE_OUTPUT_DIR"
 
 # 6. Run (exec: ComfyUI replaces this shell and receives the panel's signals)
 cd "$APP_DIR"
-aikore_log "Starting ComfyUI on http://127.0.0.1:${WEBUI_PORT} (GPUs: ${CUDA_VISIBLE_DEVICES:-all})"
+CPU_ARGS=()
+[[ "$COMFYUI_CPU" == 1 ]] && CPU_ARGS=(--cpu)
+aikore_log "Starting ComfyUI on http://127.0.0.1:${WEBUI_PORT} (GPUs: $(aikore_gpus_shown)${CPU_ARGS[*]:+, CPU only})"
 # shellcheck disable=SC2086 # COMFYUI_ARGS is split into separate arguments on purpose
 exec python main.py --listen 127.0.0.1 --port "$WEBUI_PORT" \
-  --output-directory "$INSTANCE_OUTPUT_DIR" ${COMFYUI_ARGS:-}
+  --output-directory "$INSTANCE_OUTPUT_DIR" "${CPU_ARGS[@]}" ${COMFYUI_ARGS:-}

@@ -7,7 +7,12 @@
 # aikore.venv_path = ./env
 # aikore.ready = http
 # aikore.stall_timeout = 900
+# aikore.path = none
 ### AIKORE-METADATA-END ###
+#
+# FluxGym's Gradio UI is started by its own app.py (no root path option), so
+# it is reached at the root of its own origin (aikore.path = none): its
+# subdomain or public port, never /instance/<slug>/.
 #
 # Installs (first start) or updates (later starts) FluxGym and the kohya-ss
 # sd-scripts trainer it drives (branch sd3, cloned into fluxgym/sd-scripts),

@@ -59,6 +59,53 @@ aikore_python_has() {
   python -c 'import importlib, sys; importlib.import_module(sys.argv[1])' "${1:?aikore_python_has: MODULE required}" >/dev/null 2>&1
 }
 
+# aikore_nvidia_driver : return 0 when an NVIDIA driver is loaded on this host
+# (AIKORE_FORCE_NO_GPU=1 pretends there is none).
+aikore_nvidia_driver() {
+  [[ "${AIKORE_FORCE_NO_GPU:-0}" != 1 ]] || return 1
+  [[ -e /proc/driver/nvidia/version ]] && return 0
+  command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1
+}
+
+# aikore_gpus_shown : the GPUs given to this instance, for log lines
+# ("none set" when the panel set no CUDA_VISIBLE_DEVICES).
+aikore_gpus_shown() {
+  printf '%s\n' "${CUDA_VISIBLE_DEVICES:-none set}"
+}
+
+# aikore_missing_imports DIR FILE... : print (one a line) the pip names of the
+# top-level modules that FILE... (Python, relative to DIR; globs allowed) import
+# and the active `python` cannot find: neither the standard library nor a
+# module of DIR itself. An app's requirements may omit one (ComfyUI 0.3.64
+# imports requests without listing it).
+aikore_missing_imports() {
+  local dir=${1:?aikore_missing_imports: DIR required}
+  shift
+  (cd "$dir" && python - "$@" <<'PY'
+import ast, glob, importlib.util, os, sys
+PIP_NAMES = {'PIL': 'pillow', 'yaml': 'pyyaml', 'cv2': 'opencv-python', 'sklearn': 'scikit-learn',
+             'skimage': 'scikit-image', 'google': 'protobuf', 'dateutil': 'python-dateutil'}
+found = set()
+for pattern in sys.argv[1:]:
+    for path in glob.glob(pattern):
+        try:
+            tree = ast.parse(open(path, encoding='utf-8').read())
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            continue
+        for node in tree.body:  # top level only: the imports the entry needs to start
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split('.')[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split('.')[0])
+for name in sorted(found):
+    local = os.path.isdir(name) or os.path.isfile(name + '.py')
+    if name in sys.stdlib_module_names or local or importlib.util.find_spec(name) is not None:
+        continue
+    print(PIP_NAMES.get(name, name))
+PY
+  )
+}
+
 # ---------------------------------------------------------------------------
 # git
 # ---------------------------------------------------------------------------

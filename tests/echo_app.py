@@ -20,9 +20,39 @@ from websockets.http11 import Request, Response
 
 NAME = os.environ.get('INSTANCE_NAME', 'echo')
 PORT = int(os.environ.get('WEBUI_PORT', '8000'))
+# ECHO_ROOT_PAGE=relative|absolute: a path-unaware app (as ComfyUI is) that serves only at "/": a
+# page whose script calls its API and opens its websocket by relative (or absolute) URLs.
+ROOT_PAGE = os.environ.get('ECHO_ROOT_PAGE', '')
+PAGE = '<!DOCTYPE html><html><head><title>{name}</title><script src="{base}app.js"></script></head><body></body></html>'
+SCRIPT = """
+fetch('{base}api/hello').then(r => r.json()).then(j => {{ document.body.dataset.api = j.name; }});
+const ws = new WebSocket(new URL('{base}ws', location.href).href.replace(/^http/, 'ws'));
+ws.onopen = () => ws.send('ping');
+ws.onmessage = (event) => {{ document.body.dataset.ws = event.data; }};
+"""
+
+
+def root_app(connection: ServerConnection, request: Request) -> Response | None:
+    base = './' if ROOT_PAGE == 'relative' else '/'
+    path = request.path.partition('?')[0]
+    if request.headers.get('Upgrade', '').lower() == 'websocket':
+        return None if path == '/ws' else connection.respond(HTTPStatus.NOT_FOUND, 'no such websocket\n')
+    known = {
+        '/': ('text/html', PAGE.format(name=NAME, base=base)),
+        '/app.js': ('text/javascript', SCRIPT.format(base=base)),
+        '/api/hello': ('application/json', json.dumps({'name': NAME, 'path': request.path})),
+    }
+    if path not in known:
+        return connection.respond(HTTPStatus.NOT_FOUND, f'{NAME} serves only at /, not {path}\n')
+    kind, body = known[path]
+    response = connection.respond(HTTPStatus.OK, body)
+    response.headers['Content-Type'] = kind
+    return response
 
 
 def answer(connection: ServerConnection, request: Request) -> Response | None:
+    if ROOT_PAGE:
+        return root_app(connection, request)
     if request.headers.get('Upgrade', '').lower() == 'websocket':
         return None  # go on with the websocket handshake
     body = json.dumps({'name': NAME, 'path': request.path, 'headers': dict(request.headers.raw_items())})

@@ -63,20 +63,21 @@ def auth(panel: Panel) -> dict[str, str]:
 
 def started(panel: Panel, name: str, **fields: Any) -> dict[str, Any]:
     """Create an Echo instance, start it, wait until ``started`` and routed by nginx (``urls.view``)."""
-    instance = panel.create(name, blueprint='Echo', **fields)
+    instance = panel.create(name, **{'blueprint': 'Echo', **fields})
     response = panel.client.post(f'/instances/{instance["id"]}/start')
     assert response.status_code == 202, response.text
     return wait_routable(panel, instance['id'])
 
 
 def wait_routable(panel: Panel, instance_id: int) -> dict[str, Any]:
-    """``started`` and routed by nginx: ``urls.view`` is the path URL (before nginx routes it, an
-    active instance's view is its public port URL)."""
+    """``started`` and routed by nginx: ``urls.view`` is the path URL, or for a root-only app
+    (``aikore.path = none``) the panel's way to its origin (before nginx routes it, an active
+    instance's view is its public port URL)."""
     panel.wait_status(instance_id, 'started')
 
     def routed() -> dict[str, Any] | None:
         instance = panel.instance(instance_id)
-        return instance if (instance['urls']['view'] or '').startswith('/instance/') else None
+        return instance if (instance['urls']['view'] or '').startswith(('/instance/', '/_aikore/app/')) else None
 
     return wait_for(routed, 10, 0.01, 'urls.view on the path route')
 

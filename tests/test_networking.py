@@ -165,9 +165,14 @@ def test_auth_at_the_proxy(net: Panel) -> None:
     plain = httpx.get(url)
     assert plain.status_code == 401 and plain.json()['detail'].startswith('Authentication required')
     assert plain.headers['www-authenticate'] == 'Bearer'
+    # A browser never gets an app on the panel's origin: it goes, through the panel (login first),
+    # to the same path on the app's own origin (tests/test_app_origins.py).
     browser = httpx.get(url, headers={'Accept': 'text/html,application/xhtml+xml'})
     assert browser.status_code == 302
-    assert browser.headers['location'] == '/login?next=%2Finstance%2Fguarded%2Fpage%3Fx%3D1'
+    assert browser.headers['location'] == '/_aikore/app/guarded/instance/guarded/page?x=1'
+    login = httpx.get(f'{net.url}{browser.headers["location"]}', headers={'Accept': 'text/html'})
+    assert login.status_code == 303
+    assert login.headers['location'] == '/login?next=/_aikore/app/guarded/instance/guarded/page%3Fx%3D1'
     assert httpx.get(url, headers={'Authorization': 'Bearer wrong'}).status_code == 401
     assert httpx.get(f'{url}&token=wrong').status_code == 401
     # Headers the auth decision reads cannot be supplied by the client.
@@ -175,7 +180,8 @@ def test_auth_at_the_proxy(net: Panel) -> None:
     assert httpx.get(url, headers=spoofed).status_code == 401
 
     assert echo_name(f'{url}&token={net.token}') == 'guarded'  # API clients: ?token= passes, no cookie
-    with_token = httpx.get(f'{url}&token={net.token}', headers={'Accept': 'text/html'})
+    on_its_origin = {'Host': f'guarded.localhost:{net.port}', 'Accept': 'text/html'}
+    with_token = httpx.get(f'{net.url}/instance/guarded/page?x=1&token={net.token}', headers=on_its_origin)
     assert with_token.status_code == 200
     session = with_token.cookies.get('aikore_session')
     assert session, 'a browser that came with ?token= gets a session cookie'

@@ -85,3 +85,24 @@ def test_networking_settings() -> None:
 def test_the_dashboard_says_why_open_or_view_is_off(fields: dict[str, Any], opening: bool, reason: str) -> None:
     shown = why_unreachable(instance(**{'status': 'started', 'public_port': 9001, **fields}), opening=opening)
     assert shown.startswith(reason)
+
+
+def test_each_app_has_its_own_origin() -> None:
+    from app.services.net.urls import app_origin
+
+    assert app_origin('comfy', 'box.lan:9000') == 'http://comfy.box.lan:9000'
+    assert app_origin('comfy', '127.0.0.1:9000') == 'http://comfy.localhost:9000'  # loopback: *.localhost
+    assert app_origin('comfy', '[::1]:9000', 'https') == 'https://comfy.localhost:9000'
+    assert app_origin('comfy', '10.0.0.5:9000') is None  # no subdomains of an IP address
+    # Reached on a loopback address, the subdomain pattern opens through the panel's hand-off.
+    assert urls('127.0.0.1:9000', access_pattern='subdomain')[0] == 'http://127.0.0.1:9000/_aikore/app/comfy/'
+    # Reached on another IP address, no app origin: View falls back to the public port (http only).
+    assert urls('10.0.0.5:9000', access_pattern='path') == (None, 'http://10.0.0.5:9001/')
+    assert instance_urls(instance(access_pattern='path'), '10.0.0.5:9000', True, 'https').view is None
+
+
+def test_a_root_only_app_is_never_offered_the_path() -> None:
+    opened, view = urls('box.lan:9000', access_pattern='path', path_mode='none')
+    assert (opened, view) == ('http://box.lan:9000/_aikore/app/comfy/', '/_aikore/app/comfy/')
+    assert urls('box.lan:9000', access_pattern='subdomain', path_mode='none')[0] == 'http://comfy.box.lan:9000/'
+    assert urls('box.lan:9000', access_pattern='path', path_mode='strip')[1] == '/instance/comfy/'

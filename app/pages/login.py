@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import math
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -15,6 +15,7 @@ from ..api.deps import authenticated, open_session, request_cookie, request_host
 from ..api.origin import CROSS_ORIGIN, client_address, own_origin
 from ..services import core as core_module
 from ..services.access.sessions import SESSION_COOKIE
+from ..services.net.urls import APP_PATH, app_origin
 
 HANDOFF_PATH = '/_aikore/session'
 
@@ -133,17 +134,73 @@ async def login_submit(request: Request, password: str = Form(''), next: str = F
     return await logged_in(request, next)
 
 
+@app.get(APP_PATH + '/{slug}/{rest:path}', include_in_schema=False)
+async def app_handoff(request: Request, slug: str, rest: str = '') -> Response:
+    """The way from the panel's origin into an app's own one (urls.APP_PATH): a logged-in
+    browser asking for ``/instance/<slug>/…`` on the panel's origin (nginx sends browsers here),
+    or following Open/View, is sent to the same path on ``<slug>.<host>`` with a one-time token
+    that gives that origin its own session. An app page thus never runs in the panel's origin."""
+    core = core_module.current()
+    instance = await core.instances.find_by_slug(slug)
+    if instance is None or not core.network.proxy_on:
+        return _app_page(f'No instance is routed at {html.escape(slug)!r}.', 404)
+    scheme = request.headers.get('x-forwarded-proto') or request.url.scheme
+    origin = app_origin(slug, core.settings.public_host or request.headers.get('host', ''), scheme)
+    if origin is None:
+        return _app_page(
+            f'{html.escape(instance.name)} runs in its own origin, {slug}.&lt;host&gt;, '
+            'and an IP address has no subdomains: '
+            'reach AiKore by a host name (or on localhost), or set AIKORE_PUBLIC_HOST to a name whose '
+            'subdomains resolve here. Its public port works too, once activated.',
+            409,
+        )
+    path = '/' + rest
+    prefix = f'/instance/{slug}'
+    if core.network.path_modes.mode(instance.name, instance.blueprint) == 'none' and path.startswith(prefix + '/'):
+        path = path[len(prefix) :]  # aikore.path = none: the app only works at its origin's root
+    query = urlencode([(key, value) for key, value in parse_qsl(request.url.query, True) if key != 'token'])
+    path = safe_next(path + (f'?{query}' if query else ''))
+    token = core.sessions.new_handoff_token(urlsplit(origin).netloc)
+    return RedirectResponse(f'{origin}{HANDOFF_PATH}?once={token}&next={quote(path, safe="")}', status_code=302)
+
+
+def _app_page(sentence: str, status_code: int) -> HTMLResponse:
+    """``sentence`` is HTML made by the panel (anything of the user's in it is escaped)."""
+    head = '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>AiKore</title></head>'
+    body = f'{head}<body><p>{sentence}</p></body></html>'
+    return HTMLResponse(body, status_code=status_code)
+
+
 @app.get(HANDOFF_PATH, include_in_schema=False)
 async def session_handoff(request: Request, once: str = '', next: str = '/') -> Response:
-    """Reached on an instance's subdomain (nginx passes this one path to the panel). The token
+    """Reached on an instance's own origin (nginx passes this one path to the panel). The token
     works only on the host it was made for, and the session it opens is an instance session:
     valid on that host, for reaching that instance through nginx, never the panel's pages or API."""
     host = request_host(request.scope)
     if core_module.current().sessions.redeem_handoff(once, host):
         redirect = RedirectResponse(safe_next(next), status_code=303)
-        return await open_session(request, redirect, instance=host.partition('.')[0])
+        response = await open_session(request, redirect, instance=host.partition('.')[0])
+        return _frameable(request, response)
     expired = '<p>This sign-in link was used already or has expired. <a href="/">Try again</a>.</p>'
     return HTMLResponse(f'<!DOCTYPE html><title>AiKore</title>{expired}', status_code=401)
+
+
+def _frameable(request: Request, response: Response) -> Response:
+    """The dashboard's View frames the app's origin. ``<host>`` and ``<slug>.<host>`` are the same
+    site for a registrable name (the Lax cookie works in the frame), but ``localhost`` and
+    ``<slug>.localhost`` are not, and a Lax cookie is neither set nor sent in a cross-site frame.
+    There (a secure context even on http) the cookie is ``SameSite=None; Secure; Partitioned``:
+    kept apart per top-level site, so only pages of the same top-level site (the dashboard) see it."""
+    host = (request.headers.get('host') or '').rpartition(':')[0] or request.headers.get('host') or ''
+    scheme = request.headers.get('x-forwarded-proto') or request.url.scheme
+    if not (host.lower().endswith('.localhost') or scheme == 'https'):
+        return response
+    headers = response.raw_headers
+    for index, (key, value) in enumerate(headers):
+        if key == b'set-cookie' and value.startswith(SESSION_COOKIE.encode() + b'='):
+            fixed = value.replace(b'SameSite=lax', b'SameSite=none').replace(b'samesite=lax', b'SameSite=none')
+            headers[index] = (key, fixed + b'; Secure; Partitioned')
+    return response
 
 
 @app.get('/logout', include_in_schema=False)

@@ -6,6 +6,7 @@ A blueprint is ``<Name>.sh``; its API name is the file stem. The metadata block 
     # aikore.name = ComfyUI
     # aikore.ready = http            (http | tcp | log:<regex> | none)
     # aikore.stall_timeout = 600
+    # aikore.path = keep             (keep | strip | none: how the app lives under /instance/<slug>/)
     ### AIKORE-METADATA-END ###
 """
 
@@ -27,6 +28,11 @@ END_MARKER = '### AIKORE-METADATA-END ###'
 META_LINE_RE = re.compile(r'#\s*aikore\.([A-Za-z0-9_]+)\s*=\s*(.*?)\s*')
 DEFAULT_STALL_TIMEOUT = 180.0
 FUNCTIONS_FILE = 'functions.sh'
+# How an app lives under /instance/<slug>/ (DESIGN "Origins"): ``keep`` gets the full path (it knows
+# its base path: SUBFOLDER, X-Forwarded-Prefix), ``strip`` gets the path without the prefix (it only
+# uses relative URLs), ``none`` only works at a root (its subdomain or public port).
+PATH_MODES = ('keep', 'strip', 'none')
+DEFAULT_PATH_MODE = 'keep'
 
 
 class BlueprintError(InvalidInput):
@@ -53,6 +59,7 @@ class BlueprintMeta:
     venv_path: str | None = None
     ready: ReadyCheck = field(default_factory=ReadyCheck)
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    path_mode: str | None = None  # None: not declared here (the blueprint's, else keep)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -75,6 +82,7 @@ def parse_metadata(text: str, default_name: str) -> BlueprintMeta:
         venv_path=values.pop('venv_path', None) or None,
         ready=parse_ready(values.pop('ready', 'http')),
         stall_timeout=_parse_stall_timeout(values.pop('stall_timeout', '')),
+        path_mode=parse_path_mode(values.pop('path', '')),
         extra=values,
     )
 
@@ -110,6 +118,15 @@ def parse_ready(raw: str) -> ReadyCheck:
         except re.error as exc:
             raise BlueprintError(f'aikore.ready regex {expression!r} is invalid: {exc}') from None
     raise BlueprintError(f'aikore.ready = {value!r} is not one of http, tcp, log:<regex>, none')
+
+
+def parse_path_mode(raw: str) -> str | None:
+    value = raw.strip().lower()
+    if not value:
+        return None
+    if value not in PATH_MODES:
+        raise BlueprintError(f'aikore.path = {raw!r} is not one of keep, strip, none')
+    return value
 
 
 def _parse_stall_timeout(raw: str) -> float:

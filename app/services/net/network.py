@@ -19,10 +19,12 @@ from sqlalchemy.engine import Engine
 
 from ...config import Settings
 from ...models import AccessPattern, InstancePublic
+from ..catalog.blueprints import BlueprintStore
 from ..catalog.rows import InstanceRows
 from ..events import EventBus
 from ..runtime import launch
 from .nginx import ManagedMaster, Nginx, NginxError, NginxPaths, find_binary
+from .path_modes import PathModes
 from .ports import Ports
 from .proxy import Proxy
 from .urls import instance_urls
@@ -40,6 +42,7 @@ class Network:
     panel_port: int
     proxy: Proxy | None
     ports: Ports
+    path_modes: PathModes
 
     @classmethod
     def open(cls, settings: Settings, engine: Engine, rows: InstanceRows, api_token: str | None = None) -> Network:
@@ -47,15 +50,16 @@ class Network:
         if not HOST_RE.fullmatch(settings.host):
             raise NginxError(f'AIKORE_HOST={settings.host!r} is not a host name or address')
         ports = Ports(settings, engine, rows)
+        path_modes = PathModes(settings, BlueprintStore(settings.stock_blueprints_dir, settings.custom_blueprints_dir))
         mode, binary = _resolve_mode(settings)
         if binary is None:
-            return cls(settings, 'off', settings.host, settings.port, None, ports)
+            return cls(settings, 'off', settings.host, settings.port, None, ports, path_modes)
         paths = NginxPaths(settings.nginx_dir, settings.nginx_pid or settings.nginx_dir / 'nginx.pid')
         nginx = Nginx(binary, paths)
         panel_port = settings.panel_port or _free_panel_port(settings)
         master = ManagedMaster(nginx) if mode == 'managed' else None
-        proxy = Proxy(settings, engine, nginx, panel_port, master, api_token)
-        return cls(settings, mode, '127.0.0.1', panel_port, proxy, ports)
+        proxy = Proxy(settings, engine, nginx, panel_port, master, api_token, path_modes)
+        return cls(settings, mode, '127.0.0.1', panel_port, proxy, ports, path_modes)
 
     @property
     def proxy_on(self) -> bool:
@@ -88,8 +92,8 @@ class Network:
         """The instance with ``urls`` filled in for a user who reached the panel at ``request_host``."""
         entry = self.settings.public_host or request_host
         routed = self.proxy is not None and self.proxy.serves(instance.id, instance.slug, instance.internal_port)
-        urls = instance_urls(instance, entry, routed, scheme)
-        return instance.model_copy(update={'urls': urls})
+        instance = instance.model_copy(update={'path_mode': self.path_modes.mode(instance.name, instance.blueprint)})
+        return instance.model_copy(update={'urls': instance_urls(instance, entry, routed, scheme)})
 
     def status(self) -> dict[str, Any]:
         proxy = self.proxy.status() if self.proxy is not None else None

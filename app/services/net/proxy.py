@@ -35,6 +35,7 @@ from ..catalog import store
 from ..events import EventBus
 from ..files import PRIVATE, write_atomic
 from .nginx import ManagedMaster, Nginx, NginxError
+from .path_modes import PathModes
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Route:
     id: int
     slug: str
     port: int | None
+    path_mode: str = 'keep'  # aikore.path: keep | strip | none (app.services.net.path_modes)
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Proxy:
         panel_port: int,
         master: ManagedMaster | None,
         api_token: str | None = None,
+        path_modes: PathModes | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -85,6 +88,7 @@ class Proxy:
         self.paths = nginx.paths
         self.panel_port = panel_port
         self.master = master  # None: external mode (someone else runs the master)
+        self.path_modes = path_modes
         self.api_token = _quotable(api_token)
         # Sent to the panel only (never to instances): the panel then believes nginx's X-Real-IP.
         self.proxy_secret = auth.proxy_secret(api_token) if api_token else secrets.token_hex(32)
@@ -157,10 +161,11 @@ class Proxy:
 
     def _on_instance(self, public: InstancePublic) -> None:
         seen = self._seen.get(public.id)
+        mode = self._path_mode(public.name, public.blueprint)
         if public.status.is_running:
-            changed = seen != Route(public.id, public.slug, public.internal_port)
+            changed = seen != Route(public.id, public.slug, public.internal_port, mode)
         else:  # the API hides a stopped instance's port; its route keeps it
-            changed = seen is None or seen.slug != public.slug
+            changed = seen is None or seen.slug != public.slug or seen.path_mode != mode
         if changed:
             self._wake.set()
 
@@ -232,8 +237,12 @@ class Proxy:
             if instance.id is None or not SLUG_RE.fullmatch(instance.slug):
                 log.warning('Instance %r has a slug nginx cannot route; skipped', instance.name)
                 continue
-            routes.append(Route(instance.id, instance.slug, instance.internal_port))
+            mode = self._path_mode(instance.name, instance.blueprint)
+            routes.append(Route(instance.id, instance.slug, instance.internal_port, mode))
         return tuple(routes)
+
+    def _path_mode(self, name: str, blueprint: str) -> str:
+        return self.path_modes.mode(name, blueprint) if self.path_modes is not None else 'keep'
 
     def _render(self, routes: tuple[Route, ...]) -> str:
         paths = self.paths
@@ -276,7 +285,9 @@ class Proxy:
 
     def serves(self, instance_id: int, slug: str, port: int | None) -> bool:
         """True once nginx routes the instance to this internal port (its URLs work)."""
-        return port is not None and Route(instance_id, slug, port) in self._live
+        return port is not None and any(
+            route.id == instance_id and route.slug == slug and route.port == port for route in self._live
+        )
 
     def status(self) -> ProxyStatus:
         running = self.master.pid is not None if self.master is not None else self.nginx.master_pid() is not None

@@ -1,12 +1,19 @@
-"""The Open and View URLs of an instance (DESIGN "Networking", API.md ``urls``).
+"""The Open and View URLs of an instance (DESIGN "Networking" and "Origins", API.md ``urls``).
 
 ``entry`` is how the user reaches the panel: AIKORE_PUBLIC_HOST, else the Host of their
-request (``host`` or ``host:port``). Open follows the access pattern: ``port`` ->
-``http://<host>:<public_port>/`` (only while the port is mapped), ``subdomain`` ->
-``<scheme>://<slug>.<host>[:<entry port>]/``, ``path`` -> ``<scheme>://<entry>/instance/<slug>/``;
-the last two need the proxy, and a subdomain of a bare IP address cannot exist. View is
-what the dashboard embeds: the same-origin path URL when the proxy runs, else the port URL.
-Both are null unless the instance is ``started``.
+request (``host`` or ``host:port``). An app never runs in the panel's origin: each one has its
+own, ``<slug>.<host>`` on the panel's port (``<slug>.localhost`` when the panel is reached on a
+loopback address; none when it is reached on another IP address). Browsers that ask for
+``/instance/<slug>/…`` on the panel's origin are sent to the same path on the app's origin
+through :data:`APP_PATH`, which hands the user's session over (``app.pages.login``).
+
+Open follows the access pattern: ``port`` -> ``http://<host>:<public_port>/`` (only while the
+port is mapped), ``subdomain`` -> ``<scheme>://<slug>.<host>[:<entry port>]/``, ``path`` ->
+``<scheme>://<entry>/instance/<slug>/``; an app whose path mode is ``none`` is never offered
+the path: it opens at its origin's root. View (what the dashboard embeds) is, in this order,
+the path route in the app's origin, the app origin's root (``none``), the public port (not
+from an HTTPS dashboard: an http frame is mixed content), else nothing and a reason. Both are
+null unless the instance is ``started``.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import ipaddress
 
 from ...lifecycle import READY
 from ...models import AccessPattern, InstancePublic, InstanceUrls
+
+APP_PATH = '/_aikore/app'  # /_aikore/app/<slug>/<path on the app's origin>: the panel hands the session over
 
 
 def split_entry(entry: str) -> tuple[str, str | None]:
@@ -37,20 +46,45 @@ def is_ip(host: str) -> bool:
     return True
 
 
+def app_host(slug: str, host: str) -> str | None:
+    """The host name of an instance's own origin for a panel reached at ``host``: ``<slug>.<host>``;
+    ``<slug>.localhost`` for a loopback address (browsers resolve it to loopback themselves);
+    None for any other IP address, which has no subdomains."""
+    if not is_ip(host):
+        return f'{slug}.{host}'
+    if ipaddress.ip_address(host.strip('[]')).is_loopback:
+        return f'{slug}.localhost'
+    return None
+
+
+def app_origin(slug: str, entry: str, scheme: str = 'http') -> str | None:
+    """``<scheme>://<app host>[:<entry port>]``, or None when the app can have no origin of its own."""
+    host, port = split_entry(entry.strip().lower())
+    name = app_host(slug, host)
+    return None if name is None else f'{scheme}://{name}' + (f':{port}' if port else '')
+
+
 def instance_urls(instance: InstancePublic, entry: str | None, proxy_on: bool, scheme: str = 'http') -> InstanceUrls:
     if instance.status not in READY or not entry:
         return InstanceUrls()
-    host, entry_port = split_entry(entry.strip().lower())
+    entry = entry.strip().lower()
+    host, _ = split_entry(entry)
     by_port = f'http://{host}:{instance.public_port}/' if instance.active and instance.public_port else None
-    path = f'/instance/{instance.slug}/'
-    opened: str | None = None
-    if instance.access_pattern == AccessPattern.PORT:
-        opened = by_port
-    elif proxy_on and instance.access_pattern == AccessPattern.PATH:
-        opened = f'{scheme}://{entry.strip().lower()}{path}'
-    elif proxy_on and instance.access_pattern == AccessPattern.SUBDOMAIN and not is_ip(host):
-        opened = f'{scheme}://{instance.slug}.{host}' + (f':{entry_port}' if entry_port else '') + '/'
-    return InstanceUrls(open=opened, view=path if proxy_on else by_port)
+    origin = app_origin(instance.slug, entry, scheme) if proxy_on else None
+    if origin is None:
+        return InstanceUrls(
+            open=by_port if instance.access_pattern == AccessPattern.PORT else None,
+            view=by_port if scheme == 'http' else None,
+        )
+    rooted = instance.path_mode == 'none'
+    through_panel = f'{scheme}://{entry}{APP_PATH}/{instance.slug}/'  # the app origin's root, session handed over
+    opened: str | None = by_port
+    if instance.access_pattern == AccessPattern.PATH:
+        opened = through_panel if rooted else f'{scheme}://{entry}/instance/{instance.slug}/'
+    elif instance.access_pattern == AccessPattern.SUBDOMAIN:
+        opened = through_panel if is_ip(host) else f'{origin}/'
+    view = f'{APP_PATH}/{instance.slug}/' if rooted else f'/instance/{instance.slug}/'
+    return InstanceUrls(open=opened, view=view)
 
 
 def why_unreachable(instance: InstancePublic, *, opening: bool = True) -> str:
@@ -59,8 +93,15 @@ def why_unreachable(instance: InstancePublic, *, opening: bool = True) -> str:
         return 'Start the instance first'
     if instance.status not in READY:
         return 'Not ready yet'
-    if opening and instance.access_pattern == AccessPattern.SUBDOMAIN:
-        return 'A subdomain needs the panel reached by a host name, not an IP address (or set AIKORE_PUBLIC_HOST)'
-    if instance.access_pattern == AccessPattern.PORT and not instance.active:
+    if opening and instance.access_pattern == AccessPattern.PORT and not instance.active:
         return f'Activate its public port {instance.public_port} first'
-    return 'Not reachable yet: nginx is taking the new route'
+    if opening and instance.access_pattern == AccessPattern.SUBDOMAIN:
+        return (
+            'A subdomain needs the panel reached by a host name or localhost, not an IP address '
+            '(or set AIKORE_PUBLIC_HOST)'
+        )
+    return (
+        'Not reachable yet: nginx is taking the new route, or the panel was reached by an IP address '
+        '(each app runs in its own origin, <slug>.<host>: use a host name, localhost or AIKORE_PUBLIC_HOST, '
+        'or activate its public port)'
+    )
