@@ -181,8 +181,9 @@ def test_apps_keep_their_cookies_and_never_see_the_panels(proxied: Panel) -> Non
     assert proxied.client.post(f'/instances/{instance["id"]}/start').status_code == 202
     wait_routable(proxied, instance['id'])
     url = f'{proxied.url}/instance/jar'
+    own_origin = {'Host': f'jar.localhost:{proxied.port}'}  # an app's pages are served on its own origin
     # A browser page load with ?token=: the panel adds its session cookie, the app sets its own.
-    first = httpx.get(f'{url}/set?token={proxied.token}', headers={'Accept': 'text/html'})
+    first = httpx.get(f'{url}/set?token={proxied.token}', headers={'Accept': 'text/html', **own_origin})
     assert first.status_code == 200, first.text
     names = sorted(value.split('=', 1)[0] for value in first.headers.get_list('set-cookie'))
     assert names == ['aikore_session', 'session'], first.headers.get_list('set-cookie')
@@ -190,7 +191,7 @@ def test_apps_keep_their_cookies_and_never_see_the_panels(proxied: Panel) -> Non
     panel_cookie = first.cookies['aikore_session']
     # A browser sends everything it holds for the host; the app gets only its own cookie.
     sent = {'aikore_session': panel_cookie, 'session': 'app-own', 'aikore_storage': 'x', 'my_aikore_session': 'y'}
-    seen = httpx.get(f'{url}/read', cookies=sent)
+    seen = httpx.get(f'{url}/read', cookies=sent, headers=own_origin)
     assert seen.status_code == 200
     received = sorted(part.strip() for part in seen.json()['cookie'].split(';'))
     assert received == ['my_aikore_session=y', 'session=app-own'], received

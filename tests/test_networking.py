@@ -185,8 +185,10 @@ def test_auth_at_the_proxy(net: Panel) -> None:
     assert with_token.status_code == 200
     session = with_token.cookies.get('aikore_session')
     assert session, 'a browser that came with ?token= gets a session cookie'
-    assert echo_name(url, cookies={'aikore_session': session}) == 'guarded'  # its next requests pass
-    assert httpx.get(url, cookies={'aikore_session': session + 'x'}).status_code == 401
+    its_host = {'Host': on_its_origin['Host']}  # the cookie is bound to the origin it was issued for
+    assert echo_name(url, cookies={'aikore_session': session}, headers=its_host) == 'guarded'  # next requests pass
+    assert httpx.get(url, cookies={'aikore_session': session}).status_code == 401, 'not on the panel origin'
+    assert httpx.get(url, cookies={'aikore_session': session + 'x'}, headers=its_host).status_code == 401
 
     subdomain = {'Host': f'guarded.localhost:{net.port}'}
     assert httpx.get(f'{net.url}/', headers=subdomain).status_code == 401
