@@ -51,7 +51,10 @@ class Recorder:
     """Polls one instance in the background; each status seen, with its pid, in order."""
 
     def __init__(self, panel: Panel, instance_id: int) -> None:
-        self.client = httpx.Client(base_url=panel.client.base_url, headers=panel.client.headers, timeout=10)
+        # A new connection per request, as Panel.client does behind nginx: a reload closes idle ones.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        self.client = httpx.Client(base_url=panel.client.base_url, headers=panel.client.headers, timeout=10,
+                                   limits=limits)  # fmt: skip
         self.instance_id = instance_id
         self.seen: list[tuple[str, int | None]] = []
         self._done = threading.Event()
@@ -60,7 +63,10 @@ class Recorder:
 
     def _poll(self) -> None:
         while not self._done.is_set():
-            response = self.client.get(f'/instances/{self.instance_id}')
+            try:
+                response = self.client.get(f'/instances/{self.instance_id}')
+            except httpx.TransportError:
+                continue  # lost at the instant of an nginx reload: ask again
             if response.status_code == 404:
                 return
             row = response.json()
