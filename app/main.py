@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     except (SchemaError, OSError, RuntimeError) as exc:
         sys.exit(f'aikore: cannot open {settings.data_dir}: {exc}')
     lifecycle.keep_browser_storage_in(settings.data_dir / 'nicegui')
+    lifecycle.failure = None
     ui.run(
         storage_secret=core.sessions.secret,
         # Not NiceGUI's default name "session", which many apps use for their own cookie.

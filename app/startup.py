@@ -27,6 +27,8 @@ def open_core(settings: Settings) -> Core:
 
 
 async def startup() -> None:
+    global failure
+    failure = None  # this start's own verdict (a process may run the app more than once: tests)
     log_safety.install()  # again: the server configured its own handlers (uvicorn's) since main()
     if not core_module.started():  # e.g. an app run by a test harness instead of main()
         await asyncio.to_thread(open_core, Settings.from_env())
@@ -34,7 +36,6 @@ async def startup() -> None:
     try:
         await core.startup()
     except NginxError as exc:  # the panel cannot be reached: stop instead of serving nothing
-        global failure
         failure = f'nginx: {exc}'
         log.critical('Cannot start: %s', failure)
         app.shutdown()

@@ -40,6 +40,7 @@ from .core import (
     wait_status,
 )
 from .dashboard import dashboard, dashboards_open
+from .log_flood import log_flood
 from .proxy import proxy
 
 TWENTY = 20
@@ -710,6 +711,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Result]]] = {
     'dashboard': dashboard,
     'dashboards_open': dashboards_open,
     'container': container,
+    'log_flood': log_flood,
 }
 
 # What a failed benchmark's row(s) show: (key, label, target, target_text, original, unit).
@@ -736,6 +738,10 @@ PLACEHOLDERS: dict[str, list[tuple[str, str, float, str, str, str]]] = {
         ('latency_nginx', 'small GET, p99 added by nginx', 0.002, '<= 2 ms', '-', 's'),
         ('latency_socat', 'small GET, p99 added by socat', 0.002, '<= 2 ms', '-', 's'),
         ('latency_nginx_panel', 'small GET, p99 added by nginx+panel', 0.002, '<= 2 ms', '-', 's'),
+    ],
+    'log_flood': [
+        ('log_flood_rss', 'log flood with a viewer: panel RSS above idle', 50, '<= +50 MB', '+797 MB', 'MB'),
+        ('log_flood_health', 'log flood with a viewer: max /api/health', 0.1, '<= 100 ms', '633 ms', 's'),
     ],
     'container': [
         ('image_size', 'image size', 1000, '<= 1 GB', '-', 'MB'),
