@@ -142,7 +142,7 @@ async def dashboard() -> None:
     with tab_panels['Script']:
         script = ScriptView(core)
     with tab_panels['View']:
-        view = ViewTab()
+        view = ViewTab(core.network.refuses_framing)
     with tab_panels['Terminal']:
         terminal = TerminalView(core)
     with tab_panels['Trash']:

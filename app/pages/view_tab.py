@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from nicegui import ui
+from collections.abc import Awaitable, Callable
+
+from nicegui import background_tasks, ui
 
 from ..models import InstancePublic
 from ..services.net.urls import why_unreachable
 
+FramingProbe = Callable[[InstancePublic], Awaitable[bool]]
+
 
 class ViewTab:
-    def __init__(self) -> None:
+    def __init__(self, refuses_framing: FramingProbe | None = None) -> None:
+        """``refuses_framing``: asks whether the app forbids being framed (the network service's)."""
         self.instance: InstancePublic | None = None
+        self.refuses_framing = refuses_framing
         with ui.row().classes('items-center w-full gap-2'):
             self.title = ui.label('Pick an instance (its View button)').classes('font-medium')
             ui.space()
@@ -41,6 +47,21 @@ class ViewTab:
         self.frame.set_visibility(url is not None)
         self.reload.set_enabled(url is not None)
         self.new_tab.set_enabled(url is not None)
+        if url and instance is not None and self.refuses_framing is not None:
+            background_tasks.create(self._check_framing(instance, url), name='view framing probe')
+
+    async def _check_framing(self, instance: InstancePublic, url: str) -> None:
+        """An app that forbids framing would show the browser's error page: say so instead."""
+        assert self.refuses_framing is not None
+        if not await self.refuses_framing(instance) or self.instance is not instance or self.frame.is_deleted:
+            return
+        self.frame.props('src="about:blank"')
+        self.frame.set_visibility(False)
+        self.reload.set_enabled(False)
+        self.reason.set_text(
+            f'{instance.name} does not allow being shown inside another page (it forbids framing): '
+            'open it in a new tab (the button above).'
+        )
 
     def reload_frame(self) -> None:
         ui.run_javascript(f'const f = getElement({self.frame.id}); if (f) f.src = f.src;')

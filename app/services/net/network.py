@@ -23,6 +23,7 @@ from ..catalog.blueprints import BlueprintStore
 from ..catalog.rows import InstanceRows
 from ..events import EventBus
 from ..runtime import launch
+from .framing import app_refuses_framing
 from .nginx import ManagedMaster, Nginx, NginxError, NginxPaths, find_binary
 from .path_modes import PathModes
 from .ports import Ports
@@ -94,6 +95,13 @@ class Network:
         routed = self.proxy is not None and self.proxy.serves(instance.id, instance.slug, instance.internal_port)
         instance = instance.model_copy(update={'path_mode': self.path_modes.mode(instance.name, instance.blueprint)})
         return instance.model_copy(update={'urls': instance_urls(instance, entry, routed, scheme)})
+
+    async def refuses_framing(self, instance: InstancePublic) -> bool:
+        """The running app forbids being framed by another origin (View then offers a new tab)."""
+        if instance.internal_port is None:
+            return False
+        keep = self.path_modes.mode(instance.name, instance.blueprint) == 'keep'
+        return await app_refuses_framing(instance.internal_port, f'/instance/{instance.slug}/' if keep else '/')
 
     def status(self) -> dict[str, Any]:
         proxy = self.proxy.status() if self.proxy is not None else None
