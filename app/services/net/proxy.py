@@ -34,6 +34,7 @@ from ..access.sessions import PANEL_COOKIES
 from ..catalog import store
 from ..events import EventBus
 from ..files import PRIVATE, write_atomic
+from ..runtime import desktop
 from .nginx import ManagedMaster, Nginx, NginxError
 
 log = logging.getLogger(__name__)
@@ -253,8 +254,15 @@ class Proxy:
             api_token=self.api_token,
             proxy_secret=self.proxy_secret,
             instances=routes,
+            desktops_dir=self._desktops_dir(),
             **TUNING,
         )
+
+    def _desktops_dir(self) -> Path:
+        """Where persistent desktops' Selkies sockets are (``runtime.desktop.socket_path``)."""
+        path = desktop.folder(self.settings, 0).parent
+        _check_path(path)
+        return path
 
     def _install(self, text: str) -> None:
         """Write the candidate next to the live file, let nginx judge it, then copy it over the

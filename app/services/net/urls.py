@@ -6,7 +6,9 @@ request (``host`` or ``host:port``). Open follows the access pattern: ``port`` -
 ``<scheme>://<slug>.<host>[:<entry port>]/``, ``path`` -> ``<scheme>://<entry>/instance/<slug>/``;
 the last two need the proxy, and a subdomain of a bare IP address cannot exist. View is
 what the dashboard embeds: the same-origin path URL when the proxy runs, else the port URL.
-Both are null unless the instance is ``started``.
+Both are null unless the instance is ``started``. A persistent instance whose desktop is up
+(``persistent_display`` set) opens and views its desktop, ``/desktop/<slug>/``: on the
+instance's own origin for ``subdomain``, else on the entry's.
 """
 
 from __future__ import annotations
@@ -50,7 +52,19 @@ def instance_urls(instance: InstancePublic, entry: str | None, proxy_on: bool, s
         opened = f'{scheme}://{entry.strip().lower()}{path}'
     elif proxy_on and instance.access_pattern == AccessPattern.SUBDOMAIN and not is_ip(host):
         opened = f'{scheme}://{instance.slug}.{host}' + (f':{entry_port}' if entry_port else '') + '/'
+    if proxy_on and instance.persistent and instance.persistent_display is not None:
+        return desktop_urls(instance, entry.strip().lower(), host, entry_port, scheme)
     return InstanceUrls(open=opened, view=path if proxy_on else by_port)
+
+
+def desktop_urls(instance: InstancePublic, entry: str, host: str, entry_port: str | None, scheme: str) -> InstanceUrls:
+    """Open and View of a persistent instance: its streamed desktop (Selkies' client needs a
+    secure context: https, or http on localhost)."""
+    path = f'/desktop/{instance.slug}/'
+    if instance.access_pattern == AccessPattern.SUBDOMAIN and not is_ip(host):
+        origin = f'{scheme}://{instance.slug}.{host}' + (f':{entry_port}' if entry_port else '')
+        return InstanceUrls(open=origin + path, view=origin + path)
+    return InstanceUrls(open=f'{scheme}://{entry}{path}', view=path)
 
 
 def why_unreachable(instance: InstancePublic, *, opening: bool = True) -> str:
