@@ -85,3 +85,18 @@ def test_networking_settings() -> None:
 def test_the_dashboard_says_why_open_or_view_is_off(fields: dict[str, Any], opening: bool, reason: str) -> None:
     shown = why_unreachable(instance(**{'status': 'started', 'public_port': 9001, **fields}), opening=opening)
     assert shown.startswith(reason)
+
+
+def test_a_persistent_instance_opens_its_desktop_once_it_is_up() -> None:
+    up = {'persistent': True, 'persistent_display': 100}
+    assert urls('box.lan:9000', persistent=True) == ('http://box.lan:9001/', '/instance/comfy/')  # not up yet
+    assert urls('box.lan:9000', **up) == ('http://box.lan:9000/desktop/comfy/', '/desktop/comfy/')
+    assert urls('box.lan:9000', access_pattern='path', **up) == (
+        'http://box.lan:9000/desktop/comfy/',
+        '/desktop/comfy/',
+    )
+    # subdomain: the desktop is on the instance's own origin, for View too
+    desktop = 'http://comfy.box.lan:9000/desktop/comfy/'
+    assert urls('box.lan:9000', access_pattern='subdomain', **up) == (desktop, desktop)
+    assert urls('box.lan:9000', proxy=False, **up) == ('http://box.lan:9001/', 'http://box.lan:9001/')
+    assert instance_urls(instance(**up), 'box.lan', True, 'https').open == 'https://box.lan/desktop/comfy/'
