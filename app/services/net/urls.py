@@ -59,11 +59,12 @@ def instance_urls(instance: InstancePublic, entry: str | None, proxy_on: bool, s
 
 def desktop_urls(instance: InstancePublic, entry: str, host: str, entry_port: str | None, scheme: str) -> InstanceUrls:
     """Open and View of a persistent instance: its streamed desktop (Selkies' client needs a
-    secure context: https, or http on localhost)."""
+    secure context: https, or http on localhost). View stays on the panel's origin: Selkies'
+    page allows only same-origin framing (``frame-ancestors 'self'``)."""
     path = f'/desktop/{instance.slug}/'
     if instance.access_pattern == AccessPattern.SUBDOMAIN and not is_ip(host):
         origin = f'{scheme}://{instance.slug}.{host}' + (f':{entry_port}' if entry_port else '')
-        return InstanceUrls(open=origin + path, view=origin + path)
+        return InstanceUrls(open=origin + path, view=path)
     return InstanceUrls(open=f'{scheme}://{entry}{path}', view=path)
 
 
