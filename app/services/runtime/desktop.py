@@ -56,6 +56,7 @@ SOCKET_MAX = 100  # sun_path holds 108 bytes
 X_SOCKETS = Path('/tmp/.X11-unix')  # noqa: S108 - where X servers put their sockets
 POLICY = units.RestartPolicy(units.RestartMode.ALWAYS, backoff=0.5, max_backoff=30.0, start_retries=8)
 MEMBERS = ('xvfb', 'openbox', 'chromium', 'selkies')
+DISPLAY_TRIES = 3
 
 
 class DesktopError(RuntimeError):
@@ -279,26 +280,34 @@ class Desktops:
         return {desktop.display for desktop in self._desktops.values()}
 
     async def start(self, instance: Instance, app_url: str) -> None:
-        """Start the instance's desktop (no-op when it has one); failures are logged as warnings."""
+        """Start the instance's desktop (no-op when it has one); failures are logged as warnings.
+        A display another program took between the choice and Xvfb's start (another panel's
+        desktop) is left for the next free one, up to DISPLAY_TRIES times."""
         assert instance.id is not None
         if instance.id in self._desktops:
             return
-        try:
-            display = choose_display(self._taken(), instance.persistent_display)
-            desktop = self._build(instance, display, app_url)
-        except DesktopError as exc:
-            log.warning('%s: %s', instance.name, exc)
+        refused: set[int] = set()
+        for _ in range(DISPLAY_TRIES):
+            try:
+                display = choose_display(self._taken() | refused, None if refused else instance.persistent_display)
+                desktop = self._build(instance, display, app_url)
+            except DesktopError as exc:
+                log.warning('%s: %s', instance.name, exc)
+                return
+            self._desktops[instance.id] = desktop
+            try:
+                await desktop.unit.start()
+            except units.StartFailed as exc:
+                await desktop.unit.stop()
+                self._desktops.pop(instance.id, None)
+                log.warning('Desktop of %s did not start: %s (see %s)', instance.name, exc,
+                            folder(self.settings, instance.id) / 'desktop.log')  # fmt: skip
+                if exc.member != 'xvfb':
+                    return
+                refused.add(display)
+                continue
+            log.info('Desktop of %s runs on display :%s', instance.name, display)
             return
-        self._desktops[instance.id] = desktop
-        try:
-            await desktop.unit.start()
-        except units.StartFailed as exc:
-            log.warning('Desktop of %s did not start: %s (see %s)', instance.name, exc,
-                        folder(self.settings, instance.id) / 'desktop.log')  # fmt: skip
-            await desktop.unit.stop()
-            self._desktops.pop(instance.id, None)
-            return
-        log.info('Desktop of %s runs on display :%s', instance.name, display)
 
     async def stop(self, instance_id: int) -> None:
         """Tear the four processes down; returns once none is left."""
