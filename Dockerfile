@@ -14,8 +14,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG DEBIAN_FRONTEND=noninteractive
 
 # System packages. No CUDA toolkit: blueprints bring their own torch wheels and the NVIDIA
-# container runtime injects the driver. The desktop (Xvfb, openbox, Chromium, Selkies) will be
-# installed here, in a layer of its own, when the desktop issue lands.
+# container runtime injects the driver.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       ca-certificates curl git nginx socat procps tini \
@@ -23,6 +22,13 @@ RUN apt-get update \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* \
  && rm -f /etc/nginx/sites-enabled/default
+
+# Persistent desktops, in a layer of their own: a virtual display, a window manager, the X
+# cookie tool and the kiosk browser (Selkies itself is a Python dependency, below).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends xvfb openbox xauth chromium fonts-dejavu-core \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/*
 
 # The account the panel runs as; the entrypoint adapts it to PUID/PGID at start.
 RUN groupadd -g 1000 aikore \
@@ -70,7 +76,7 @@ ENV AIKORE_DATA_DIR=/config \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility,video
 
 VOLUME /config
-# 9000: the panel and /instance/<slug>/; 9443: HTTPS (reserved); 9001-9020: instances' public ports.
+# 9000: the panel and /instance/<slug>/; 9443: HTTPS (AIKORE_HTTPS_PORT); 9001-9020: instances' public ports.
 EXPOSE 9000 9443 9001-9020
 WORKDIR /
 STOPSIGNAL SIGTERM

@@ -60,6 +60,12 @@ class Settings:
     panel_port: int | None = None  # the panel's loopback port behind nginx; None: a free one at start
     nginx_pid: Path | None = None  # external mode: the supervised master's pid file; None: <data>/nginx/nginx.pid
     nginx_templates: Path = NGINX_TEMPLATES_DIR
+    # HTTPS on a port of its own (nginx): the user's certificate, else a self-signed one made
+    # once into <data>/tls (app.services.net.tls). None: no HTTPS (settings built in code).
+    https_port: int | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    https_only: bool = False  # plain HTTP on AIKORE_PORT redirects to HTTPS
 
     # --- the data directory layout (DESIGN "Data directory") ---
     @property
@@ -130,6 +136,10 @@ class Settings:
             panel_port=_port(env, 'AIKORE_PANEL_PORT', 0) or None,
             nginx_pid=Path(env['AIKORE_NGINX_PID']).resolve() if env.get('AIKORE_NGINX_PID') else None,
             nginx_templates=Path(env.get('AIKORE_NGINX_TEMPLATES') or NGINX_TEMPLATES_DIR).resolve(),
+            https_port=_https_port(env),
+            tls_cert=Path(env['AIKORE_TLS_CERT']).resolve() if env.get('AIKORE_TLS_CERT') else None,
+            tls_key=Path(env['AIKORE_TLS_KEY']).resolve() if env.get('AIKORE_TLS_KEY') else None,
+            https_only=_flag(env, 'AIKORE_HTTPS_ONLY'),
         )
 
 
@@ -162,6 +172,13 @@ def _seconds_between(env: dict[str, str], name: str, default: float, low: float,
     if not value <= high:  # also refuses nan
         raise ConfigError(f'{name}={env.get(name)!r} must be between {low} and {high} seconds')
     return value
+
+
+def _https_port(env: dict[str, str]) -> int | None:
+    """AIKORE_HTTPS_PORT: 9443 by default; ``off`` (or 0) serves no HTTPS."""
+    if (env.get('AIKORE_HTTPS_PORT') or '').strip().lower() in ('off', '0'):
+        return None
+    return _port(env, 'AIKORE_HTTPS_PORT', 9443)
 
 
 def _port(env: dict[str, str], name: str, default: int) -> int:

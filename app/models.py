@@ -113,6 +113,10 @@ class InstancePublic(InstanceBase):
     internal_port: int | None
     active: bool
     restart_count: int = 0
+    # The persistent desktop's X display while it is up (None otherwise); its Selkies listens on
+    # a unix socket (no port): persistent_port stays None.
+    persistent_display: int | None = None
+    persistent_port: int | None = None
     urls: InstanceUrls = Field(default_factory=InstanceUrls)
     created_at: datetime
     restart_required: bool | None = None

@@ -40,6 +40,7 @@ from .core import (
     wait_status,
 )
 from .dashboard import dashboard, dashboards_open
+from .desktop import desktop
 from .log_flood import log_flood
 from .proxy import proxy
 
@@ -712,10 +713,17 @@ BENCHMARKS: dict[str, Callable[[Context], list[Result]]] = {
     'dashboards_open': dashboards_open,
     'container': container,
     'log_flood': log_flood,
+    'desktop': desktop,
 }
 
 # What a failed benchmark's row(s) show: (key, label, target, target_text, original, unit).
 PLACEHOLDERS: dict[str, list[tuple[str, str, float, str, str, str]]] = {
+    'desktop': [
+        ('desktop_first_frame', 'desktop: app ready -> first frame', 2.0, '<= 2 s', '-', 's'),
+        ('desktop_idle_cpu', 'desktop: CPU, no viewer', 1.0, '<= 1 % core', '-', '%'),
+        ('desktop_viewer_cpu', 'desktop: CPU, viewer on a static page', 3.0, '<= 3 % core', '-', '%'),
+        ('desktop_rss', 'desktop: RSS of the unit', 1500, '<= 1500 MB', '-', 'MB'),
+    ],
     'cold_start': [('cold_start', 'cold start -> first /api/health 200', 1.5, '<= 1.5 s', '1.0 s', 's')],
     'ready_started': [('ready_started', 'ready -> "started" in API', 0.1, '<= 100 ms', '0.96 s', 's')],
     'crash_detect': [('crash_detect', 'kill -9 -> "error" in API', 0.5, '<= 500 ms', 'never detected', 's')],

@@ -14,8 +14,14 @@ need shellcheck shellcheck
 need socat socat                                    # public ports
 [ -x /usr/sbin/nginx ] || need nginx nginx          # the reverse proxy (in /usr/sbin: not on a user's PATH)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
+# persistent desktops (app/services/runtime/desktop.py): a virtual display, a window manager, an
+# X cookie tool and the kiosk browser; Selkies itself comes from PyPI (pyproject.toml)
+need Xvfb xvfb
+need openbox openbox
+need xauth xauth
+need chromium chromium
 if [ "${1:-}" = "--test" ]; then # what only the test suite needs:
-  need chromium chromium                            # a real browser for end-to-end tests
+  # chromium (above) is also the end-to-end tests' real browser
   # the container tests: build and run the image with podman (no docker daemon), the base image
   # made with debootstrap from Debian's own packages (tests/container_kit.py)
   need podman podman

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,6 +11,10 @@ from nicegui.testing.user_simulation import user_simulation
 
 from app.services.access.sessions import SESSION_COOKIE
 from tests.helpers import Panel, free_port
+
+# Every panel a test starts (in-process, as a subprocess, under supervisord) serves no HTTPS
+# unless the test asks: they would all want port 9443.
+os.environ.setdefault('AIKORE_HTTPS_PORT', 'off')
 
 
 @pytest.fixture

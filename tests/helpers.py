@@ -120,6 +120,7 @@ class Panel:
             'AIKORE_API_TOKEN': self.token,
             'AIKORE_PORT_RANGE': f'{low}-{low + 9}' if low + 9 <= 65535 else '40001-40010',
             'AIKORE_STOP_GRACE': '2',
+            'AIKORE_HTTPS_PORT': 'off',  # on a port of its own when a test asks (tests/test_https.py)
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -106,3 +106,19 @@ def test_a_root_only_app_is_never_offered_the_path() -> None:
     assert (opened, view) == ('http://box.lan:9000/_aikore/app/comfy/', '/_aikore/app/comfy/')
     assert urls('box.lan:9000', access_pattern='subdomain', path_mode='none')[0] == 'http://comfy.box.lan:9000/'
     assert urls('box.lan:9000', access_pattern='path', path_mode='strip')[1] == '/instance/comfy/'
+
+
+def test_a_persistent_instance_opens_its_desktop_once_it_is_up() -> None:
+    up = {'persistent': True, 'persistent_display': 100}
+    assert urls('box.lan:9000', persistent=True) == ('http://box.lan:9001/', '/instance/comfy/')  # not up yet
+    assert urls('box.lan:9000', **up) == ('http://box.lan:9000/desktop/comfy/', '/desktop/comfy/')
+    assert urls('box.lan:9000', access_pattern='path', **up) == (
+        'http://box.lan:9000/desktop/comfy/',
+        '/desktop/comfy/',
+    )
+    # subdomain: Open on the instance's own origin; View framed from the panel's (Selkies allows
+    # only same-origin framing)
+    desktop = 'http://comfy.box.lan:9000/desktop/comfy/'
+    assert urls('box.lan:9000', access_pattern='subdomain', **up) == (desktop, '/desktop/comfy/')
+    assert urls('box.lan:9000', proxy=False, **up) == ('http://box.lan:9001/', 'http://box.lan:9001/')
+    assert instance_urls(instance(**up), 'box.lan', True, 'https').open == 'https://box.lan/desktop/comfy/'

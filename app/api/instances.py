@@ -12,14 +12,15 @@ from fastapi.responses import PlainTextResponse
 
 from ..models import InstanceCreate, InstancePublic, InstanceUpdate, LogChunk
 from ..services.core import Core
-from .deps import get_core, read_limited_body, text_body
+from .deps import get_core, over_https, read_limited_body, text_body
 
 router = APIRouter(prefix='/instances', tags=['instances'])
 CoreDep = Annotated[Core, Depends(get_core)]
 
 
 def shown(core: Core, request: Request, public: InstancePublic) -> InstancePublic:
-    return core.network.with_urls(public, request.headers.get('host'), request.url.scheme)
+    scheme = 'https' if over_https(request.scope) else 'http'  # the scheme the user came in with (nginx says)
+    return core.network.with_urls(public, request.headers.get('host'), scheme)
 
 
 @router.post('', status_code=201)

@@ -7,6 +7,7 @@ import asyncio
 
 from nicegui import app, ui
 
+from ..api.deps import over_https
 from ..models import InstancePublic
 from ..services import core as core_module
 from .create_dialog import empty_state, open_create_dialog
@@ -54,10 +55,11 @@ async def dashboard() -> None:
     instances = await core.instances.list_all()  # before building: the rows go out with the page itself
     blueprints = await asyncio.to_thread(core.blueprints.all)  # reads every blueprint file
     host = ui.context.client.request.headers.get('host')
+    scheme = 'https' if over_https(ui.context.client.request.scope) else 'http'
 
     def with_urls(instance: InstancePublic) -> InstancePublic:
-        """Open and View URLs as this browser reaches the panel."""
-        return core.network.with_urls(instance, host)
+        """Open and View URLs as this browser reaches the panel (its scheme too)."""
+        return core.network.with_urls(instance, host, scheme)
 
     async def select(instance: InstancePublic, tab: str) -> None:
         """An action of a row opens one of the tools on that instance."""

@@ -45,7 +45,8 @@ PHONE_STYLE = f"""
 HEADER_TITLES = {
     'GPUs': 'CUDA_VISIBLE_DEVICES for the instance, e.g. 0 or 0,1 (empty: all)',
     'Auto': 'Start with the panel',
-    'Pers.': 'Persistent desktop (Selkies): kept with the instance, not available in this version yet',
+    'Pers.': 'Persistent desktop (Selkies): the app runs in a browser inside the server, streamed to Open and '
+    'View, so its page survives closing yours; applies at the next start',
     'PID · use': 'Process ID; CPU, RAM and VRAM of its whole process tree',
     'Port': 'Public port, and whether it is mapped now (Activate)',
     'Restart': 'Restart policy when the app exits with an error',
@@ -146,6 +147,11 @@ class InstanceRow:
         self.status.props(f'color={STATUS_COLORS[instance.status]}')
         self.spinner.set_visibility(instance.status in lifecycle.BUSY)
         self.pid.set_text(str(instance.pid or '—'))
+        # The row shows that the desktop is up (its X display), from the row data.
+        desktop = instance.persistent_display
+        title = f'Desktop up on display :{desktop}' if desktop is not None else 'Desktop not running'
+        if self.persistent.props.get('title') != title:
+            self.persistent.props(f'title="{title}"')
         self.actions.show(
             running=instance.status.is_running,
             open_title=instance.urls.open or why_unreachable(instance),

@@ -34,6 +34,8 @@ from ..access.sessions import PANEL_COOKIES
 from ..catalog import store
 from ..events import EventBus
 from ..files import PRIVATE, write_atomic
+from ..runtime import desktop
+from . import tls
 from .nginx import ManagedMaster, Nginx, NginxError
 from .path_modes import PathModes
 
@@ -93,6 +95,7 @@ class Proxy:
         # Sent to the panel only (never to instances): the panel then believes nginx's X-Real-IP.
         self.proxy_secret = auth.proxy_secret(api_token) if api_token else secrets.token_hex(32)
         self.last_error: str | None = None
+        self.certificate: tls.Certificate | None = None  # set at startup when HTTPS is on
         self.reloads = 0
         self._applied: tuple[Route, ...] | None = None
         self._live: frozenset[Route] = frozenset()  # routes nginx serves now (after the last good reload)
@@ -134,6 +137,10 @@ class Proxy:
     def _prepare_folder(self) -> None:
         self.paths.prepare()
         self._rotate_access_log()
+        if self.settings.https_port is not None:
+            self.certificate = tls.ensure(self.settings)
+            _check_path(self.certificate.cert)
+            _check_path(self.certificate.key)
 
     async def shutdown(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -262,8 +269,28 @@ class Proxy:
             api_token=self.api_token,
             proxy_secret=self.proxy_secret,
             instances=routes,
+            desktops_dir=self._desktops_dir(),
+            https=self._https(),
             **TUNING,
         )
+
+    def _https(self) -> dict[str, Any] | None:
+        """The HTTPS listener's values for the template (None: plain HTTP only)."""
+        if self.settings.https_port is None or self.certificate is None:
+            return None
+        return {
+            'listen': listen_address(self.settings.host, self.settings.https_port),
+            'port': self.settings.https_port,
+            'cert': self.certificate.cert,
+            'key': self.certificate.key,
+            'only': self.settings.https_only,
+        }
+
+    def _desktops_dir(self) -> Path:
+        """Where persistent desktops' Selkies sockets are (``runtime.desktop.socket_path``)."""
+        path = desktop.folder(self.settings, 0).parent
+        _check_path(path)
+        return path
 
     def _install(self, text: str) -> None:
         """Write the candidate next to the live file, let nginx judge it, then copy it over the

@@ -13,7 +13,11 @@ port is mapped), ``subdomain`` -> ``<scheme>://<slug>.<host>[:<entry port>]/``, 
 the path: it opens at its origin's root. View (what the dashboard embeds) is, in this order,
 the path route in the app's origin, the app origin's root (``none``), the public port (not
 from an HTTPS dashboard: an http frame is mixed content), else nothing and a reason. Both are
-null unless the instance is ``started``.
+null unless the instance is ``started``. A persistent instance whose desktop is up
+(``persistent_display`` set) opens and views its desktop, ``/desktop/<slug>/`` (Selkies' own
+client: the app reaches the user's browser only as video): on the instance's own origin for
+``subdomain``, else on the entry's; View frames it from the panel's origin (Selkies allows only
+same-origin framing).
 """
 
 from __future__ import annotations
@@ -68,8 +72,10 @@ def instance_urls(instance: InstancePublic, entry: str | None, proxy_on: bool, s
     if instance.status not in READY or not entry:
         return InstanceUrls()
     entry = entry.strip().lower()
-    host, _ = split_entry(entry)
+    host, entry_port = split_entry(entry)
     by_port = f'http://{host}:{instance.public_port}/' if instance.active and instance.public_port else None
+    if proxy_on and instance.persistent and instance.persistent_display is not None:
+        return desktop_urls(instance, entry, host, entry_port, scheme)
     origin = app_origin(instance.slug, entry, scheme) if proxy_on else None
     if origin is None:
         return InstanceUrls(
@@ -85,6 +91,17 @@ def instance_urls(instance: InstancePublic, entry: str | None, proxy_on: bool, s
         opened = through_panel if is_ip(host) else f'{origin}/'
     view = f'{APP_PATH}/{instance.slug}/' if rooted else f'/instance/{instance.slug}/'
     return InstanceUrls(open=opened, view=view)
+
+
+def desktop_urls(instance: InstancePublic, entry: str, host: str, entry_port: str | None, scheme: str) -> InstanceUrls:
+    """Open and View of a persistent instance: its streamed desktop (Selkies' client needs a
+    secure context: https, or http on localhost). View stays on the panel's origin: Selkies'
+    page allows only same-origin framing (``frame-ancestors 'self'``)."""
+    path = f'/desktop/{instance.slug}/'
+    if instance.access_pattern == AccessPattern.SUBDOMAIN and not is_ip(host):
+        origin = f'{scheme}://{instance.slug}.{host}' + (f':{entry_port}' if entry_port else '')
+        return InstanceUrls(open=origin + path, view=path)
+    return InstanceUrls(open=f'{scheme}://{entry}{path}', view=path)
 
 
 def why_unreachable(instance: InstancePublic, *, opening: bool = True) -> str:

@@ -29,6 +29,7 @@ from ..catalog.rows import InstanceRows
 from ..errors import Conflict, NotFound, ServiceError
 from ..files import disk_full
 from . import launch
+from .desktop import Desktops
 from .executor import LocalExecutor, RunHandle
 from .executor import read_exit_file as read_exit_file  # where tests and tools look for it
 from .readiness import ReadinessProbe, probe_interval
@@ -53,6 +54,13 @@ class Run:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     ready_task: asyncio.Task[None] | None = None
     stop_task: asyncio.Task[None] | None = None
+    persistent: bool = False  # as it was at start: a change applies at the next start
+    desktop_task: asyncio.Task[None] | None = None
+
+    @property
+    def app_url(self) -> str:
+        """The app's internal URL, which the persistent desktop's browser opens."""
+        return f'http://127.0.0.1:{self.port}/'
 
     @property
     def name(self) -> str:
@@ -77,6 +85,7 @@ class Supervisor:
         self._pending_restarts: dict[int, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._reserved_ports: set[int] = set()
+        self.desktops = Desktops(settings, on_change=self._desktop_changed)
 
     # ------------------------------------------------------------------ queries
 
@@ -109,7 +118,7 @@ class Supervisor:
                 prepared, handle, row = await asyncio.to_thread(self._launch, instance, port, automatic)
             finally:
                 self._reserved_ports.discard(port)
-            run = Run(instance_id, handle, port)
+            run = Run(instance_id, handle, port, persistent=instance.persistent)
             self._runs[instance_id] = run
             self._watch_exit(run)
             public = self.rows.publish(row)
@@ -174,6 +183,33 @@ class Supervisor:
         run.ready_at = time.monotonic()
         await self._save_if_current(run, InstanceStatus.STARTED)
         log.info('%s is ready (%s)', run.name, check)
+        if run.persistent and not run.stopping and self._runs.get(run.instance_id) is run:
+            run.desktop_task = self._spawn_task(self._start_desktop(run))
+
+    # ------------------------------------------------------------------ persistent desktop
+
+    async def _start_desktop(self, run: Run) -> None:
+        """Once the app is ready: its desktop (Xvfb, openbox, Chromium on the app, Selkies)."""
+        instance = await asyncio.to_thread(store.get, self.engine, run.instance_id)
+        await self.desktops.start(instance, run.app_url)
+
+    async def _end_desktop(self, run: Run | None, instance_id: int) -> None:
+        """The run is over (or ending): its desktop goes with it."""
+        if run is not None and run.desktop_task is not None:
+            run.desktop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run.desktop_task
+        await self.desktops.stop(instance_id)
+
+    def _desktop_changed(self, instance_id: int, display: int | None) -> None:
+        self._spawn_task(self._record_display(instance_id, display))
+
+    async def _record_display(self, instance_id: int, display: int | None) -> None:
+        """``persistent_display`` is set while the desktop is up (the row's indicator)."""
+        if display is not None and not self.desktops.is_up(instance_id):
+            return  # it went down again meanwhile
+        with contextlib.suppress(ServiceError):
+            await self.rows.update(instance_id, persistent_display=display)
 
     # ------------------------------------------------------------------ exit
 
@@ -184,8 +220,9 @@ class Supervisor:
         code = await asyncio.to_thread(self.executor.exit_code, run.handle)
         run.exit_code = code
         run.exited.set()
-        if run.ready_task is not None:
-            run.ready_task.cancel()
+        for task in (run.ready_task, run.desktop_task):
+            if task is not None:
+                task.cancel()
         async with self.rows.hold(run.instance_id):
             # Checked under the lock: a stop that took it first owns the end of this run.
             if run.stopping or self._runs.get(run.instance_id) is not run:
@@ -216,6 +253,7 @@ class Supervisor:
         )
         if pid:
             self._spawn_task(self.executor.clean(pid))
+        await self._end_desktop(None, instance.id)
         if restart:
             delay = min(MAX_BACKOFF, self.settings.restart_backoff * 2**restart_count)
             log.info('Restarting %s in %.1f s (attempt %d of %d)', instance.name, delay, restart_count + 1,
@@ -306,7 +344,7 @@ class Supervisor:
             await asyncio.shield(run.stop_task)
 
     async def _terminate(self, run: Run) -> None:
-        await self.executor.terminate(run.handle)
+        await asyncio.gather(self.executor.terminate(run.handle), self._end_desktop(run, run.instance_id))
         if not run.exited.is_set():  # ended by the stop: the exit is this task's to record
             run.exit_code = await asyncio.to_thread(self.executor.exit_code, run.handle)
             run.exited.set()
@@ -369,10 +407,15 @@ class Supervisor:
         assert instance.id is not None
         handle = await asyncio.to_thread(self.executor.adopt, instance)
         if handle is not None:
-            run = Run(instance.id, handle, instance.internal_port)
+            run = Run(instance.id, handle, instance.internal_port, persistent=instance.persistent)
             self._runs[instance.id] = run
             self._watch_exit(run)
             log.info('Re-adopted %s (pid %s, %s)', instance.name, handle.pid, instance.status)
+            if instance.status != InstanceStatus.STOPPING:
+                # Its desktop too (a persistent run's, or one left from a run that was): taken
+                # back, else started once the app is ready.
+                ready = run.persistent and instance.status == InstanceStatus.STARTED
+                run.desktop_task = self._spawn_task(self.desktops.resume(instance, run.app_url, ready))
             if instance.status == InstanceStatus.STOPPING:
                 self._begin_stop(run)
             elif instance.status != InstanceStatus.STARTED:
@@ -405,10 +448,12 @@ class Supervisor:
                 *(run.stop_task for run in self._runs.values() if run.stop_task), return_exceptions=True
             )
         for run in list(self._runs.values()):
-            if run.ready_task is not None:
-                run.ready_task.cancel()
+            for pending in (run.ready_task, run.desktop_task):
+                if pending is not None:
+                    pending.cancel()
             self.executor.release(run.handle)
         self._runs.clear()
+        self.desktops.release_all()
 
     # ------------------------------------------------------------------ helpers
 
