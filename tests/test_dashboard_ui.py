@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from nicegui import ui
 from nicegui.testing.user import User
 
 from app.models import InstanceCreate
 from app.services import core as core_module
-from tests.helpers import click_row_action, python_server_blueprint
+from tests.helpers import click_row_action, edit_row, python_server_blueprint, table_row, wait_until
 
 
 async def test_login_required(ui_user: User) -> None:
@@ -21,7 +20,7 @@ async def test_empty_state_creates_a_demo_instance(ui_user: User) -> None:
     await ui_user.should_see('No instances yet', retries=50)
     ui_user.find('Create a Demo instance').click()
     await ui_user.should_see('Created demo', retries=50)
-    await ui_user.should_see(marker='name-1', retries=50)
+    await wait_until(lambda: table_row(ui_user, 1) is not None, what='the new row')
     await ui_user.should_see('stopped', retries=50)
 
 
@@ -35,7 +34,8 @@ async def test_status_changes_appear_without_reload(ui_user: User) -> None:
     await ui_user.should_see('started', retries=100)
     await click_row_action(ui_user, instance.id, 'start-stop')
     await ui_user.should_see('stopped', retries=100)
-    assert ui_user.find(ui.badge).elements.pop().text == 'stopped'
+    row = table_row(ui_user, instance.id)
+    assert row is not None and row['status'] == 'stopped' and row['actions'][0]['label'] == 'Start'
 
 
 async def test_create_dialog_validates_and_creates(ui_user: User) -> None:
@@ -72,14 +72,10 @@ async def test_inline_edit_and_update(ui_user: User) -> None:
     core = core_module.current()
     instance = await core.instances.create(InstanceCreate(name='before', blueprint='Demo'))
     await ui_user.open('/')
-    await ui_user.should_not_see('Update')
-    ui_user.find(marker=f'name-{instance.id}').clear().type('after')
-    await ui_user.should_see('Update', retries=50)
-    ui_user.find('Update').click()
+    await edit_row(ui_user, instance.id, name='after')
     await ui_user.should_see('after updated', retries=50)
     assert (await core.instances.get(instance.id)).name == 'after'
-    ui_user.find(marker=f'name-{instance.id}').clear().type('no good')
-    ui_user.find('Update').click()
+    await edit_row(ui_user, instance.id, name='no good')
     await ui_user.should_see('Invalid instance name', retries=50)
 
 
@@ -87,18 +83,17 @@ async def test_delete_restore_from_trash(ui_user: User) -> None:
     core = core_module.current()
     instance = await core.instances.create(InstanceCreate(name='goner', blueprint='Demo'))
     await ui_user.open('/')
-    await ui_user.should_see(marker=f'name-{instance.id}', retries=50)
     await click_row_action(ui_user, instance.id, 'delete')
     await ui_user.should_see('Delete goner?', retries=50)
     ui_user.find(marker='confirm-delete').click()
     await ui_user.should_see('goner moved to the trash', retries=50)
-    await ui_user.should_not_see(marker=f'name-{instance.id}')
+    await wait_until(lambda: table_row(ui_user, instance.id) is None, what='the row gone')
     assert [e.name for e in await core.instances.trash()] == ['goner']
     ui_user.find('Trash').click()
     await ui_user.should_see(marker='restore-goner', retries=50)  # the list, not the notification naming goner
     ui_user.find(marker='restore-goner').click()
     await ui_user.should_see('goner restored', retries=50)
-    await ui_user.should_see(marker='name-2', retries=50)
+    await wait_until(lambda: table_row(ui_user, 2) is not None, what='the restored row')
 
 
 async def test_script_save_and_save_as_blueprint(ui_user: User) -> None:

@@ -4,6 +4,7 @@ Trash) in resizable panes whose sizes and selected tab are remembered per user."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from nicegui import app, ui
 
@@ -59,9 +60,16 @@ async def dashboard() -> None:
         """Open and View URLs as this browser reaches the panel."""
         return core.network.with_urls(instance, host)
 
-    async def select(instance: InstancePublic, tab: str) -> None:
-        """An action of a row opens one of the tools on that instance."""
-        tabs.set_value(tab)
+    async def select(instance: InstancePublic, tab: str = '') -> None:
+        """An action of a row opens one of the tools on that instance; a click on a row
+        shows the instance in the current tool. The choice is remembered for the next visit."""
+        remember('instance', instance.id)
+        table.highlight(instance.id)
+        tab = tab or str(tabs.value or 'Logs')
+        if tab != tabs.value:
+            tabs.set_value(tab)
+        if not tools_ready:
+            return
         if tab == 'Logs':
             await logs.show(instance)
         elif tab == 'Script':
@@ -84,7 +92,7 @@ async def dashboard() -> None:
             .classes('w-full aikore-pane')
             .on_value_change(lambda e: remember('split_main', e.value)) as main_split
         ):
-            with main_split.before, ui.column().classes('w-full p-2 gap-2'):
+            with main_split.before, ui.column().classes('w-full h-full p-2 gap-2 no-wrap'):
                 with ui.row().classes('items-center w-full'):
                     ui.label('Instances').classes('text-lg font-bold')
                     ui.space()
@@ -150,3 +158,21 @@ async def dashboard() -> None:
     tools_ready = True
     with monitor_area:
         MonitorPane(core)
+    await restore_selection(table, select)
+
+
+def last_selected(table: InstanceTable) -> InstancePublic | None:
+    """The instance chosen on the last visit, or the only one."""
+    chosen = app.storage.user.get('instance')
+    if isinstance(chosen, int) and chosen in table.instances:
+        return table.instances[chosen]
+    if len(table.instances) == 1:
+        return next(iter(table.instances.values()))
+    return None
+
+
+async def restore_selection(table: InstanceTable, select: Callable[[InstancePublic, str], Awaitable[None]]) -> None:
+    """Back to the tab and instance of the last visit, so the tools pane is never blank."""
+    instance = last_selected(table)
+    if instance is not None:
+        await select(instance, '')

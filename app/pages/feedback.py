@@ -24,7 +24,9 @@ def confirm(
     parent: ui.element | None = None,
 ) -> None:
     """Ask before acting: ``then`` runs only when the person clicks ``action``. ``parent`` holds
-    the dialog when the caller's own place may be rebuilt meanwhile."""
+    the dialog when the caller's own place may be rebuilt meanwhile. ``then`` runs in the
+    caller's place, not the dialog's: the dialog is gone by the time ``then`` reports."""
+    origin = ui.context.slot
     with parent or contextlib.nullcontext(), ui.dialog() as dialog, ui.card():
         ui.label(question)
         with ui.row():
@@ -32,7 +34,8 @@ def confirm(
 
             async def confirmed() -> None:
                 dialog.close()
-                await then()
+                with origin:
+                    await then()
 
             action_button = ui.button(action, on_click=confirmed).props(f'color={color}')
         if marker:
