@@ -106,11 +106,15 @@ async def dashboard() -> None:
                 .on_value_change(lambda e: remember('split_tools', e.value)) as tools_split,
             ):
                 with tools_split.before, ui.column().classes('w-full h-full p-2 gap-1'):
-                    with ui.tabs(value=app.storage.user.get('tab', 'Logs')).props('dense align=left') as tabs:
+                    chosen = app.storage.user.get('tab', 'Logs')
+                    chosen = chosen if chosen in TABS else 'Logs'
+                    with ui.tabs(value=chosen).props('dense align=left mobile-arrows outside-arrows') as tabs:
                         for name in TABS:
                             ui.tab(name)
                     tabs.on_value_change(lambda e: remember('tab', e.value))
-                    with ui.tab_panels(tabs).classes('w-full grow').bind_value(tabs) as panels:
+                    # The panels follow the tabs (``tab_panels(tabs)`` binds them): given the same
+                    # value, so that binding does not copy an empty one back onto the tabs.
+                    with ui.tab_panels(tabs, value=chosen).classes('w-full grow') as panels:
                         tab_panels = {name: ui.tab_panel(name).classes('p-0 h-full') for name in TABS}
                     panels.props('animated=false')
                 with tools_split.after:
