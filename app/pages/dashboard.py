@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from nicegui import app, ui
 
@@ -106,7 +107,7 @@ async def dashboard() -> None:
                 .on_value_change(lambda e: remember('split_tools', e.value)) as tools_split,
             ):
                 with tools_split.before, ui.column().classes('w-full h-full p-2 gap-1'):
-                    chosen = app.storage.user.get('tab', 'Logs')
+                    chosen: Any = app.storage.user.get('tab', 'Logs')  # a tab's name (str)
                     chosen = chosen if chosen in TABS else 'Logs'
                     with ui.tabs(value=chosen).props('dense align=left mobile-arrows outside-arrows') as tabs:
                         for name in TABS:
