@@ -109,3 +109,34 @@ def test_token_link_gives_a_session(browser: Browser, panel: Panel) -> None:
     other = panel.create('other', blueprint='Quick')['id']
     expect(row(page, other)).to_have_count(1, timeout=15000)  # the websocket works: rows are pushed
     page.context.close()
+
+
+def page_height(page: Page) -> list[int]:
+    return list(page.evaluate('[document.scrollingElement.scrollHeight, window.innerHeight]'))
+
+
+def test_page_fits_the_window_and_the_phone_can_activate_and_monitor(browser: Browser, panel: Panel) -> None:
+    panel.put_blueprint('Quick', python_server_blueprint())
+    served = panel.create('served', blueprint='Quick')['id']
+    panel.client.post(f'/instances/{served}/start')
+    panel.wait_status(served, 'started')
+    page = logged_in(browser, panel)
+    expect(page.locator('.js-plotly-plot').first).to_be_visible(timeout=15000)
+    height, window = page_height(page)
+    assert height == window, f'the page is {height - window} px taller than the window'
+    page.get_by_role('tab', name='Script').click()
+    page.locator('.cm-content').first.click()  # the editor takes focus: nothing jumps
+    assert page.evaluate('document.scrollingElement.scrollTop') == 0
+    page.set_viewport_size({'width': 390, 'height': 844})
+    activate = row(page, served).get_by_role('button', name='Activate')
+    expect(activate).to_be_visible()
+    box = activate.bounding_box()
+    assert box is not None and box['x'] + box['width'] <= 390, box
+    activate.click()
+    expect(row(page, served).get_by_role('button', name='Deactivate')).to_be_visible(timeout=10000)
+    monitor = page.locator('.js-plotly-plot').first
+    monitor.scroll_into_view_if_needed()
+    expect(monitor).to_be_in_viewport()
+    width = page.evaluate('document.scrollingElement.scrollWidth')
+    assert width <= 390, f'the page is {width} px wide on a 390 px phone'
+    page.context.close()

@@ -22,6 +22,21 @@ from .trash_view import TrashView
 from .view_tab import ViewTab
 
 TABS = ('Logs', 'Script', 'View', 'Terminal', 'Trash')
+# The page is exactly the window: the q-page gets its height from Quasar's min-height (the
+# window less the header), the content fills it without padding, and the panes take what the
+# problems banner leaves. On a phone the tools and the monitor stack and scroll.
+LAYOUT = """
+.q-page { height: 0; display: flex; flex-direction: column; }
+.q-page > .nicegui-content { flex: 1 1 0; min-height: 0; padding: 0; gap: 0; flex-wrap: nowrap; }
+.aikore-pane { flex: 1 1 0; min-height: 0; }
+@media (max-width: 640px) {
+  .aikore-tools { flex-direction: column !important; overflow-y: auto; }
+  .aikore-tools > .q-splitter__before { width: 100% !important; height: 85%; flex: 0 0 auto; }
+  .aikore-tools > .q-splitter__separator { display: none; }
+  .aikore-tools > .q-splitter__after { width: 100% !important; height: auto; flex: 0 0 auto; overflow: visible; }
+  .aikore-monitor { height: auto !important; overflow: visible !important; }
+}
+"""
 
 
 def remembered(key: str, default: float) -> float:
@@ -82,12 +97,7 @@ async def dashboard() -> None:
 
     with frame('Dashboard'):
         problems_banner(core)
-        ui.add_css(
-            '.aikore-pane { height: calc(100vh - 64px); }'
-            '@media (max-width: 640px) {'
-            ' .aikore-tools > .q-splitter__before { width: 100% !important; }'
-            ' .aikore-tools > .q-splitter__separator, .aikore-tools > .q-splitter__after { display: none; } }'
-        )
+        ui.add_css(LAYOUT)
         with (
             ui.splitter(horizontal=True, value=remembered('split_main', 45), limits=(15, 85))
             .classes('w-full aikore-pane')
@@ -109,7 +119,8 @@ async def dashboard() -> None:
                 with tools_split.before, ui.column().classes('w-full h-full p-2 gap-1'):
                     chosen: Any = app.storage.user.get('tab', 'Logs')  # a tab's name (str)
                     chosen = chosen if chosen in TABS else 'Logs'
-                    with ui.tabs(value=chosen).props('dense align=left mobile-arrows outside-arrows') as tabs:
+                    tab_props = 'dense align=left mobile-arrows outside-arrows'  # scrollable on a phone
+                    with ui.tabs(value=chosen).props(tab_props).classes('w-full') as tabs:
                         for name in TABS:
                             ui.tab(name)
                     tabs.on_value_change(lambda e: remember('tab', e.value))
@@ -119,7 +130,7 @@ async def dashboard() -> None:
                         tab_panels = {name: ui.tab_panel(name).classes('p-0 h-full') for name in TABS}
                     panels.props('animated=false')
                 with tools_split.after:
-                    monitor_area = ui.column().classes('w-full h-full p-2 gap-1 overflow-y-auto max-sm:hidden')
+                    monitor_area = ui.column().classes('w-full h-full p-2 gap-1 overflow-y-auto aikore-monitor')
 
     def changed(instance: InstancePublic) -> None:
         shown = table.apply(instance)

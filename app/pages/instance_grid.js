@@ -16,7 +16,7 @@ const COLUMNS = [
   { name: "status", label: "Status", field: "status", sortable: true, align: "left" },
   { name: "pid", label: "PID · use", field: "pid", align: "left", classes: MINOR, headerClasses: MINOR,
     title: "Process ID; CPU, RAM and VRAM of its whole process tree" },
-  { name: "port", label: "Port", field: "port", sortable: true, align: "left", classes: MINOR, headerClasses: MINOR,
+  { name: "port", label: "Port", field: "port", sortable: true, align: "left",
     title: "Public port, and whether it is mapped now (Activate)" },
   { name: "access", label: "Access", field: "access", sortable: true, align: "left", classes: MINOR, headerClasses: MINOR },
   { name: "restart_policy", label: "Restart", field: "restart_policy", align: "left", classes: MINOR, headerClasses: MINOR,
@@ -75,7 +75,7 @@ export default {
           </q-td>
           <q-td key="port" :props="props">
             <span class="aikore-port">
-              <input class="aikore-cell aikore-narrow" type="number" :value="value(props.row, 'port')"
+              <input class="aikore-cell aikore-narrow aikore-minor" type="number" :value="value(props.row, 'port')"
                      aria-label="Public port" :title="props.row.port_title"
                      @input="edit(props.row, 'port', $event.target.value === '' ? null : Number($event.target.value))">
               <span :title="props.row.activate_title">

@@ -80,7 +80,9 @@ select.aikore-cell { width: auto; }
 @media (max-width: 599px) {
   .aikore-grid .aikore-minor { display: none; }
   .aikore-grid .aikore-actions { flex-wrap: wrap; max-width: 106px; white-space: normal; }
-  .aikore-grid .aikore-cell { width: 6rem; }
+  .aikore-grid .aikore-cell { width: 5rem; }
+  .aikore-grid td, .aikore-grid th { padding: 2px 3px !important; }
+  .aikore-filter { width: 10rem; }
 }
 """
 
