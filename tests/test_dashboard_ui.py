@@ -117,3 +117,28 @@ async def test_script_save_and_save_as_blueprint(ui_user: User) -> None:
     ui_user.find(marker='blueprint-save').click()
     await ui_user.should_see('Blueprint MyDemo saved', retries=50)
     assert core.blueprints.read('MyDemo').endswith('# tuned\n')
+
+
+async def test_create_dialog_checks_inline(ui_user: User) -> None:
+    core = core_module.current()
+    taken = await core.instances.create(InstanceCreate(name='taken', blueprint='Demo'))
+    low, high = core.settings.port_range
+    await ui_user.open('/')
+    ui_user.find('New instance').click()
+    await ui_user.should_see(marker='create-name', retries=50)
+    ui_user.find(marker='create-submit').click()
+    await ui_user.should_see('A name is required', retries=50)  # under the field, not "Invalid instance name ''"
+    port = ui_user.find(marker='create-port').elements.pop()
+    port.set_value(70000)
+    await ui_user.should_see(f'The public port must be a whole number within {low}-{high}', retries=50)
+    assert port.value == 70000  # the field keeps what was typed
+    port.set_value(taken.public_port)
+    await ui_user.should_see(f'Port {taken.public_port} is already assigned to taken', retries=50)
+    ui_user.find(marker='create-gpus').type('0')
+    await ui_user.should_see('No GPU detected', retries=50)
+    ui_user.find(marker='create-name').type('TAKEN')
+    ui_user.find(marker='create-submit').click()
+    await ui_user.should_see(marker='create-error', retries=50)  # the service's refusal, inside the dialog
+    (error,) = ui_user.find(marker='create-error').elements
+    assert 'already exists' in error.text
+    assert not any('already exists' in message for message in ui_user.notify.messages)  # no notification on top

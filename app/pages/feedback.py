@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nicegui import ui
 
 from ..services.errors import InvalidInput, ServiceError
 
 T = TypeVar('T')
+# Messages go to a corner, away from the dialogs and buttons they would cover.
+POSITION = 'bottom-right'
+
+
+def notify(message: str, type: str = 'info', **options: Any) -> None:
+    ui.notify(message, type=type, position=POSITION, **options)  # type: ignore[arg-type]
 
 
 def confirm(
@@ -49,10 +55,10 @@ async def _outcome(action: Awaitable[T], success: str | None) -> tuple[bool, T |
     try:
         result = await action
     except ServiceError as exc:
-        ui.notify(exc.detail, type='negative', multi_line=True)
+        notify(exc.detail, type='negative', multi_line=True)
         return False, None
     if success:
-        ui.notify(success, type='positive')
+        notify(success, type='positive')
     return True, result
 
 

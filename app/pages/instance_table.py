@@ -25,7 +25,7 @@ from ..services.core import Core
 from ..services.errors import Conflict, InvalidInput, ServiceError
 from ..services.monitoring.sampler import InstanceStats, Sample
 from ..services.net.urls import why_unreachable
-from .feedback import attempt, confirm
+from .feedback import attempt, confirm, notify
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +344,7 @@ class InstanceTable:
                 changes['public_port'] = int(changes['public_port'])
             update = InstanceUpdate(**changes)
         except (InvalidInput, ValueError) as exc:
-            ui.notify(exc.detail if isinstance(exc, InvalidInput) else f'Invalid value: {exc}', type='negative')
+            notify(exc.detail if isinstance(exc, InvalidInput) else f'Invalid value: {exc}', type='negative')
             return
         result = await attempt(self.core.instances.update(instance.id, update))
         if result is None:
@@ -357,9 +357,9 @@ class InstanceTable:
         elif restart_required:
             self.offer_restart(public, [RESTART_LABELS[key] for key in changes if key in RESTART_FIELDS])
         elif instance.active and not shown.active:
-            ui.notify(f'{public.name} updated; its public port changed, so it was deactivated', type='warning')
+            notify(f'{public.name} updated; its public port changed, so it was deactivated', type='warning')
         else:
-            ui.notify(f'{public.name} updated', type='positive')
+            notify(f'{public.name} updated', type='positive')
 
     def offer_restart(self, public: InstancePublic, what: list[str]) -> None:
         confirm(
@@ -379,7 +379,7 @@ class InstanceTable:
             self.grid.run_method('upsert', self.grid.rows[instance.id])  # back to the stored pattern
             return
         self.apply(result[0])
-        ui.notify(f'{instance.name}: access by {ACCESS_LABELS[value]}', type='positive')
+        notify(f'{instance.name}: access by {ACCESS_LABELS[value]}', type='positive')
 
     async def toggle_active(self, instance: InstancePublic, force: bool = False) -> None:
         ports = self.core.network.ports
@@ -401,13 +401,13 @@ class InstanceTable:
             if 'holder' in exc.extra and not force:
                 self.confirm_takeover(instance, exc.extra['holder']['name'])
             else:
-                ui.notify(exc.detail, type='negative', multi_line=True)
+                notify(exc.detail, type='negative', multi_line=True)
             return
         except ServiceError as exc:
-            ui.notify(exc.detail, type='negative', multi_line=True)
+            notify(exc.detail, type='negative', multi_line=True)
             return
         self.apply(public)
-        ui.notify(message, type='positive')
+        notify(message, type='positive')
 
     def confirm_takeover(self, instance: InstancePublic, holder: str) -> None:
         confirm(
@@ -443,7 +443,7 @@ class InstanceTable:
 
     def confirm_delete(self, instance: InstancePublic) -> None:
         if instance.status not in lifecycle.DELETABLE:  # the button is disabled; a stale page may still ask
-            ui.notify(f'Stop {instance.name} before deleting it (it is {instance.status})', type='warning')
+            notify(f'Stop {instance.name} before deleting it (it is {instance.status})', type='warning')
             return
         confirm(
             f'Delete {instance.name}? Its folder moves to the trash, from where it can be restored.',
