@@ -44,7 +44,11 @@ def dashboard(ctx: Context) -> list[Result]:
             with ThreadPoolExecutor(4) as pool:
                 ids += pool.map(lambda n: create(panel, f'inst-{n:04d}', 'Serve'), range(len(ids), count))
             ids.sort()
-            results += _measure(context, panel, ids, count, runs)
+            try:
+                results += _measure(context, panel, ids, count, runs)
+            except Exception as exc:
+                print(f'[bench] dashboard at {count} instances failed: {exc}', flush=True)
+                break
         browser.close()
     ctx.stop_panel(panel)
     return results
@@ -57,6 +61,7 @@ def _measure(context: BrowserContext, panel: Panel, ids: list[int], count: int, 
     page.on('websocket', lambda ws: ws.on('framereceived', lambda payload: frames.append(len(payload))))
     page.goto(f'{panel.url}/')
     page.wait_for_function(SHOWN.format(count=count))
+    page.on('load', lambda _: print(f'[bench] the dashboard reloaded itself ({count} instances)', flush=True))
     page.evaluate(WATCH_ROW, ids[0])
     latencies, bytes_per_change = [], []
     for _ in range(runs * 2):

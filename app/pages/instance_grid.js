@@ -98,7 +98,7 @@ export default {
             <span class="aikore-actions">
               <button v-if="changed(props.row)" type="button" class="aikore-update"
                       @click.stop="save(props.row)">Update</button>
-              <span v-for="action in props.row.actions" :key="action.name" :title="action.title">
+              <span v-for="action in actions(props.row)" :key="action.name" :title="action.title">
                 <button type="button" class="aikore-action" :class="action.color" :aria-label="action.label"
                         :disabled="!action.enabled" @click.stop="act(props.row, action.name)">
                   <i class="material-icons notranslate" aria-hidden="true">{{ action.icon }}</i>
@@ -176,6 +176,23 @@ export default {
       this.$emit("save", { id: row.id, changes: { ...this.drafts[row.id] } });
     },
     // -- actions -------------------------------------------------------------------------
+    actions(row) {
+      const stop = row.running;
+      return [
+        { name: "start-stop", icon: stop ? "stop" : "play_arrow", label: stop ? "Stop" : "Start",
+          title: row.start_stop_title || (stop ? "Stop" : "Start"), color: stop ? "text-negative" : "text-positive",
+          enabled: row.can_start_stop },
+        { name: "restart", icon: "restart_alt", label: "Restart", title: row.can_restart ? "Restart" : "Not running",
+          enabled: row.can_restart },
+        { name: "open", icon: "open_in_new", label: "Open", title: row.open_title, enabled: !!row.open_url },
+        { name: "view", icon: "preview", label: "View", title: row.view_title, enabled: row.can_view },
+        { name: "logs", icon: "article", label: "Logs", title: "Logs", enabled: true },
+        { name: "script", icon: "code", label: "Script", title: "Script", enabled: true },
+        { name: "terminal", icon: "terminal", label: "Terminal", title: "Terminal", enabled: true },
+        { name: "delete", icon: "delete", label: "Delete", title: row.delete_title || "Delete", color: "text-negative",
+          enabled: row.can_delete },
+      ];
+    },
     pick(row) {
       if (this.current !== row.id) this.$emit("pick", { id: row.id });
     },

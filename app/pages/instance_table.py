@@ -113,36 +113,26 @@ def _gpu_text(gpu_ids: list[int]) -> str:
     return ','.join(str(gpu) for gpu in gpu_ids)
 
 
-def _action(name: str, icon: str, label: str, enabled: bool, title: str, color: str = '') -> dict[str, Any]:
-    return {'name': name, 'icon': icon, 'label': label, 'enabled': enabled, 'title': title, 'color': color}
-
-
-def actions(instance: InstancePublic) -> list[dict[str, Any]]:
-    """The row's eight actions; one that cannot run now is disabled and says why."""
-    status, name = instance.status, instance.name
-    if status in lifecycle.RUNNING:
-        stopping = status == InstanceStatus.STOPPING
-        start_stop = _action('start-stop', 'stop', 'Stop', not stopping, 'Stopping…' if stopping else 'Stop',
-                             'text-negative')  # fmt: skip
-    else:
-        startable = status in lifecycle.STARTABLE
-        start_stop = _action('start-stop', 'play_arrow', 'Start', startable, 'Start' if startable else f'Cannot start '
-                             f'while {status}', 'text-positive')  # fmt: skip
+def actions(instance: InstancePublic) -> dict[str, Any]:
+    """What the row's eight actions may do now (``instance_grid.js`` draws them); an action
+    that cannot run now comes with the reason, shown on hover. Empty titles: the action's name."""
+    status = instance.status
+    running = status in lifecycle.RUNNING
+    stopping = status == InstanceStatus.STOPPING
+    startable = status in lifecycle.STARTABLE
     deletable = status in lifecycle.DELETABLE
-    restartable = status in lifecycle.RUNNING and status != InstanceStatus.STOPPING
-    return [
-        start_stop,
-        _action('restart', 'restart_alt', 'Restart', restartable, 'Restart' if restartable else 'Not running'),
-        _action('open', 'open_in_new', 'Open', instance.urls.open is not None,
-                instance.urls.open or why_unreachable(instance)),
-        _action('view', 'preview', 'View', instance.urls.view is not None,
-                instance.urls.view or why_unreachable(instance, opening=False)),
-        _action('logs', 'article', 'Logs', True, 'Logs'),
-        _action('script', 'code', 'Script', True, 'Script'),
-        _action('terminal', 'terminal', 'Terminal', True, 'Terminal'),
-        _action('delete', 'delete', 'Delete', deletable,
-                'Delete' if deletable else f'Stop {name} before deleting it (it is {status})', 'text-negative'),
-    ]  # fmt: skip
+    return {
+        'running': running,
+        'can_start_stop': not stopping if running else startable,
+        'start_stop_title': 'Stopping…' if stopping else '' if running or startable else f'Cannot start while {status}',
+        'can_restart': running and not stopping,
+        'open_url': instance.urls.open or '',
+        'open_title': instance.urls.open or why_unreachable(instance),
+        'view_title': instance.urls.view or why_unreachable(instance, opening=False),
+        'can_view': instance.urls.view is not None,
+        'can_delete': deletable,
+        'delete_title': '' if deletable else f'Stop {instance.name} before deleting it (it is {status})',
+    }
 
 
 def activation(instance: InstancePublic) -> dict[str, Any]:
@@ -184,7 +174,7 @@ def row_data(instance: InstancePublic, category: str, usage: str = '') -> dict[s
         'restart_policy': instance.restart_policy.value,
         'renamable': renamable,
         'rename_title': '' if renamable else f'Stop {instance.name} to rename it',
-        'actions': actions(instance),
+        **actions(instance),
         **activation(instance),
     }
 
