@@ -140,3 +140,27 @@ def test_page_fits_the_window_and_the_phone_can_activate_and_monitor(browser: Br
     width = page.evaluate('document.scrollingElement.scrollWidth')
     assert width <= 390, f'the page is {width} px wide on a 390 px phone'
     page.context.close()
+
+
+def test_ports_and_urls_are_visible(browser: Browser, panel: Panel) -> None:
+    """Shared public ports are marked; the Open URL is a link with a copy button; a takeover
+    says who was deactivated."""
+    low = int(panel.env['AIKORE_PORT_RANGE'].split('-')[0])
+    panel.put_blueprint('Quick', python_server_blueprint())
+    ids = [panel.create(name, blueprint='Quick', public_port=low)['id'] for name in ('one', 'two')]
+    alone = panel.create('alone', blueprint='Quick', public_port=low + 1)['id']
+    for instance_id in ids:
+        panel.client.post(f'/instances/{instance_id}/start')
+        panel.wait_status(instance_id, 'started')
+    page = logged_in(browser, panel)
+    shared = row(page, ids[0]).get_by_label('Shared port')
+    expect(shared).to_have_attribute('title', re.compile('shared with two'))
+    expect(row(page, alone).get_by_label('Shared port')).to_have_count(0)
+    row(page, ids[0]).get_by_role('button', name='Activate').click()
+    link = row(page, ids[0]).locator('.aikore-url a')
+    expect(link).to_have_attribute('href', re.compile(f':{low}/$'), timeout=10000)
+    expect(row(page, ids[0]).get_by_role('button', name='Copy the link')).to_be_visible()
+    row(page, ids[1]).get_by_role('button', name='Activate').click()
+    page.get_by_role('button', name='Take over').click()
+    expect(page.get_by_text(f'two is on public port {low}; one was deactivated')).to_be_visible(timeout=10000)
+    page.context.close()

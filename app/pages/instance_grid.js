@@ -78,6 +78,8 @@ export default {
               <input class="aikore-cell aikore-narrow aikore-minor" type="number" :value="value(props.row, 'port')"
                      aria-label="Public port" :title="props.row.port_title"
                      @input="edit(props.row, 'port', $event.target.value === '' ? null : Number($event.target.value))">
+              <i v-if="props.row.port_shared" class="material-icons notranslate aikore-shared aikore-minor"
+                 :title="props.row.port_shared" aria-label="Shared port">group_work</i>
               <span :title="props.row.activate_title">
                 <q-btn dense no-caps size="sm" :color="props.row.activate_color" :label="props.row.activate_label"
                        :disable="!props.row.activate_enabled" @click.stop="send('activate', props.row)"></q-btn>
@@ -87,6 +89,13 @@ export default {
           <q-td key="access" :props="props">
             <q-select dense borderless emit-value map-options options-dense :options="accessOptions"
                       :model-value="props.row.access" @update:model-value="v => choose(props.row, v)"></q-select>
+            <div v-if="props.row.open_url" class="aikore-url">
+              <a :href="props.row.open_url" target="_blank" rel="noopener" :title="props.row.open_url">{{ props.row.open_url }}</a>
+              <button type="button" class="aikore-action aikore-copy" title="Copy the link" aria-label="Copy the link"
+                      @click.stop="copy(props.row)">
+                <i class="material-icons notranslate" aria-hidden="true">{{ copied === props.row.id ? "check" : "content_copy" }}</i>
+              </button>
+            </div>
           </q-td>
           <q-td key="restart_policy" :props="props">
             <select class="aikore-cell" :value="value(props.row, 'restart_policy')" aria-label="Restart policy"
@@ -116,7 +125,7 @@ export default {
     policies: Array,
   },
   data() {
-    return { byId: this.index(this.rows), drafts: {}, filter: "", current: this.selected, columns: COLUMNS };
+    return { byId: this.index(this.rows), drafts: {}, filter: "", current: this.selected, columns: COLUMNS, copied: null };
   },
   computed: {
     list() {
@@ -204,6 +213,21 @@ export default {
     },
     choose(row, value) {
       if (value !== row.access) this.$emit("access", { id: row.id, value });
+    },
+    async copy(row) {
+      // The clipboard API exists only on https and localhost; elsewhere the older way.
+      try {
+        await navigator.clipboard.writeText(row.open_url);
+      } catch (error) {
+        const area = document.createElement("textarea");
+        area.value = row.open_url;
+        document.body.appendChild(area);
+        area.select();
+        document.execCommand("copy");
+        area.remove();
+      }
+      this.copied = row.id;
+      setTimeout(() => { if (this.copied === row.id) this.copied = null; }, 1500);
     },
     filterRows(rows, terms) {
       const needle = terms.toLowerCase();

@@ -64,6 +64,11 @@ STYLE = """
 .aikore-cell:disabled { opacity: 0.6; }
 .aikore-narrow { width: 4.5rem; }
 select.aikore-cell { width: auto; }
+.aikore-shared { font-size: 16px; color: var(--q-warning); cursor: help; }
+.aikore-url { display: flex; align-items: center; gap: 2px; font-size: 11px; max-width: 11rem; }
+.aikore-url a { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: inherit; opacity: 0.75; }
+.aikore-copy { width: 20px; height: 20px; flex: none; }
+.aikore-copy .material-icons { font-size: 14px; }
 .aikore-grid .q-select { min-width: 7.5rem; }
 .aikore-status, .aikore-port { display: inline-flex; align-items: center; gap: 4px; white-space: nowrap; }
 .aikore-actions { display: inline-flex; align-items: center; white-space: nowrap; position: relative; }
@@ -151,8 +156,18 @@ def activation(instance: InstancePublic) -> dict[str, Any]:
             'activate_title': title}  # fmt: skip
 
 
-def row_data(instance: InstancePublic, category: str, usage: str = '') -> dict[str, Any]:
-    """One row as the browser shows it."""
+def shared_text(others: list[str]) -> str:
+    """The other instances assigned the same public port (only one can be active at a time)."""
+    if not others:
+        return ''
+    names = ', '.join(sorted(others)[:3]) + (f' and {len(others) - 3} more' if len(others) > 3 else '')
+    return f'Public port shared with {names}: only one of them can be active at a time'
+
+
+def row_data(
+    instance: InstancePublic, category: str, usage: str = '', sharing: list[str] | None = None
+) -> dict[str, Any]:
+    """One row as the browser shows it; ``sharing``: the other instances on its public port."""
     renamable = instance.status in lifecycle.DELETABLE
     return {
         'id': instance.id,
@@ -169,6 +184,7 @@ def row_data(instance: InstancePublic, category: str, usage: str = '') -> dict[s
         'usage': usage,
         'port': instance.public_port,
         'port_title': f'Public port {instance.public_port}' if instance.public_port else 'No public port',
+        'port_shared': shared_text(sharing or []),
         'access': instance.access_pattern.value,
         'access_label': ACCESS_LABELS[instance.access_pattern.value],
         'restart_policy': instance.restart_policy.value,
@@ -242,6 +258,7 @@ class InstanceTable:
         self.instances: dict[int, InstancePublic] = {}
         self.usage: dict[int, str] = {}
         self.categories: dict[str, str] = {}
+        self.by_port: dict[int, set[int]] = {}  # public port -> instances assigned it
         ui.add_css(STYLE)
         self.grid = InstanceGrid().classes('w-full grow min-h-0').mark('instances')
         self.grid.on('action', self._on_action)
@@ -253,12 +270,30 @@ class InstanceTable:
     # -- showing ---------------------------------------------------------------------
 
     def _row(self, instance: InstancePublic) -> dict[str, Any]:
-        return row_data(instance, self.categories.get(instance.blueprint, ''), self.usage.get(instance.id, ''))
+        port = instance.public_port
+        sharing = [self.instances[key].name for key in self.by_port.get(port, ()) if key != instance.id] if port else []
+        category = self.categories.get(instance.blueprint, '')
+        return row_data(instance, category, self.usage.get(instance.id, ''), sharing)
+
+    def _index_port(self, instance_id: int, old: int | None, new: int | None) -> set[int]:
+        """Moves an instance in the port index; answers the other instances whose sharing changed."""
+        if old == new:
+            return set()
+        touched: set[int] = set()
+        if old:
+            self.by_port.get(old, set()).discard(instance_id)
+            touched |= self.by_port.get(old, set())
+        if new:
+            touched |= self.by_port.setdefault(new, set())
+            self.by_port[new].add(instance_id)
+        return touched - {instance_id}
 
     def load(self, instances: list[InstancePublic], categories: dict[str, str]) -> None:
         """The first rows; ``categories``: blueprint name -> category, shown under the blueprint."""
         self.categories = categories
         self.instances = {instance.id: self.with_urls(instance) for instance in instances}
+        for instance in self.instances.values():
+            self._index_port(instance.id, None, instance.public_port)
         self.grid.load([self._row(instance) for instance in self.instances.values()])
         self.on_empty_change(not self.instances)
 
@@ -270,9 +305,13 @@ class InstanceTable:
     def apply(self, instance: InstancePublic) -> InstancePublic:
         """Show the instance (a new row or an update); answers it with its URLs for this browser."""
         instance = self.with_urls(instance)
-        new = instance.id not in self.instances
+        previous = self.instances.get(instance.id)
+        new = previous is None
         self.instances[instance.id] = instance
+        touched = self._index_port(instance.id, previous.public_port if previous else None, instance.public_port)
         self.grid.upsert(self._row(instance))
+        for other in touched:
+            self.grid.upsert(self._row(self.instances[other]))
         if new:
             self.on_empty_change(False)
         return instance
@@ -283,7 +322,10 @@ class InstanceTable:
         self.grid.show_usage(texts)
 
     def removed(self, instance_id: int) -> None:
-        self.instances.pop(instance_id, None)
+        gone = self.instances.pop(instance_id, None)
+        if gone is not None:
+            for other in self._index_port(instance_id, gone.public_port, None):
+                self.grid.upsert(self._row(self.instances[other]))
         self.usage.pop(instance_id, None)
         self.grid.drop(instance_id)
         self.on_empty_change(not self.instances)
