@@ -211,21 +211,26 @@ class InstanceGrid(ui.element, component='instance_grid.js'):
         """Names and statuses, for the user simulation's ``should_see``."""
         return [text for row in self.rows.values() for text in (row['name'], row['status'], row['usage'])]
 
+    def _keep(self, key: str, value: Any) -> None:
+        """Keeps a prop in step with what the browser has been told, without sending it again
+        (``Props`` sends the whole element on any change)."""
+        with self._props.suspend_updates():
+            self._props[key] = value
+
     def load(self, rows: list[dict[str, Any]]) -> None:
         self.rows = {row['id']: row for row in rows}
-        self._props['rows'] = list(self.rows.values())
-        self.update()
+        self._props['rows'] = list(self.rows.values())  # sends the element, rows and all
 
     def upsert(self, row: dict[str, Any]) -> None:
         if self.rows.get(row['id']) == row:
             return
         self.rows[row['id']] = row
-        self._props['rows'] = list(self.rows.values())
+        self._keep('rows', list(self.rows.values()))
         self.run_method('upsert', row)
 
     def drop(self, instance_id: int) -> None:
         if self.rows.pop(instance_id, None) is not None:
-            self._props['rows'] = list(self.rows.values())
+            self._keep('rows', list(self.rows.values()))
             self.run_method('remove', instance_id)
 
     def show_usage(self, texts: dict[int, str]) -> None:
@@ -237,7 +242,7 @@ class InstanceGrid(ui.element, component='instance_grid.js'):
 
     def select(self, instance_id: int) -> None:
         if self._props['selected'] != instance_id:
-            self._props['selected'] = instance_id
+            self._keep('selected', instance_id)
             self.run_method('select', instance_id)
 
 
