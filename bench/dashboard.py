@@ -40,10 +40,10 @@ def dashboard(ctx: Context) -> list[Result]:
         context = browser.new_context(viewport={'width': 1280, 'height': 800})
         context.new_page().goto(panel.login_link())
         for count in SIZES:
-            with ThreadPoolExecutor(4) as pool:
-                ids += pool.map(lambda n: create(panel, f'inst-{n:04d}', 'Serve'), range(len(ids), count))
-            ids.sort()
             try:
+                with ThreadPoolExecutor(4) as pool:
+                    ids += pool.map(lambda n: create(panel, f'inst-{n:04d}', 'Serve'), range(len(ids), count))
+                ids.sort()
                 results += _measure(context, panel, ids, count, runs)
             except Exception as exc:
                 print(f'[bench] dashboard at {count} instances failed: {exc}', flush=True)
