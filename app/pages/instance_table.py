@@ -160,7 +160,9 @@ def shared_text(others: list[str]) -> str:
     """The other instances assigned the same public port (only one can be active at a time)."""
     if not others:
         return ''
-    names = ', '.join(sorted(others)[:3]) + (f' and {len(others) - 3} more' if len(others) > 3 else '')
+    # No count: a row's text then stops changing once its port has a few holders, so one more
+    # instance on a crowded port does not re-send every row on it.
+    names = ', '.join(sorted(others)[:3]) + (' and more' if len(others) > 3 else '')
     return f'Public port shared with {names}: only one of them can be active at a time'
 
 
