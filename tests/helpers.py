@@ -54,9 +54,21 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
 
 
 async def click_row_action(user: User, instance_id: int, action: str) -> None:
-    """What a click on one of a row's action buttons sends (``app.pages.row_actions``)."""
-    await user.should_see(marker=f'actions-{instance_id}', retries=50)  # the table fills in after the page opens
-    user.find(marker=f'actions-{instance_id}').trigger('action', action)
+    """What a click on one of a row's action buttons sends (``app.pages.instance_grid.js``)."""
+    await wait_until(lambda: table_row(user, instance_id) is not None, what=f'row {instance_id}')
+    user.find(marker='instances').trigger('action', {'id': instance_id, 'name': action})
+
+
+def table_row(user: User, instance_id: int) -> dict[str, Any] | None:
+    """A row of the instance table as the page sent it to the browser (``InstanceGrid.rows``)."""
+    found = user.find(marker='instances').elements if user.client else set()
+    return next((element.rows.get(instance_id) for element in found if hasattr(element, 'rows')), None)
+
+
+async def edit_row(user: User, instance_id: int, **changes: object) -> None:
+    """What the Update button of a row sends after editing its cells (browser field names)."""
+    await wait_until(lambda: table_row(user, instance_id) is not None, what=f'row {instance_id}')
+    user.find(marker='instances').trigger('save', {'id': instance_id, 'changes': changes})
 
 
 async def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = '') -> None:

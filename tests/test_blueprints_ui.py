@@ -144,3 +144,17 @@ async def test_copy_a_stock_blueprint_and_guard_unsaved_changes(ui_user: User) -
     await ui_user.should_see(marker='blueprint-stock-note', retries=50)
     assert 'aikore.name = ComfyUI' in editor(ui_user).value
     assert (custom_dir() / 'MyDemo.sh').read_text() == (STOCK_BLUEPRINTS_DIR / 'Demo.sh').read_text()
+
+
+async def test_opens_on_a_blueprint_and_creates_an_instance_from_it(ui_user: User) -> None:
+    await ui_user.open('/blueprints')
+    await ui_user.should_see(marker='blueprint-stock-note', retries=50)  # not an empty editor: Demo is open
+    assert 'aikore.name = Demo' in editor(ui_user).value
+    ui_user.find(marker='blueprint-Demo').click()
+    ui_user.find(marker='blueprint-create-instance').click()
+    await ui_user.should_see(marker='create-name', retries=50)
+    ui_user.find(marker='create-name').type('from-demo')
+    ui_user.find(marker='create-submit').click()
+    await ui_user.should_see('Created from-demo', retries=50)
+    (created,) = await core_module.current().instances.list_all()
+    assert created.blueprint == 'Demo'

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from nicegui import ui
 from nicegui.testing.user import User
 
 from app.models import InstanceCreate
 from app.services import core as core_module
-from tests.helpers import click_row_action, python_server_blueprint
+from tests.helpers import click_row_action, edit_row, python_server_blueprint, table_row, wait_until
 
 
 async def test_login_required(ui_user: User) -> None:
@@ -21,7 +20,7 @@ async def test_empty_state_creates_a_demo_instance(ui_user: User) -> None:
     await ui_user.should_see('No instances yet', retries=50)
     ui_user.find('Create a Demo instance').click()
     await ui_user.should_see('Created demo', retries=50)
-    await ui_user.should_see(marker='name-1', retries=50)
+    await wait_until(lambda: table_row(ui_user, 1) is not None, what='the new row')
     await ui_user.should_see('stopped', retries=50)
 
 
@@ -35,7 +34,8 @@ async def test_status_changes_appear_without_reload(ui_user: User) -> None:
     await ui_user.should_see('started', retries=100)
     await click_row_action(ui_user, instance.id, 'start-stop')
     await ui_user.should_see('stopped', retries=100)
-    assert ui_user.find(ui.badge).elements.pop().text == 'stopped'
+    row = table_row(ui_user, instance.id)
+    assert row is not None and row['status'] == 'stopped' and row['running'] is False
 
 
 async def test_create_dialog_validates_and_creates(ui_user: User) -> None:
@@ -72,14 +72,10 @@ async def test_inline_edit_and_update(ui_user: User) -> None:
     core = core_module.current()
     instance = await core.instances.create(InstanceCreate(name='before', blueprint='Demo'))
     await ui_user.open('/')
-    await ui_user.should_not_see('Update')
-    ui_user.find(marker=f'name-{instance.id}').clear().type('after')
-    await ui_user.should_see('Update', retries=50)
-    ui_user.find('Update').click()
+    await edit_row(ui_user, instance.id, name='after')
     await ui_user.should_see('after updated', retries=50)
     assert (await core.instances.get(instance.id)).name == 'after'
-    ui_user.find(marker=f'name-{instance.id}').clear().type('no good')
-    ui_user.find('Update').click()
+    await edit_row(ui_user, instance.id, name='no good')
     await ui_user.should_see('Invalid instance name', retries=50)
 
 
@@ -87,18 +83,17 @@ async def test_delete_restore_from_trash(ui_user: User) -> None:
     core = core_module.current()
     instance = await core.instances.create(InstanceCreate(name='goner', blueprint='Demo'))
     await ui_user.open('/')
-    await ui_user.should_see(marker=f'name-{instance.id}', retries=50)
     await click_row_action(ui_user, instance.id, 'delete')
     await ui_user.should_see('Delete goner?', retries=50)
     ui_user.find(marker='confirm-delete').click()
     await ui_user.should_see('goner moved to the trash', retries=50)
-    await ui_user.should_not_see(marker=f'name-{instance.id}')
+    await wait_until(lambda: table_row(ui_user, instance.id) is None, what='the row gone')
     assert [e.name for e in await core.instances.trash()] == ['goner']
     ui_user.find('Trash').click()
     await ui_user.should_see(marker='restore-goner', retries=50)  # the list, not the notification naming goner
     ui_user.find(marker='restore-goner').click()
     await ui_user.should_see('goner restored', retries=50)
-    await ui_user.should_see(marker='name-2', retries=50)
+    await wait_until(lambda: table_row(ui_user, 2) is not None, what='the restored row')
 
 
 async def test_script_save_and_save_as_blueprint(ui_user: User) -> None:
@@ -122,3 +117,28 @@ async def test_script_save_and_save_as_blueprint(ui_user: User) -> None:
     ui_user.find(marker='blueprint-save').click()
     await ui_user.should_see('Blueprint MyDemo saved', retries=50)
     assert core.blueprints.read('MyDemo').endswith('# tuned\n')
+
+
+async def test_create_dialog_checks_inline(ui_user: User) -> None:
+    core = core_module.current()
+    taken = await core.instances.create(InstanceCreate(name='taken', blueprint='Demo'))
+    low, high = core.settings.port_range
+    await ui_user.open('/')
+    ui_user.find('New instance').click()
+    await ui_user.should_see(marker='create-name', retries=50)
+    ui_user.find(marker='create-submit').click()
+    await ui_user.should_see('A name is required', retries=50)  # under the field, not "Invalid instance name ''"
+    port = ui_user.find(marker='create-port').elements.pop()
+    port.set_value(70000)
+    await ui_user.should_see(f'The public port must be a whole number within {low}-{high}', retries=50)
+    assert port.value == 70000  # the field keeps what was typed
+    port.set_value(taken.public_port)
+    await ui_user.should_see(f'Port {taken.public_port} is already assigned to taken', retries=50)
+    ui_user.find(marker='create-gpus').type('0')
+    await ui_user.should_see('No GPU detected', retries=50)
+    ui_user.find(marker='create-name').type('TAKEN')
+    ui_user.find(marker='create-submit').click()
+    await ui_user.should_see(marker='create-error', retries=50)  # the service's refusal, inside the dialog
+    (error,) = ui_user.find(marker='create-error').elements
+    assert 'already exists' in error.text
+    assert not any('already exists' in message for message in ui_user.notify.messages)  # no notification on top

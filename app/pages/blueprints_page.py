@@ -12,6 +12,7 @@ from ..services import core as core_module
 from ..services.catalog import validation
 from ..services.catalog.blueprints import Blueprint
 from ..services.core import Core
+from .create_dialog import open_create_dialog
 from .feedback import attempt, confirm, rule_error, succeeded
 from .frame import frame
 
@@ -80,6 +81,8 @@ class BlueprintLibrary:
             ui.space()
             self.save_button = ui.button('Save', icon='save', on_click=self.save).props('flat dense')
             self.save_button.mark('blueprint-save')
+            self.create_button = ui.button('New instance…', icon='add', on_click=self.create_instance)
+            self.create_button.props('flat dense').mark('blueprint-create-instance')
             self.copy_button = ui.button('Copy…', icon='content_copy', on_click=self.copy_dialog).props('flat dense')
             self.copy_button.mark('blueprint-copy')
             self.rename_button = ui.button('Rename…', icon='drive_file_rename_outline', on_click=self.rename_dialog)
@@ -93,6 +96,8 @@ class BlueprintLibrary:
         found = await attempt(asyncio.to_thread(self.core.blueprints.all))
         self.blueprints = found if found is not None else []
         self._render_list()
+        if self.current is None and self.blueprints:  # never an empty editor: the first (stock Demo if there)
+            await self.open(next((bp.name for bp in self.blueprints if bp.name == 'Demo'), self.blueprints[0].name))
 
     def _render_list(self) -> None:
         self.catalog.clear()
@@ -164,7 +169,13 @@ class BlueprintLibrary:
         for button in (self.save_button, self.rename_button, self.delete_button):
             button.set_visibility(self.editable)
         self.copy_button.set_visibility(blueprint is not None)
+        self.create_button.set_visibility(blueprint is not None)
         self._changed()
+
+    async def create_instance(self) -> None:
+        """A new instance from the blueprint on screen (the create dialog, preselected)."""
+        if self.current is not None:
+            await open_create_dialog(self.core, self.current.name)
 
     # ------------------------------------------------------------------ actions
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from nicegui import ui
 
@@ -10,10 +11,15 @@ from ..models import AccessPattern, InstanceCreate, RestartPolicy
 from ..services.catalog import validation
 from ..services.catalog.blueprints import Blueprint
 from ..services.core import Core
-from ..services.errors import InvalidInput
-from .feedback import attempt, rule_error
+from ..services.errors import InvalidInput, ServiceError
+from .feedback import attempt, notify, rule_error
 
-name_error = rule_error(validation.instance_name)
+_name_rule = rule_error(validation.instance_name)
+ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}  # as in the table
+
+
+def name_error(value: str) -> str | None:
+    return 'A name is required' if not value else _name_rule(value)
 
 
 async def gpu_choices(core: Core, count: int) -> tuple[dict[int, str], int | None]:
@@ -43,7 +49,8 @@ def blueprint_options(blueprints: list[Blueprint]) -> dict[str, str]:
     """Stock first, then custom, each with its category."""
     options = {}
     for blueprint in sorted(blueprints, key=lambda bp: (bp.source != 'stock', bp.name.lower())):
-        category = f' · {blueprint.meta.category}' if blueprint.meta.category else ''
+        shown = blueprint.meta.category and blueprint.meta.category.lower() != blueprint.name.lower()
+        category = f' · {blueprint.meta.category}' if shown else ''
         options[blueprint.name] = f'{blueprint.source.capitalize()} — {blueprint.name}{category}'
     return options
 
@@ -67,21 +74,55 @@ async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
             gpus = ui.select(gpu_options, multiple=True, label='GPUs', value=[freest] if freest is not None else [])
             gpus.classes('w-full').mark('create-gpus')
         else:
-            gpus = ui.input('GPUs (e.g. 0,1; none detected)', value='').classes('w-full')
+            gpus = ui.input('GPUs (e.g. 0,1)', value='').classes('w-full').mark('create-gpus')
+            gpu_hint = ui.label('No GPU detected: CUDA_VISIBLE_DEVICES will name a GPU this machine does not have')
+            gpu_hint.classes('text-xs text-warning').mark('create-gpu-warning')
+            gpu_hint.bind_visibility_from(gpus, 'value', backward=bool)
         with ui.row().classes('w-full'):
             autostart = ui.checkbox('Autostart')
             persistent = ui.checkbox('Persistent desktop')
         low, high = core.settings.port_range
+        assigned = {other.public_port: other.name for other in await core.instances.list_all() if other.public_port}
+
+        def port_error(value: float | None) -> str | None:
+            if value is None:
+                return None
+            if value != int(value) or not low <= value <= high:
+                return f'The public port must be a whole number within {low}-{high}'
+            return None
+
+        # No min/max on the field: those would change a typed 70000 into the limit behind the person's back.
         port = ui.number(f'Public port ({low}-{high})', value=await core.instances.suggested_public_port(),
-                         min=low, max=high, format='%d').classes('w-full')  # fmt: skip
-        access = ui.select([p.value for p in AccessPattern], label='Access', value='port').classes('w-full')
+                         format='%d', validation=port_error).classes('w-full').mark('create-port')  # fmt: skip
+        port_hint = ui.label().classes('text-xs text-warning').mark('create-port-warning')
+
+        def show_port_hint() -> None:
+            holder = (
+                assigned.get(int(port.value)) if port.value is not None and port_error(port.value) is None else None
+            )
+            port_hint.set_text(f'Port {int(port.value)} is already assigned to {holder}: only one of them can be '
+                               'active at a time' if holder else '')  # fmt: skip
+            port_hint.set_visibility(bool(holder))
+
+        port.on_value_change(show_port_hint)
+        show_port_hint()
+        access = ui.select(ACCESS_LABELS, label='Access', value='port').classes('w-full')
         policy = ui.select([p.value for p in RestartPolicy], label='Restart policy', value='never').classes('w-full')
+        problem = ui.label().classes('text-sm text-negative').mark('create-error')
+        problem.set_visibility(False)
+
+        def fail(message: str) -> None:
+            """Errors stay in the dialog, next to what caused them, not over its buttons."""
+            problem.set_text(message)
+            problem.set_visibility(True)
 
         async def create() -> None:
+            if not (name.validate() and port.validate()):
+                return
             try:
                 gpu_ids = list(gpus.value) if gpu_count else validation.gpu_id_text(gpus.value)
             except InvalidInput as exc:
-                ui.notify(exc.detail, type='negative')
+                fail(exc.detail)
                 return
             data = InstanceCreate(
                 name=name.value or '',
@@ -93,8 +134,14 @@ async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
                 access_pattern=AccessPattern(access.value),
                 restart_policy=RestartPolicy(policy.value),
             )
-            if await attempt(core.instances.create(data), f'Created {data.name}') is not None:
-                dialog.close()
+            try:
+                await core.instances.create(data)
+            except ServiceError as exc:
+                fail(exc.detail)
+                return
+            dialog.close()
+            with dialog.parent_slot or contextlib.nullcontext():
+                notify(f'Created {data.name}', type='positive')
 
         with ui.row().classes('w-full justify-end'):
             ui.button('Cancel', on_click=dialog.close).props('flat')

@@ -4,6 +4,8 @@ Trash) in resizable panes whose sizes and selected tab are remembered per user."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from nicegui import app, ui
 
@@ -21,6 +23,21 @@ from .trash_view import TrashView
 from .view_tab import ViewTab
 
 TABS = ('Logs', 'Script', 'View', 'Terminal', 'Trash')
+# The page is exactly the window: the q-page gets its height from Quasar's min-height (the
+# window less the header), the content fills it without padding, and the panes take what the
+# problems banner leaves. On a phone the tools and the monitor stack and scroll.
+LAYOUT = """
+.q-page { height: 0; display: flex; flex-direction: column; }
+.q-page > .nicegui-content { flex: 1 1 0; min-height: 0; padding: 0; gap: 0; flex-wrap: nowrap; }
+.aikore-pane { flex: 1 1 0; min-height: 0; }
+@media (max-width: 640px) {
+  .aikore-tools { flex-direction: column !important; overflow-y: auto; }
+  .aikore-tools > .q-splitter__before { width: 100% !important; height: 85%; flex: 0 0 auto; }
+  .aikore-tools > .q-splitter__separator { display: none; }
+  .aikore-tools > .q-splitter__after { width: 100% !important; height: auto; flex: 0 0 auto; overflow: visible; }
+  .aikore-monitor { height: auto !important; overflow: visible !important; }
+}
+"""
 
 
 def remembered(key: str, default: float) -> float:
@@ -61,9 +78,16 @@ async def dashboard() -> None:
         """Open and View URLs as this browser reaches the panel (its scheme too)."""
         return core.network.with_urls(instance, host, scheme)
 
-    async def select(instance: InstancePublic, tab: str) -> None:
-        """An action of a row opens one of the tools on that instance."""
-        tabs.set_value(tab)
+    async def select(instance: InstancePublic, tab: str = '') -> None:
+        """An action of a row opens one of the tools on that instance; a click on a row
+        shows the instance in the current tool. The choice is remembered for the next visit."""
+        remember('instance', instance.id)
+        table.highlight(instance.id)
+        tab = tab or str(tabs.value or 'Logs')
+        if tab != tabs.value:
+            tabs.set_value(tab)
+        if not tools_ready:
+            return
         if tab == 'Logs':
             await logs.show(instance)
         elif tab == 'Script':
@@ -75,18 +99,13 @@ async def dashboard() -> None:
 
     with frame('Dashboard'):
         problems_banner(core)
-        ui.add_css(
-            '.aikore-pane { height: calc(100vh - 64px); }'
-            '@media (max-width: 640px) {'
-            ' .aikore-tools > .q-splitter__before { width: 100% !important; }'
-            ' .aikore-tools > .q-splitter__separator, .aikore-tools > .q-splitter__after { display: none; } }'
-        )
+        ui.add_css(LAYOUT)
         with (
             ui.splitter(horizontal=True, value=remembered('split_main', 45), limits=(15, 85))
             .classes('w-full aikore-pane')
             .on_value_change(lambda e: remember('split_main', e.value)) as main_split
         ):
-            with main_split.before, ui.column().classes('w-full p-2 gap-2'):
+            with main_split.before, ui.column().classes('w-full h-full p-2 gap-2 no-wrap'):
                 with ui.row().classes('items-center w-full'):
                     ui.label('Instances').classes('text-lg font-bold')
                     ui.space()
@@ -100,15 +119,20 @@ async def dashboard() -> None:
                 .on_value_change(lambda e: remember('split_tools', e.value)) as tools_split,
             ):
                 with tools_split.before, ui.column().classes('w-full h-full p-2 gap-1'):
-                    with ui.tabs(value=app.storage.user.get('tab', 'Logs')).props('dense align=left') as tabs:
+                    chosen: Any = app.storage.user.get('tab', 'Logs')  # a tab's name (str)
+                    chosen = chosen if chosen in TABS else 'Logs'
+                    tab_props = 'dense align=left mobile-arrows outside-arrows'  # scrollable on a phone
+                    with ui.tabs(value=chosen).props(tab_props).classes('w-full') as tabs:
                         for name in TABS:
                             ui.tab(name)
                     tabs.on_value_change(lambda e: remember('tab', e.value))
-                    with ui.tab_panels(tabs).classes('w-full grow').bind_value(tabs) as panels:
+                    # The panels follow the tabs (``tab_panels(tabs)`` binds them): given the same
+                    # value, so that binding does not copy an empty one back onto the tabs.
+                    with ui.tab_panels(tabs, value=chosen).classes('w-full grow') as panels:
                         tab_panels = {name: ui.tab_panel(name).classes('p-0 h-full') for name in TABS}
                     panels.props('animated=false')
                 with tools_split.after:
-                    monitor_area = ui.column().classes('w-full h-full p-2 gap-1 overflow-y-auto max-sm:hidden')
+                    monitor_area = ui.column().classes('w-full h-full p-2 gap-1 overflow-y-auto aikore-monitor')
 
     def changed(instance: InstancePublic) -> None:
         shown = table.apply(instance)
@@ -152,3 +176,21 @@ async def dashboard() -> None:
     tools_ready = True
     with monitor_area:
         MonitorPane(core)
+    await restore_selection(table, select)
+
+
+def last_selected(table: InstanceTable) -> InstancePublic | None:
+    """The instance chosen on the last visit, or the only one."""
+    chosen = app.storage.user.get('instance')
+    if isinstance(chosen, int) and chosen in table.instances:
+        return table.instances[chosen]
+    if len(table.instances) == 1:
+        return next(iter(table.instances.values()))
+    return None
+
+
+async def restore_selection(table: InstanceTable, select: Callable[[InstancePublic, str], Awaitable[None]]) -> None:
+    """Back to the tab and instance of the last visit, so the tools pane is never blank."""
+    instance = last_selected(table)
+    if instance is not None:
+        await select(instance, '')

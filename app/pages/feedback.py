@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nicegui import ui
 
 from ..services.errors import InvalidInput, ServiceError
 
 T = TypeVar('T')
+# Messages go to a corner, away from the dialogs and buttons they would cover.
+POSITION = 'bottom-right'
+
+
+def notify(message: str, type: str = 'info', **options: Any) -> None:
+    ui.notify(message, type=type, position=POSITION, **options)  # type: ignore[arg-type]
 
 
 def confirm(
@@ -24,7 +30,9 @@ def confirm(
     parent: ui.element | None = None,
 ) -> None:
     """Ask before acting: ``then`` runs only when the person clicks ``action``. ``parent`` holds
-    the dialog when the caller's own place may be rebuilt meanwhile."""
+    the dialog when the caller's own place may be rebuilt meanwhile. ``then`` runs in the
+    caller's place, not the dialog's: the dialog is gone by the time ``then`` reports."""
+    origin = ui.context.slot
     with parent or contextlib.nullcontext(), ui.dialog() as dialog, ui.card():
         ui.label(question)
         with ui.row():
@@ -32,7 +40,8 @@ def confirm(
 
             async def confirmed() -> None:
                 dialog.close()
-                await then()
+                with origin:
+                    await then()
 
             action_button = ui.button(action, on_click=confirmed).props(f'color={color}')
         if marker:
@@ -46,10 +55,10 @@ async def _outcome(action: Awaitable[T], success: str | None) -> tuple[bool, T |
     try:
         result = await action
     except ServiceError as exc:
-        ui.notify(exc.detail, type='negative', multi_line=True)
+        notify(exc.detail, type='negative', multi_line=True)
         return False, None
     if success:
-        ui.notify(success, type='positive')
+        notify(success, type='positive')
     return True, result
 
 

@@ -24,6 +24,8 @@ def frame(title: str) -> Iterator[None]:
         ui.link('Dashboard', '/').classes('text-white no-underline')
         ui.link('Blueprints', '/blueprints').classes('text-white no-underline')
         ui.space()
-        ui.button(icon='dark_mode', on_click=toggle_theme).props('flat round color=white').tooltip('Dark / light')
+        theme = ui.button(on_click=toggle_theme).props('flat round color=white').tooltip('Dark / light')
+        # The icon shows what a click gives: a sun in the dark theme, a moon in the light one.
+        theme.bind_icon_from(dark, 'value', backward=lambda on: 'light_mode' if on else 'dark_mode')
         account_menu()  # password, API token, other sessions, log out
     yield

@@ -8,15 +8,18 @@ websocket is refused — also when its Origin is another site.
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 from nicegui import __version__ as nicegui_version
+from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..api.deps import authenticated, token_authenticated
+from ..api.deps import authenticated, open_session, request_cookie, request_host, token_authenticated
 from ..api.origin import CROSS_ORIGIN, cookie_change_refused, own_origin
 from ..api.system import DOCS_SCRIPT, SWAGGER_ASSETS
+from ..services import core as core_module
+from ..services.access.sessions import SESSION_COOKIE
 
 # /metrics checks the token itself and answers 401 (a scraper cannot follow a login redirect).
 OPEN_EXACT = {'/login', '/logout', '/favicon.ico', '/_aikore/auth', '/_aikore/session', '/metrics', DOCS_SCRIPT}
@@ -45,6 +48,10 @@ class SessionGate:
             if cross_origin(scope):
                 await JSONResponse({'detail': CROSS_ORIGIN}, status_code=403)(scope, receive, send)
                 return
+            if token_link(scope):
+                redirect = RedirectResponse(without_token(scope), status_code=303)
+                await (await open_session(Request(scope), redirect))(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         if scope.get('method') == 'GET' and not scope['path'].startswith('/_nicegui'):
@@ -63,3 +70,22 @@ def cross_origin(scope: Scope) -> bool:
     if own_origin(scope) is False:
         return True
     return not token_authenticated(scope) and cookie_change_refused(scope)
+
+
+def token_link(scope: Scope) -> bool:
+    """A browser opening a page with ``?token=`` and no session yet: the page's websocket
+    cannot carry the token, so the link is turned into a session (and the token leaves the
+    address bar)."""
+    if scope['type'] != 'http' or scope.get('method') != 'GET' or scope['path'].startswith('/_nicegui'):
+        return False
+    headers = dict(scope.get('headers') or [])
+    if b'text/html' not in headers.get(b'accept', b'') or not token_authenticated(scope):
+        return False
+    return not core_module.current().sessions.valid(request_cookie(scope, SESSION_COOKIE), request_host(scope))
+
+
+def without_token(scope: Scope) -> str:
+    query = [
+        (key, value) for key, value in parse_qsl(scope.get('query_string', b'').decode('latin-1')) if key != 'token'
+    ]
+    return scope['path'] + (f'?{urlencode(query)}' if query else '')

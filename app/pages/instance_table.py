@@ -1,56 +1,35 @@
-"""The instance table: one row per instance, inline editing, actions, live status.
+"""The instance table: one data-driven element (``instance_grid.js``, a Quasar table) fed with
+one dict per instance.
 
-Rows subscribe to nothing themselves: the table listens to the service's instance events
-once and updates only the row that changed, so a status change costs a few hundred bytes
-on the websocket whatever the number of instances.
+Why a Quasar table and not AG Grid: Quasar is already on every page (no extra megabyte of
+script to load), its body slot keeps the cells the panel had (badges, buttons, a select) as
+plain Vue, and virtual scrolling renders only the rows on screen. The rows go out once with
+the page; afterwards each change sends one row (``upsert``), so a status change costs a few
+hundred bytes on the websocket whatever the number of instances. The states that allow an
+action come from ``lifecycle``; this module only turns them into labels, colours and reasons.
 """
 
 from __future__ import annotations
 
-import html
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nicegui import ui
+from nicegui import events, ui
 
 from .. import lifecycle
-from ..models import InstancePublic, InstanceStatus, InstanceUpdate, RestartPolicy
+from ..models import AccessPattern, InstancePublic, InstanceStatus, InstanceUpdate, RestartPolicy
 from ..services.catalog import validation
 from ..services.catalog.instances import RESTART_FIELDS
 from ..services.core import Core
 from ..services.errors import Conflict, InvalidInput, ServiceError
 from ..services.monitoring.sampler import InstanceStats, Sample
 from ..services.net.urls import why_unreachable
-from .feedback import attempt, confirm
-from .row_actions import STYLE as ACTIONS_STYLE
-from .row_actions import RowActions
+from .feedback import attempt, confirm, notify
 
 log = logging.getLogger(__name__)
 
-COLUMNS = '130px 110px 56px 40px 40px 104px 92px 168px 100px 104px auto'
 ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}
-HEADERS = ['Name', 'Blueprint', 'GPUs', 'Auto', 'Pers.', 'Status', 'PID · use', 'Port', 'Access', 'Restart', 'Actions']
-# On a phone (< 600 px) the table shows name, status and actions; the other columns hide.
-PHONE_COLUMNS = {'Name', 'Status', 'Actions'}
-MINOR = 'aikore-minor'
-PHONE_STYLE = f"""
-@media (max-width: 599px) {{
-  .aikore-table {{ grid-template-columns: minmax(80px, 1fr) auto auto !important; min-width: 0 !important; }}
-  .aikore-table .{MINOR} {{ display: none !important; }}
-  .aikore-table .aikore-actions {{ flex-wrap: wrap; max-width: 106px; }}
-}}
-"""
-HEADER_TITLES = {
-    'GPUs': 'CUDA_VISIBLE_DEVICES for the instance, e.g. 0 or 0,1 (empty: all)',
-    'Auto': 'Start with the panel',
-    'Pers.': 'Persistent desktop (Selkies): the app runs in a browser inside the server, streamed to Open and '
-    'View, so its page survives closing yours; applies at the next start',
-    'PID · use': 'Process ID; CPU, RAM and VRAM of its whole process tree',
-    'Port': 'Public port, and whether it is mapped now (Activate)',
-    'Restart': 'Restart policy when the app exits with an error',
-}
 STATUS_COLORS = {
     InstanceStatus.STOPPED: 'grey-7',
     InstanceStatus.STARTING: 'amber-8',
@@ -62,6 +41,55 @@ STATUS_COLORS = {
 GB = 1024**3
 # How the fields that need a restart (``instances.RESTART_FIELDS``) are named in a message.
 RESTART_LABELS = {'gpu_ids': 'GPUs', 'persistent': 'persistent mode', 'output_path': 'output folder'}
+# The browser's names of the editable fields -> the service's.
+FIELDS = {
+    'name': 'name',
+    'gpus': 'gpu_ids',
+    'autostart': 'autostart',
+    'persistent': 'persistent',
+    'port': 'public_port',
+    'restart_policy': 'restart_policy',
+}
+STYLE = """
+.aikore-grid { height: 100%; }
+.aikore-grid .q-table__top { padding: 0 0 4px 0; }
+.aikore-grid thead tr th { position: sticky; top: 0; z-index: 1; background: var(--aikore-surface, white); }
+.body--dark .aikore-grid thead tr th { background: var(--q-dark-page, #121212); }
+.aikore-grid td, .aikore-grid th { padding: 2px 6px !important; height: 36px; }
+.aikore-grid tr.aikore-selected td { background: rgba(25, 118, 210, 0.12); }
+.aikore-filter { border: 1px solid rgba(128, 128, 128, 0.4); border-radius: 4px; padding: 2px 8px; width: 18rem;
+  max-width: 60vw; background: transparent; color: inherit; }
+.aikore-cell { border: 0; background: transparent; color: inherit; font: inherit; width: 8rem; padding: 2px; }
+.aikore-cell:focus { outline: 1px solid var(--q-primary); }
+.aikore-cell:disabled { opacity: 0.6; }
+.aikore-narrow { width: 4.5rem; }
+select.aikore-cell { width: auto; }
+.aikore-shared { font-size: 16px; color: var(--q-warning); cursor: help; }
+.aikore-url { display: flex; align-items: center; gap: 2px; font-size: 11px; max-width: 11rem; }
+.aikore-url a { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: inherit; opacity: 0.75; }
+.aikore-copy { width: 20px; height: 20px; flex: none; }
+.aikore-copy .material-icons { font-size: 14px; }
+.aikore-grid .q-select { min-width: 7.5rem; }
+.aikore-status, .aikore-port { display: inline-flex; align-items: center; gap: 4px; white-space: nowrap; }
+.aikore-actions { display: inline-flex; align-items: center; white-space: nowrap; position: relative; }
+.aikore-update { position: absolute; right: 100%; margin-right: 4px; border: 0; border-radius: 4px;
+  background: var(--q-primary); color: white; font-size: 12px; padding: 2px 8px; cursor: pointer; }
+.aikore-action {
+  width: 26px; height: 26px; border: 0; border-radius: 50%; padding: 0; background: transparent;
+  color: inherit; cursor: pointer; display: inline-flex; align-items: center; justify-content: center;
+}
+.aikore-action:hover:not(:disabled) { background: rgba(128, 128, 128, 0.2); }
+.aikore-action:focus-visible { outline: 2px solid var(--q-primary); }
+.aikore-action:disabled { opacity: 0.2; filter: grayscale(1); cursor: not-allowed; }
+.aikore-action .material-icons { font-size: 18px; }
+@media (max-width: 599px) {
+  .aikore-grid .aikore-minor { display: none; }
+  .aikore-grid .aikore-actions { flex-wrap: wrap; max-width: 106px; white-space: normal; }
+  .aikore-grid .aikore-cell { width: 5rem; }
+  .aikore-grid td, .aikore-grid th { padding: 2px 3px !important; }
+  .aikore-filter { width: 10rem; }
+}
+"""
 
 Select = Callable[[InstancePublic, str], Awaitable[None]]
 
@@ -72,257 +100,166 @@ def status_text(instance: InstancePublic) -> str:
     return str(instance.status)
 
 
-class InstanceRow:
-    """The elements of one instance, kept so a change updates them in place."""
-
-    def __init__(
-        self,
-        core: Core,
-        instance: InstancePublic,
-        categories: dict[str, str],
-        select: Select,
-        with_urls: Callable[[InstancePublic], InstancePublic],
-    ) -> None:
-        self.core = core
-        self.with_urls = with_urls
-        self.instance = instance
-        self.select = select
-        with ui.element('div').classes('contents') as self.container:
-            self._build(categories)
-        self.refresh(instance)
-
-    def _build(self, categories: dict[str, str]) -> None:
-        instance = self.instance
-        self.name = ui.input(value=instance.name, on_change=self._mark_dirty).props('dense borderless')
-        self.name.mark(f'name-{instance.id}')
-        # One element, not a column of two labels: a 50-row table has 100 elements less to build.
-        blueprint = html.escape(instance.blueprint)
-        category = html.escape(categories.get(instance.blueprint, ''))
-        cell = f'<div class="font-medium">{blueprint}</div><div class="text-xs opacity-60">{category}</div>'
-        ui.html(cell, sanitize=False).classes(MINOR)  # both parts escaped above
-        self.gpus = ui.input(value=_gpu_text(instance.gpu_ids), on_change=self._mark_dirty).props('dense borderless')
-        self.autostart = ui.checkbox(value=instance.autostart, on_change=self._mark_dirty).props('dense')
-        self.persistent = ui.checkbox(value=instance.persistent, on_change=self._mark_dirty).props('dense')
-        for element in (self.gpus, self.autostart, self.persistent):
-            element.classes(MINOR)
-        with ui.row().classes('items-center gap-1 no-wrap'):
-            self.spinner = ui.spinner(size='sm')
-            self.status = ui.badge().mark(f'status-{instance.id}')
-        with ui.column().classes(f'gap-0 {MINOR}'):
-            self.pid = ui.label()
-            self.usage = ui.label().classes('text-xs opacity-60 whitespace-nowrap').mark(f'usage-{instance.id}')
-        with ui.row().classes(f'gap-1 no-wrap items-center {MINOR}'):
-            self.port = ui.number(value=instance.public_port, format='%d', on_change=self._mark_dirty)
-            self.port.props('dense borderless').classes('w-16')
-            self.activate = ui.button(on_click=self.toggle_active).props('dense no-caps size=sm')
-            self.activate.mark(f'activate-{instance.id}')
-        # Not part of Update: the Open link follows the access pattern at once (seed protocol 6.1, step 5).
-        self.access = ui.select(ACCESS_LABELS, value=instance.access_pattern.value, on_change=self.change_access)
-        self.access.props('dense borderless').classes(MINOR).mark(f'access-{instance.id}')
-        self.restart_policy = ui.select([p.value for p in RestartPolicy], value=instance.restart_policy.value,
-                                        on_change=self._mark_dirty).props('dense borderless')  # fmt: skip
-        self.restart_policy.classes(MINOR)
-        with ui.row().classes('gap-0 no-wrap items-center'):
-            self.update_button = ui.button('Update', on_click=self.save).props('dense color=primary size=sm')
-            self.actions = RowActions(self.act).mark(f'actions-{instance.id}')
-
-    # -- showing ---------------------------------------------------------------------
-
-    def refresh(self, instance: InstancePublic) -> None:
-        """Show a new state; fields the user is editing keep their edits."""
-        previous, self.instance = self.instance, instance
-        fields: list[tuple[Any, Any, Any]] = [
-            (self.name, previous.name, instance.name),
-            (self.gpus, _gpu_text(previous.gpu_ids), _gpu_text(instance.gpu_ids)),
-            (self.autostart, previous.autostart, instance.autostart),
-            (self.persistent, previous.persistent, instance.persistent),
-            (self.port, previous.public_port, instance.public_port),
-            (self.access, previous.access_pattern.value, instance.access_pattern.value),
-            (self.restart_policy, previous.restart_policy.value, instance.restart_policy.value),
-        ]
-        for element, old, new in fields:
-            if element.value == old:
-                element.set_value(new)
-        self.status.set_text(status_text(instance))
-        self.status.props(f'color={STATUS_COLORS[instance.status]}')
-        self.spinner.set_visibility(instance.status in lifecycle.BUSY)
-        self.pid.set_text(str(instance.pid or '—'))
-        # The row shows that the desktop is up (its X display), from the row data.
-        desktop = instance.persistent_display
-        title = f'Desktop up on display :{desktop}' if desktop is not None else 'Desktop not running'
-        if self.persistent.props.get('title') != title:
-            self.persistent.props(f'title="{title}"')
-        self.actions.show(
-            running=instance.status.is_running,
-            open_title=instance.urls.open or why_unreachable(instance),
-            open_enabled=instance.urls.open is not None,
-            view_title=instance.urls.view or why_unreachable(instance, opening=False),
-            view_enabled=instance.urls.view is not None,
-        )
-        self._show_activation(instance)
-        self._mark_dirty()
-
-    def show_usage(self, stats: InstanceStats | None) -> None:
-        """CPU, RAM and VRAM of the instance's whole process tree (from the monitor)."""
-        text = ''
-        if stats is not None and self.instance.status.is_running:
-            text = f'{stats.cpu_percent:.0f}% · {size(stats.memory_rss)}'
-            if stats.gpu_memory:
-                text += f' · {size(stats.gpu_memory)} VRAM'
-        if self.usage.text != text:
-            self.usage.set_text(text)
-
-    def _show_activation(self, instance: InstancePublic) -> None:
-        """Activate (grey) / Deactivate (green): the public port mapped now or not."""
-        self.activate.set_text('Deactivate' if instance.active else 'Activate')
-        self.activate.props(f'color={"positive" if instance.active else "grey-8"}')
-        self.activate.set_enabled(instance.active or instance.status in lifecycle.ACTIVATABLE)
-
-    def _mark_dirty(self, *_: Any) -> None:
-        self.update_button.set_visibility(bool(self.changes()))
-
-    def changes(self) -> dict[str, Any]:
-        instance = self.instance
-        current: dict[str, Any] = {
-            'name': self.name.value,
-            'autostart': self.autostart.value,
-            'persistent': self.persistent.value,
-            'public_port': int(self.port.value) if self.port.value is not None else None,
-            'restart_policy': self.restart_policy.value,
-        }
-        if self.gpus.value != _gpu_text(instance.gpu_ids):
-            current['gpu_ids'] = self.gpus.value
-        original = instance.model_dump(mode='json')
-        return {key: value for key, value in current.items() if key == 'gpu_ids' or original.get(key) != value}
-
-    # -- actions ---------------------------------------------------------------------
-
-    async def save(self, restart: bool = False) -> None:
-        changes = self.changes()
-        try:
-            if 'gpu_ids' in changes:
-                changes['gpu_ids'] = validation.gpu_id_text(changes['gpu_ids'])
-        except InvalidInput as exc:
-            ui.notify(exc.detail, type='negative')
-            return
-        result = await attempt(self.core.instances.update(self.instance.id, InstanceUpdate(**changes)))
-        if result is None:
-            return
-        public, restart_required = result
-        self.refresh(self.with_urls(public))
-        if restart:
-            await attempt(self.core.instances.restart(public.id), f'{public.name} saved and restarting')
-        elif restart_required:
-            self.offer_restart(public, [RESTART_LABELS[key] for key in changes if key in RESTART_FIELDS])
-        else:
-            ui.notify(f'{public.name} updated', type='positive')
-
-    def offer_restart(self, public: InstancePublic, what: list[str]) -> None:
-        confirm(
-            f'{public.name} is running: {", ".join(what) or "this change"} applies at its next start.',
-            'Restart now',
-            lambda: attempt(self.core.instances.restart(public.id), f'Restarting {public.name}'),
-            cancel='Later',
-        )
-
-    async def change_access(self, event: Any) -> None:
-        if event.value == self.instance.access_pattern.value:
-            return
-        result = await attempt(self.core.instances.update(self.instance.id, InstanceUpdate(access_pattern=event.value)))
-        if result is None:
-            self.access.set_value(self.instance.access_pattern.value)
-            return
-        self.refresh(self.with_urls(result[0]))
-        ui.notify(f'{self.instance.name}: access by {ACCESS_LABELS[event.value]}', type='positive')
-
-    async def toggle_active(self, force: bool = False) -> None:
-        instance, ports = self.instance, self.core.network.ports
-        try:
-            if instance.active:
-                public = await ports.deactivate(instance.id)
-                message = f'Public port {instance.public_port} of {instance.name} closed'
-            else:
-                public = await ports.activate(instance.id, force=force)
-                message = f'{instance.name} is on public port {instance.public_port}'
-        except Conflict as exc:
-            if 'holder' in exc.extra and not force:
-                self.confirm_takeover(exc.extra['holder']['name'])
-            else:
-                ui.notify(exc.detail, type='negative', multi_line=True)
-            return
-        except ServiceError as exc:
-            ui.notify(exc.detail, type='negative', multi_line=True)
-            return
-        self.refresh(self.with_urls(public))
-        ui.notify(message, type='positive')
-
-    def confirm_takeover(self, holder: str) -> None:
-        confirm(
-            f'Public port {self.instance.public_port} is in use by {holder}. Take it over? {holder} will be '
-            'deactivated and its open connections cut.',
-            'Take over',
-            lambda: self.toggle_active(force=True),
-            marker='takeover',
-        )
-
-    async def act(self, name: str) -> None:
-        """One of the row's action buttons (``RowActions``) was clicked."""
-        handlers: dict[str, Callable[[], Any]] = {
-            'start-stop': self.start_or_stop,
-            'restart': self.restart_instance,
-            'open': self.open_instance,
-            'view': lambda: self.select(self.instance, 'View'),
-            'logs': lambda: self.select(self.instance, 'Logs'),
-            'script': lambda: self.select(self.instance, 'Script'),
-            'terminal': lambda: self.select(self.instance, 'Terminal'),
-            'delete': self.confirm_delete,
-        }
-        handler = handlers.get(name)
-        if handler is None:
-            log.warning('Unknown row action %r', name)
-            return
-        result = handler()
-        if inspect.isawaitable(result):
-            await result
-
-    async def start_or_stop(self) -> None:
-        instance = self.instance
-        if instance.status.is_running:
-            await attempt(self.core.instances.stop(instance.id), f'Stopping {instance.name}')
-        else:
-            await attempt(self.core.instances.start(instance.id), f'Starting {instance.name}')
-
-    async def restart_instance(self) -> None:
-        await attempt(self.core.instances.restart(self.instance.id), f'Restarting {self.instance.name}')
-
-    def open_instance(self) -> None:
-        if self.instance.urls.open:
-            ui.navigate.to(self.instance.urls.open, new_tab=True)
-
-    def confirm_delete(self) -> None:
-        instance = self.instance
-        confirm(
-            f'Delete {instance.name}? Its folder moves to the trash, from where it can be restored.',
-            'Delete',
-            lambda: attempt(self.core.instances.delete(instance.id), f'{instance.name} moved to the trash'),
-            color='negative',
-            marker='confirm-delete',
-        )
-
-    def remove(self) -> None:
-        self.container.delete()
-
-
 def size(nbytes: int) -> str:
     return f'{nbytes / GB:.1f} GB' if nbytes >= GB else f'{nbytes / 1024**2:.0f} MB'
+
+
+def usage_text(instance: InstancePublic, stats: InstanceStats | None) -> str:
+    """CPU, RAM and VRAM of the instance's whole process tree (from the monitor)."""
+    if stats is None or not instance.status.is_running:
+        return ''
+    text = f'{stats.cpu_percent:.0f}% · {size(stats.memory_rss)}'
+    if stats.gpu_memory:
+        text += f' · {size(stats.gpu_memory)} VRAM'
+    return text
 
 
 def _gpu_text(gpu_ids: list[int]) -> str:
     return ','.join(str(gpu) for gpu in gpu_ids)
 
 
+def actions(instance: InstancePublic) -> dict[str, Any]:
+    """What the row's eight actions may do now (``instance_grid.js`` draws them); an action
+    that cannot run now comes with the reason, shown on hover. Empty titles: the action's name."""
+    status = instance.status
+    running = status in lifecycle.RUNNING
+    stopping = status == InstanceStatus.STOPPING
+    startable = status in lifecycle.STARTABLE
+    deletable = status in lifecycle.DELETABLE
+    return {
+        'running': running,
+        'can_start_stop': not stopping if running else startable,
+        'start_stop_title': 'Stopping…' if stopping else '' if running or startable else f'Cannot start while {status}',
+        'can_restart': running and not stopping,
+        'open_url': instance.urls.open or '',
+        'open_title': instance.urls.open or why_unreachable(instance),
+        'view_title': instance.urls.view or why_unreachable(instance, opening=False),
+        'can_view': instance.urls.view is not None,
+        'can_delete': deletable,
+        'delete_title': '' if deletable else f'Stop {instance.name} before deleting it (it is {status})',
+    }
+
+
+def activation(instance: InstancePublic) -> dict[str, Any]:
+    """Activate (grey) / Deactivate (green, or amber while the mapping waits for the app)."""
+    if instance.active:
+        serving = instance.status in lifecycle.SERVING
+        port = instance.public_port
+        title = f'Public port {port} is mapped to {instance.name}'
+        if not serving:
+            title = f'Public port {port} is reserved: it is mapped once {instance.name} serves'
+        return {'activate_label': 'Deactivate', 'activate_color': 'positive' if serving else 'warning',
+                'activate_enabled': True, 'activate_title': title}  # fmt: skip
+    enabled = instance.status in lifecycle.ACTIVATABLE
+    title = f'Map public port {instance.public_port} to {instance.name}' if enabled else 'Start the instance first'
+    return {'activate_label': 'Activate', 'activate_color': 'grey-8', 'activate_enabled': enabled,
+            'activate_title': title}  # fmt: skip
+
+
+def shared_text(others: list[str]) -> str:
+    """The other instances assigned the same public port (only one can be active at a time)."""
+    if not others:
+        return ''
+    # No count: a row's text then stops changing once its port has a few holders, so one more
+    # instance on a crowded port does not re-send every row on it.
+    names = ', '.join(sorted(others)[:3]) + (' and more' if len(others) > 3 else '')
+    return f'Public port shared with {names}: only one of them can be active at a time'
+
+
+def row_data(
+    instance: InstancePublic, category: str, usage: str = '', sharing: list[str] | None = None
+) -> dict[str, Any]:
+    """One row as the browser shows it; ``sharing``: the other instances on its public port."""
+    renamable = instance.status in lifecycle.DELETABLE
+    return {
+        'id': instance.id,
+        'name': instance.name,
+        'blueprint': instance.blueprint,
+        'category': category,
+        'gpus': _gpu_text(instance.gpu_ids),
+        'autostart': instance.autostart,
+        'persistent': instance.persistent,
+        'persistent_title': desktop_text(instance),
+        'status': status_text(instance),
+        'color': STATUS_COLORS[instance.status],
+        'busy': instance.status in lifecycle.BUSY,
+        'pid': str(instance.pid or '—'),
+        'usage': usage,
+        'port': instance.public_port,
+        'port_title': f'Public port {instance.public_port}' if instance.public_port else 'No public port',
+        'port_shared': shared_text(sharing or []),
+        'access': instance.access_pattern.value,
+        'access_label': ACCESS_LABELS[instance.access_pattern.value],
+        'restart_policy': instance.restart_policy.value,
+        'renamable': renamable,
+        'rename_title': '' if renamable else f'Stop {instance.name} to rename it',
+        **actions(instance),
+        **activation(instance),
+    }
+
+
+def desktop_text(instance: InstancePublic) -> str:
+    """Whether the persistent desktop is up (its X display), shown on the Pers. checkbox."""
+    if instance.persistent_display is not None:
+        return f'Desktop up on display :{instance.persistent_display}'
+    if instance.persistent:
+        return 'Desktop not running (it starts once the app is ready)'
+    return 'Run the app in a persistent desktop (applies at the next start)'
+
+
+class InstanceGrid(ui.element, component='instance_grid.js'):
+    """The table element. Its ``rows`` prop is the page's first state; later changes go as
+    method calls carrying one row, and the prop is kept in step without re-sending it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._props['rows'] = []
+        self._props['selected'] = None
+        self._props['access_options'] = [{'label': label, 'value': value} for value, label in ACCESS_LABELS.items()]
+        self._props['policies'] = [policy.value for policy in RestartPolicy]
+        self.rows: dict[int, dict[str, Any]] = {}
+
+    def _displayed_contents(self, *, only_visible: bool) -> list[Any]:
+        """Names and statuses, for the user simulation's ``should_see``."""
+        return [text for row in self.rows.values() for text in (row['name'], row['status'], row['usage'])]
+
+    def _keep(self, key: str, value: Any) -> None:
+        """Keeps a prop in step with what the browser has been told, without sending it again
+        (``Props`` sends the whole element on any change)."""
+        with self._props.suspend_updates():
+            self._props[key] = value
+
+    def load(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = {row['id']: row for row in rows}
+        self._props['rows'] = list(self.rows.values())  # sends the element, rows and all
+
+    def upsert(self, row: dict[str, Any]) -> None:
+        if self.rows.get(row['id']) == row:
+            return
+        self.rows[row['id']] = row
+        self._keep('rows', list(self.rows.values()))
+        self.run_method('upsert', row)
+
+    def drop(self, instance_id: int) -> None:
+        if self.rows.pop(instance_id, None) is not None:
+            self._keep('rows', list(self.rows.values()))
+            self.run_method('remove', instance_id)
+
+    def show_usage(self, texts: dict[int, str]) -> None:
+        changed = {key: text for key, text in texts.items() if key in self.rows and self.rows[key]['usage'] != text}
+        for key, text in changed.items():
+            self.rows[key]['usage'] = text
+        if changed:
+            self.run_method('usage', changed)
+
+    def select(self, instance_id: int) -> None:
+        if self._props['selected'] != instance_id:
+            self._keep('selected', instance_id)
+            self.run_method('select', instance_id)
+
+
 class InstanceTable:
-    """All rows, kept in step with the service's events."""
+    """All rows, kept in step with the service's events; the row actions' handlers."""
 
     def __init__(
         self,
@@ -335,52 +272,232 @@ class InstanceTable:
         self.with_urls = with_urls
         self.select = select
         self.on_empty_change = on_empty_change
-        self.rows: dict[int, InstanceRow] = {}
+        self.instances: dict[int, InstancePublic] = {}
+        self.usage: dict[int, str] = {}
         self.categories: dict[str, str] = {}
-        grid_style = f'grid-template-columns: {COLUMNS}'
-        ui.add_css(ACTIONS_STYLE + PHONE_STYLE)
-        with (
-            ui.element('div').classes('w-full overflow-x-auto'),
-            ui.grid().style(grid_style).classes('aikore-table items-center gap-x-2 gap-y-1 min-w-max'),
-        ):
-            for header in HEADERS:
-                label = ui.label(header).classes('text-xs uppercase opacity-60')
-                if header not in PHONE_COLUMNS:
-                    label.classes(MINOR)
-                if header in HEADER_TITLES:
-                    label.props(f'title="{HEADER_TITLES[header]}"')
-            self.grid = ui.element('div').classes('contents')
+        self.by_port: dict[int, set[int]] = {}  # public port -> instances assigned it
+        ui.add_css(STYLE)
+        self.grid = InstanceGrid().classes('w-full grow min-h-0').mark('instances')
+        self.grid.on('action', self._on_action)
+        self.grid.on('save', self._on_save)
+        self.grid.on('access', self._on_access)
+        self.grid.on('activate', self._on_activate)
+        self.grid.on('pick', self._on_pick)
+
+    # -- showing ---------------------------------------------------------------------
+
+    def _row(self, instance: InstancePublic) -> dict[str, Any]:
+        port = instance.public_port
+        sharing = [self.instances[key].name for key in self.by_port.get(port, ()) if key != instance.id] if port else []
+        category = self.categories.get(instance.blueprint, '')
+        return row_data(instance, category, self.usage.get(instance.id, ''), sharing)
+
+    def _index_port(self, instance_id: int, old: int | None, new: int | None) -> set[int]:
+        """Moves an instance in the port index; answers the other instances whose sharing changed."""
+        if old == new:
+            return set()
+        touched: set[int] = set()
+        if old:
+            self.by_port.get(old, set()).discard(instance_id)
+            touched |= self.by_port.get(old, set())
+        if new:
+            touched |= self.by_port.setdefault(new, set())
+            self.by_port[new].add(instance_id)
+        return touched - {instance_id}
 
     def load(self, instances: list[InstancePublic], categories: dict[str, str]) -> None:
         """The first rows; ``categories``: blueprint name -> category, shown under the blueprint."""
         self.categories = categories
-        for instance in instances:
-            self.apply(instance)
-        self.on_empty_change(not self.rows)
+        self.instances = {instance.id: self.with_urls(instance) for instance in instances}
+        for instance in self.instances.values():
+            self._index_port(instance.id, None, instance.public_port)
+        self.grid.load([self._row(instance) for instance in self.instances.values()])
+        self.on_empty_change(not self.instances)
 
     def refresh_urls(self) -> None:
         """Routes changed (proxy reloaded): Open/View may have become reachable."""
-        for row in self.rows.values():
-            row.refresh(self.with_urls(row.instance))
+        for instance in list(self.instances.values()):
+            self.apply(instance)
 
     def apply(self, instance: InstancePublic) -> InstancePublic:
         """Show the instance (a new row or an update); answers it with its URLs for this browser."""
         instance = self.with_urls(instance)
-        row = self.rows.get(instance.id)
-        if row is not None:
-            row.refresh(instance)
-            return instance
-        with self.grid:
-            self.rows[instance.id] = InstanceRow(self.core, instance, self.categories, self.select, self.with_urls)
-        self.on_empty_change(False)
+        previous = self.instances.get(instance.id)
+        new = previous is None
+        self.instances[instance.id] = instance
+        touched = self._index_port(instance.id, previous.public_port if previous else None, instance.public_port)
+        self.grid.upsert(self._row(instance))
+        for other in touched:
+            self.grid.upsert(self._row(self.instances[other]))
+        if new:
+            self.on_empty_change(False)
         return instance
 
     def show_usage(self, sample: Sample) -> None:
-        for instance_id, row in self.rows.items():
-            row.show_usage(sample.instances.get(instance_id))
+        texts = {key: usage_text(instance, sample.instances.get(key)) for key, instance in self.instances.items()}
+        self.usage = texts
+        self.grid.show_usage(texts)
 
     def removed(self, instance_id: int) -> None:
-        row = self.rows.pop(instance_id, None)
-        if row is not None:
-            row.remove()
-        self.on_empty_change(not self.rows)
+        gone = self.instances.pop(instance_id, None)
+        if gone is not None:
+            for other in self._index_port(instance_id, gone.public_port, None):
+                self.grid.upsert(self._row(self.instances[other]))
+        self.usage.pop(instance_id, None)
+        self.grid.drop(instance_id)
+        self.on_empty_change(not self.instances)
+
+    def highlight(self, instance_id: int) -> None:
+        self.grid.select(instance_id)
+
+    # -- events from the browser -------------------------------------------------------
+
+    def _instance(self, event: events.GenericEventArguments) -> InstancePublic | None:
+        args = event.args if isinstance(event.args, dict) else {}
+        return self.instances.get(int(args.get('id', -1)))
+
+    async def _on_action(self, event: events.GenericEventArguments) -> None:
+        instance = self._instance(event)
+        if instance is not None:
+            await self.act(instance, str(event.args.get('name')))
+
+    async def _on_save(self, event: events.GenericEventArguments) -> None:
+        instance = self._instance(event)
+        if instance is not None:
+            await self.save(instance, dict(event.args.get('changes') or {}))
+
+    async def _on_access(self, event: events.GenericEventArguments) -> None:
+        instance = self._instance(event)
+        if instance is not None:
+            await self.change_access(instance, str(event.args.get('value')))
+
+    async def _on_activate(self, event: events.GenericEventArguments) -> None:
+        instance = self._instance(event)
+        if instance is not None:
+            await self.toggle_active(instance)
+
+    async def _on_pick(self, event: events.GenericEventArguments) -> None:
+        instance = self._instance(event)
+        if instance is not None:
+            await self.select(instance, '')
+
+    # -- actions ---------------------------------------------------------------------
+
+    async def save(self, instance: InstancePublic, edits: dict[str, Any], restart: bool = False) -> None:
+        """Update with the row's edited fields (browser names, see ``FIELDS``)."""
+        changes = {FIELDS[key]: value for key, value in edits.items() if key in FIELDS}
+        try:
+            if 'gpu_ids' in changes:
+                changes['gpu_ids'] = validation.gpu_id_text(str(changes['gpu_ids'] or ''))
+            if 'public_port' in changes and changes['public_port'] is not None:
+                changes['public_port'] = int(changes['public_port'])
+            update = InstanceUpdate(**changes)
+        except (InvalidInput, ValueError) as exc:
+            notify(exc.detail if isinstance(exc, InvalidInput) else f'Invalid value: {exc}', type='negative')
+            return
+        result = await attempt(self.core.instances.update(instance.id, update))
+        if result is None:
+            return
+        public, restart_required = result
+        shown = self.apply(public)
+        self.grid.run_method('saved', public.id)
+        if restart:
+            await attempt(self.core.instances.restart(public.id), f'{public.name} saved and restarting')
+        elif restart_required:
+            self.offer_restart(public, [RESTART_LABELS[key] for key in changes if key in RESTART_FIELDS])
+        elif instance.active and not shown.active:
+            notify(f'{public.name} updated; its public port changed, so it was deactivated', type='warning')
+        else:
+            notify(f'{public.name} updated', type='positive')
+
+    def offer_restart(self, public: InstancePublic, what: list[str]) -> None:
+        confirm(
+            f'{public.name} is running: {", ".join(what) or "this change"} applies at its next start.',
+            'Restart now',
+            lambda: attempt(self.core.instances.restart(public.id), f'Restarting {public.name}'),
+            cancel='Later',
+        )
+
+    async def change_access(self, instance: InstancePublic, value: str) -> None:
+        if value == instance.access_pattern.value or value not in ACCESS_LABELS:
+            return
+        result = await attempt(
+            self.core.instances.update(instance.id, InstanceUpdate(access_pattern=AccessPattern(value)))
+        )
+        if result is None:
+            self.grid.run_method('upsert', self.grid.rows[instance.id])  # back to the stored pattern
+            return
+        self.apply(result[0])
+        notify(f'{instance.name}: access by {ACCESS_LABELS[value]}', type='positive')
+
+    async def toggle_active(self, instance: InstancePublic, force: bool = False) -> None:
+        ports = self.core.network.ports
+        try:
+            if instance.active:
+                public = await ports.deactivate(instance.id)
+                message = f'Public port {instance.public_port} of {instance.name} closed'
+            else:
+                before = {key: other.active for key, other in self.instances.items()}
+                public = await ports.activate(instance.id, force=force)
+                message = f'{instance.name} is on public port {instance.public_port}'
+                if force:
+                    port = instance.public_port
+                    taken = [other.name for key, other in self.instances.items()
+                             if before.get(key) and key != instance.id and other.public_port == port]  # fmt: skip
+                    if taken:
+                        message += f'; {", ".join(taken)} was deactivated'
+        except Conflict as exc:
+            if 'holder' in exc.extra and not force:
+                self.confirm_takeover(instance, exc.extra['holder']['name'])
+            else:
+                notify(exc.detail, type='negative', multi_line=True)
+            return
+        except ServiceError as exc:
+            notify(exc.detail, type='negative', multi_line=True)
+            return
+        self.apply(public)
+        notify(message, type='positive')
+
+    def confirm_takeover(self, instance: InstancePublic, holder: str) -> None:
+        confirm(
+            f'Public port {instance.public_port} is in use by {holder}. Take it over? {holder} will be '
+            'deactivated and its open connections cut.',
+            'Take over',
+            lambda: self.toggle_active(self.instances.get(instance.id, instance), force=True),
+            marker='takeover',
+        )
+
+    async def act(self, instance: InstancePublic, name: str) -> None:
+        """One of the row's action buttons was clicked."""
+        tabs = {'view': 'View', 'logs': 'Logs', 'script': 'Script', 'terminal': 'Terminal'}
+        if name in tabs:
+            await self.select(instance, tabs[name])
+        elif name == 'start-stop':
+            await self.start_or_stop(instance)
+        elif name == 'restart':
+            await attempt(self.core.instances.restart(instance.id), f'Restarting {instance.name}')
+        elif name == 'open':
+            if instance.urls.open:
+                ui.navigate.to(instance.urls.open, new_tab=True)
+        elif name == 'delete':
+            self.confirm_delete(instance)
+        else:
+            log.warning('Unknown row action %r', name)
+
+    async def start_or_stop(self, instance: InstancePublic) -> None:
+        if instance.status.is_running:
+            await attempt(self.core.instances.stop(instance.id), f'Stopping {instance.name}')
+        else:
+            await attempt(self.core.instances.start(instance.id), f'Starting {instance.name}')
+
+    def confirm_delete(self, instance: InstancePublic) -> None:
+        if instance.status not in lifecycle.DELETABLE:  # the button is disabled; a stale page may still ask
+            notify(f'Stop {instance.name} before deleting it (it is {instance.status})', type='warning')
+            return
+        confirm(
+            f'Delete {instance.name}? Its folder moves to the trash, from where it can be restored.',
+            'Delete',
+            lambda: attempt(self.core.instances.delete(instance.id), f'{instance.name} moved to the trash'),
+            color='negative',
+            marker='confirm-delete',
+        )

@@ -110,7 +110,10 @@ class LogView:
         }}
         return -1;
         """
-        row = await ui.run_javascript(script)
+        try:
+            row = await ui.run_javascript(script)
+        except TimeoutError:  # the browser left or is busy
+            return
         if row is None or row < 0:
             ui.notify(f'"{needle}" is not in the view', type='warning')
             return

@@ -9,6 +9,7 @@ sampler, for everyone (every open page follows the samples it gets).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from nicegui import Client, background_tasks, ui
@@ -19,6 +20,8 @@ from ..services.monitoring.sampler import GpuStats, Sample
 POINTS = 600  # points kept per trace in a chart (10 minutes at the default 1 s)
 INTERVAL_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 GIB = 1024**3
+
+log = logging.getLogger(__name__)
 
 
 def chart(title: str, traces: list[dict[str, Any]], y_title: str, y_range: list[float] | None = None) -> dict[str, Any]:
@@ -63,8 +66,13 @@ class Chart:
         """Wait for plotly.js in the browser, then send the figure as it is now, once."""
         check = f'return typeof getElement({self.plot.id})?.Plotly !== "undefined"'
         for _ in range(100):
-            if await self.plot.client.run_javascript(check, timeout=5):
-                break
+            try:
+                if await self.plot.client.run_javascript(check, timeout=5):
+                    break
+            except TimeoutError:  # the browser left (or is busy): not an error of the panel
+                log.info('Chart %s: no answer from the browser yet', self.plot.id)
+            if self.plot.is_deleted or not self.plot.client.has_socket_connection:
+                return
             await asyncio.sleep(0.1)
         self.plot.update()
         self.live = True
@@ -202,11 +210,9 @@ class MonitorPane:
         current = self.core.monitor.interval
         steps = [s for s in INTERVAL_STEPS if (s > current if direction > 0 else s < current)]
         if not steps:
-            ui.notify(f'The interval is already {current:g} s', type='info')
-            return
+            return  # the label already shows the limit; no notification per click
         chosen = self.core.monitor.set_interval(steps[0] if direction > 0 else steps[-1])
         self._show_interval(chosen)
-        ui.notify(f'Monitoring every {chosen:g} s', type='positive')
 
 
 def _vram_percent(gpu: GpuStats | None) -> float | None:

@@ -3,10 +3,21 @@ no instance knows of (after a lost database), with Adopt and Move to trash."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from nicegui import background_tasks, ui
 
 from ..services.core import Core
 from .feedback import attempt, confirm
+
+
+def shown_time(iso: str) -> str:
+    """'2026-12-01T20:21:52Z' -> '2026-12-01 20:21' in the panel's local time (raw text if unreadable)."""
+    try:
+        moment = datetime.fromisoformat(iso.replace('Z', '+00:00'))
+    except ValueError:
+        return iso
+    return moment.astimezone().strftime('%Y-%m-%d %H:%M')
 
 
 class TrashView:
@@ -34,7 +45,8 @@ class TrashView:
             for entry in entries:
                 with ui.row().classes('items-center w-full gap-2'):
                     ui.label(entry.name).classes('font-medium')
-                    ui.label(f'{entry.blueprint} · deleted {entry.deleted_at}').classes('text-sm opacity-60')
+                    deleted = shown_time(entry.deleted_at)
+                    ui.label(f'{entry.blueprint} · deleted {deleted}').classes('text-sm opacity-60')
                     ui.space()
                     ui.button('Restore', on_click=lambda e=entry.name: self.restore(e)).props('flat dense').mark(
                         f'restore-{entry.name}'

@@ -1,0 +1,241 @@
+// The instance table as one element: a Quasar table fed with row data (see instance_table.py).
+// Rows arrive once with the page; afterwards the server changes one row at a time
+// ("upsert", "remove", "usage"), so a status change costs one row's JSON whatever the
+// number of instances. Only the rows on screen are rendered (virtual scrolling); sorting
+// and the filter run here, in the browser. Edits are drafts kept here until Update.
+const MINOR = "aikore-minor";
+const COLUMNS = [
+  { name: "name", label: "Name", field: "name", sortable: true, align: "left" },
+  { name: "blueprint", label: "Blueprint", field: "blueprint", sortable: true, align: "left", classes: MINOR, headerClasses: MINOR },
+  { name: "gpus", label: "GPUs", field: "gpus", align: "left", classes: MINOR, headerClasses: MINOR,
+    title: "CUDA_VISIBLE_DEVICES for the instance, e.g. 0 or 0,1 (empty: all)" },
+  { name: "autostart", label: "Auto", field: "autostart", sortable: true, align: "left", classes: MINOR, headerClasses: MINOR,
+    title: "Start with the panel" },
+  { name: "persistent", label: "Pers.", field: "persistent", align: "left", classes: MINOR, headerClasses: MINOR,
+    title: "Persistent desktop (Selkies): the app runs in a browser inside the server, streamed to Open and View, so its page survives closing yours; applies at the next start" },
+  { name: "status", label: "Status", field: "status", sortable: true, align: "left" },
+  { name: "pid", label: "PID · use", field: "pid", align: "left", classes: MINOR, headerClasses: MINOR,
+    title: "Process ID; CPU, RAM and VRAM of its whole process tree" },
+  { name: "port", label: "Port", field: "port", sortable: true, align: "left",
+    title: "Public port, and whether it is mapped now (Activate)" },
+  { name: "access", label: "Access", field: "access", sortable: true, align: "left", classes: MINOR, headerClasses: MINOR },
+  { name: "restart_policy", label: "Restart", field: "restart_policy", align: "left", classes: MINOR, headerClasses: MINOR,
+    title: "Restart policy when the app exits with an error" },
+  { name: "actions", label: "Actions", field: "id", align: "left" },
+];
+const EDITABLE = ["name", "gpus", "autostart", "persistent", "port", "restart_policy"];
+
+export default {
+  template: `
+    <q-table class="aikore-grid" :rows="list" :columns="columns" row-key="id" dense flat
+             virtual-scroll :virtual-scroll-item-size="36" :virtual-scroll-sticky-size-start="30"
+             :rows-per-page-options="[0]" :pagination="{rowsPerPage: 0, sortBy: 'name'}" hide-bottom
+             :filter="filter" :filter-method="filterRows" :data-count="list.length">
+      <template v-slot:top>
+        <input class="aikore-filter" type="search" placeholder="Filter: name, blueprint, status, port"
+               aria-label="Filter instances" :value="filter" @input="filter = $event.target.value">
+        <span class="text-xs opacity-60 q-ml-sm">{{ list.length }} instance{{ list.length === 1 ? "" : "s" }}</span>
+      </template>
+      <template v-slot:header-cell="props">
+        <q-th :props="props" :title="props.col.title || ''">{{ props.col.label }}</q-th>
+      </template>
+      <template v-slot:body="props">
+        <q-tr :props="props" :class="{ 'aikore-selected': props.row.id === current }" :data-id="props.row.id"
+              @click="pick(props.row)">
+          <q-td key="name" :props="props">
+            <input class="aikore-cell" :value="value(props.row, 'name')" :disabled="!props.row.renamable"
+                   :title="props.row.renamable ? 'Name' : props.row.rename_title" aria-label="Name"
+                   @input="edit(props.row, 'name', $event.target.value)">
+          </q-td>
+          <q-td key="blueprint" :props="props">
+            <div class="font-medium">{{ props.row.blueprint }}</div>
+            <div class="text-xs opacity-60">{{ props.row.category }}</div>
+          </q-td>
+          <q-td key="gpus" :props="props">
+            <input class="aikore-cell aikore-narrow" :value="value(props.row, 'gpus')" aria-label="GPUs"
+                   @input="edit(props.row, 'gpus', $event.target.value)">
+          </q-td>
+          <q-td key="autostart" :props="props">
+            <input type="checkbox" :checked="value(props.row, 'autostart')" aria-label="Start with the panel"
+                   @change="edit(props.row, 'autostart', $event.target.checked)">
+          </q-td>
+          <q-td key="persistent" :props="props">
+            <input type="checkbox" :checked="value(props.row, 'persistent')" aria-label="Persistent"
+                   :title="props.row.persistent_title"
+                   @change="edit(props.row, 'persistent', $event.target.checked)">
+          </q-td>
+          <q-td key="status" :props="props">
+            <span class="aikore-status">
+              <q-spinner v-if="props.row.busy" size="1em"></q-spinner>
+              <q-badge :color="props.row.color">{{ props.row.status }}</q-badge>
+            </span>
+          </q-td>
+          <q-td key="pid" :props="props">
+            <div>{{ props.row.pid }}</div>
+            <div class="text-xs opacity-60 whitespace-nowrap">{{ props.row.usage }}</div>
+          </q-td>
+          <q-td key="port" :props="props">
+            <span class="aikore-port">
+              <input class="aikore-cell aikore-narrow aikore-minor" type="number" :value="value(props.row, 'port')"
+                     aria-label="Public port" :title="props.row.port_title"
+                     @input="edit(props.row, 'port', $event.target.value === '' ? null : Number($event.target.value))">
+              <i v-if="props.row.port_shared" class="material-icons notranslate aikore-shared aikore-minor"
+                 :title="props.row.port_shared" aria-label="Shared port">group_work</i>
+              <span :title="props.row.activate_title">
+                <q-btn dense no-caps size="sm" :color="props.row.activate_color" :label="props.row.activate_label"
+                       :disable="!props.row.activate_enabled" @click.stop="send('activate', props.row)"></q-btn>
+              </span>
+            </span>
+          </q-td>
+          <q-td key="access" :props="props">
+            <q-select dense borderless emit-value map-options options-dense :options="accessOptions"
+                      :model-value="props.row.access" @update:model-value="v => choose(props.row, v)"></q-select>
+            <div v-if="props.row.open_url" class="aikore-url">
+              <a :href="props.row.open_url" target="_blank" rel="noopener" :title="props.row.open_url">{{ props.row.open_url }}</a>
+              <button type="button" class="aikore-action aikore-copy" title="Copy the link" aria-label="Copy the link"
+                      @click.stop="copy(props.row)">
+                <i class="material-icons notranslate" aria-hidden="true">{{ copied === props.row.id ? "check" : "content_copy" }}</i>
+              </button>
+            </div>
+          </q-td>
+          <q-td key="restart_policy" :props="props">
+            <select class="aikore-cell" :value="value(props.row, 'restart_policy')" aria-label="Restart policy"
+                    @change="edit(props.row, 'restart_policy', $event.target.value)">
+              <option v-for="policy in policies" :key="policy" :value="policy">{{ policy }}</option>
+            </select>
+          </q-td>
+          <q-td key="actions" :props="props">
+            <span class="aikore-actions">
+              <button v-if="changed(props.row)" type="button" class="aikore-update"
+                      @click.stop="save(props.row)">Update</button>
+              <span v-for="action in actions(props.row)" :key="action.name" :title="action.title">
+                <button type="button" class="aikore-action" :class="action.color" :aria-label="action.label"
+                        :disabled="!action.enabled" @click.stop="act(props.row, action.name)">
+                  <i class="material-icons notranslate" aria-hidden="true">{{ action.icon }}</i>
+                </button>
+              </span>
+            </span>
+          </q-td>
+        </q-tr>
+      </template>
+    </q-table>`,
+  props: {
+    rows: Array,
+    selected: Number,
+    access_options: Array,
+    policies: Array,
+  },
+  data() {
+    return { byId: this.index(this.rows), drafts: {}, filter: "", current: this.selected, columns: COLUMNS, copied: null };
+  },
+  computed: {
+    list() {
+      return Object.values(this.byId);
+    },
+    accessOptions() {
+      return this.access_options;
+    },
+  },
+  watch: {
+    rows(rows) {
+      this.byId = this.index(rows);
+    },
+    selected(value) {
+      this.current = value;
+    },
+  },
+  methods: {
+    index(rows) {
+      const byId = {};
+      for (const row of rows || []) byId[row.id] = row;
+      return byId;
+    },
+    // -- called by the server ------------------------------------------------------------
+    upsert(row) {
+      this.byId[row.id] = Object.assign(this.byId[row.id] || {}, row);
+    },
+    remove(id) {
+      delete this.byId[id];
+      delete this.drafts[id];
+    },
+    usage(texts) {
+      for (const [id, text] of Object.entries(texts)) if (this.byId[id]) this.byId[id].usage = text;
+    },
+    saved(id) {
+      delete this.drafts[id];
+    },
+    select(id) {
+      this.current = id;
+    },
+    // -- drafts --------------------------------------------------------------------------
+    value(row, field) {
+      const draft = this.drafts[row.id];
+      return draft && field in draft ? draft[field] : row[field];
+    },
+    edit(row, field, value) {
+      const draft = (this.drafts[row.id] = this.drafts[row.id] || {});
+      if (value === row[field]) delete draft[field];
+      else draft[field] = value;
+      if (!Object.keys(draft).length) delete this.drafts[row.id];
+    },
+    changed(row) {
+      const draft = this.drafts[row.id];
+      return !!draft && EDITABLE.some((field) => field in draft && draft[field] !== row[field]);
+    },
+    save(row) {
+      this.$emit("save", { id: row.id, changes: { ...this.drafts[row.id] } });
+    },
+    // -- actions -------------------------------------------------------------------------
+    actions(row) {
+      const stop = row.running;
+      return [
+        { name: "start-stop", icon: stop ? "stop" : "play_arrow", label: stop ? "Stop" : "Start",
+          title: row.start_stop_title || (stop ? "Stop" : "Start"), color: stop ? "text-negative" : "text-positive",
+          enabled: row.can_start_stop },
+        { name: "restart", icon: "restart_alt", label: "Restart", title: row.can_restart ? "Restart" : "Not running",
+          enabled: row.can_restart },
+        { name: "open", icon: "open_in_new", label: "Open", title: row.open_title, enabled: !!row.open_url },
+        { name: "view", icon: "preview", label: "View", title: row.view_title, enabled: row.can_view },
+        { name: "logs", icon: "article", label: "Logs", title: "Logs", enabled: true },
+        { name: "script", icon: "code", label: "Script", title: "Script", enabled: true },
+        { name: "terminal", icon: "terminal", label: "Terminal", title: "Terminal", enabled: true },
+        { name: "delete", icon: "delete", label: "Delete", title: row.delete_title || "Delete", color: "text-negative",
+          enabled: row.can_delete },
+      ];
+    },
+    pick(row) {
+      if (this.current !== row.id) this.$emit("pick", { id: row.id });
+    },
+    act(row, name) {
+      this.$emit("action", { id: row.id, name });
+    },
+    send(event, row) {
+      this.$emit(event, { id: row.id });
+    },
+    choose(row, value) {
+      if (value !== row.access) this.$emit("access", { id: row.id, value });
+    },
+    async copy(row) {
+      // The clipboard API exists only on https and localhost; elsewhere the older way.
+      try {
+        await navigator.clipboard.writeText(row.open_url);
+      } catch (error) {
+        const area = document.createElement("textarea");
+        area.value = row.open_url;
+        document.body.appendChild(area);
+        area.select();
+        document.execCommand("copy");
+        area.remove();
+      }
+      this.copied = row.id;
+      setTimeout(() => { if (this.copied === row.id) this.copied = null; }, 1500);
+    },
+    filterRows(rows, terms) {
+      const needle = terms.toLowerCase();
+      return rows.filter((row) =>
+        [row.name, row.blueprint, row.category, row.status, String(row.port), row.access_label]
+          .some((text) => (text || "").toLowerCase().includes(needle)),
+      );
+    },
+  },
+};

@@ -1,0 +1,166 @@
+"""The dashboard's rough edges a first-time user hit, tried in headless Chromium against a
+panel subprocess (issue 12, part 2)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, python_server_blueprint
+
+
+@pytest.fixture(scope='module')
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), 'chromium is installed by `make test` (container/install-deps.sh --test)'
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def logged_in(browser: Browser, panel: Panel, width: int = 1280, height: int = 800) -> Page:
+    page = browser.new_context(viewport={'width': width, 'height': height}).new_page()
+    page.goto(panel.login_link())
+    expect(page.locator('.aikore-grid')).to_be_visible(timeout=15000)
+    return page
+
+
+def row(page: Page, instance_id: int):  # type: ignore[no-untyped-def]
+    return page.locator(f'.aikore-grid tr[data-id="{instance_id}"]')
+
+
+def action(page: Page, instance_id: int, icon: str):  # type: ignore[no-untyped-def]
+    """A row's action button by its icon name (the span around it carries its title)."""
+    return row(page, instance_id).locator('button.aikore-action', has_text=re.compile(f'^{icon}$'))
+
+
+def errors_logged(panel: Panel) -> list[str]:
+    return [line for line in panel.log_text().splitlines() if ' ERROR ' in line or 'did not respond' in line]
+
+
+def test_tab_and_instance_restored_after_reload(browser: Browser, panel: Panel) -> None:
+    first = panel.create('first')['id']
+    second = panel.create('second')['id']
+    page = logged_in(browser, panel)
+    action(page, second, 'code').click()
+    expect(page.get_by_text('Script · second · launch.sh')).to_be_visible(timeout=10000)
+    page.reload()
+    expect(page.locator('.q-tab--active')).to_have_text(re.compile('Script'), timeout=15000)
+    expect(page.get_by_text('Script · second · launch.sh')).to_be_visible(timeout=10000)
+    expect(row(page, second)).to_have_class(re.compile('aikore-selected'))
+    expect(row(page, first)).not_to_have_class(re.compile('aikore-selected'))
+    page.context.close()
+    assert errors_logged(panel) == []
+
+
+def test_delete_says_so_and_logs_no_error(browser: Browser, panel: Panel) -> None:
+    goner = panel.create('goner')['id']
+    page = logged_in(browser, panel)
+    action(page, goner, 'delete').click()
+    page.get_by_role('dialog').get_by_role('button', name='Delete').last.click()
+    expect(page.get_by_text('goner moved to the trash')).to_be_visible(timeout=10000)
+    expect(row(page, goner)).to_have_count(0)
+    page.context.close()
+    assert errors_logged(panel) == []
+
+
+def test_refused_actions_are_disabled_with_the_reason(browser: Browser, panel: Panel) -> None:
+    panel.put_blueprint('Quick', python_server_blueprint())
+    busy = panel.create('busy', blueprint='Quick')['id']
+    panel.client.post(f'/instances/{busy}/start')
+    panel.wait_status(busy, 'started')
+    page = logged_in(browser, panel)
+    delete = action(page, busy, 'delete')
+    expect(delete).to_be_disabled()
+    expect(delete.locator('xpath=..')).to_have_attribute('title', re.compile('Stop busy before deleting it'))
+    name = row(page, busy).get_by_label('Name')
+    expect(name).to_be_disabled()
+    expect(name).to_have_attribute('title', 'Stop busy to rename it')
+    action(page, busy, 'stop').click()
+    expect(delete).to_be_enabled(timeout=15000)  # pushed: the row follows the status
+    expect(name).to_be_enabled()
+    page.context.close()
+
+
+def test_filter_and_sort(browser: Browser, panel: Panel) -> None:
+    for name in ('beta', 'alpha', 'gamma'):
+        panel.create(name)
+    page = logged_in(browser, panel)
+    names = page.locator('.aikore-grid tbody input[aria-label="Name"]')
+    expect(names).to_have_count(3)
+    assert [names.nth(i).input_value() for i in range(3)] == ['alpha', 'beta', 'gamma']  # sorted by name
+    page.get_by_label('Filter instances').fill('gam')
+    expect(names).to_have_count(1)
+    expect(names.first).to_have_value('gamma')
+    page.context.close()
+
+
+def test_token_link_gives_a_session(browser: Browser, panel: Panel) -> None:
+    instance = panel.create('linked')['id']
+    page = browser.new_context().new_page()
+    page.goto(f'{panel.url}/?token={panel.token}')
+    expect(page).to_have_url(f'{panel.url}/')  # the token leaves the address bar
+    expect(row(page, instance).locator('.q-badge')).to_have_text('stopped', timeout=15000)
+    panel.put_blueprint('Quick', python_server_blueprint())
+    other = panel.create('other', blueprint='Quick')['id']
+    expect(row(page, other)).to_have_count(1, timeout=15000)  # the websocket works: rows are pushed
+    page.context.close()
+
+
+def page_height(page: Page) -> list[int]:
+    return list(page.evaluate('[document.scrollingElement.scrollHeight, window.innerHeight]'))
+
+
+def test_page_fits_the_window_and_the_phone_can_activate_and_monitor(browser: Browser, panel: Panel) -> None:
+    panel.put_blueprint('Quick', python_server_blueprint())
+    served = panel.create('served', blueprint='Quick')['id']
+    panel.client.post(f'/instances/{served}/start')
+    panel.wait_status(served, 'started')
+    page = logged_in(browser, panel)
+    expect(page.locator('.js-plotly-plot').first).to_be_visible(timeout=15000)
+    height, window = page_height(page)
+    assert height == window, f'the page is {height - window} px taller than the window'
+    page.get_by_role('tab', name='Script').click()
+    page.locator('.cm-content').first.click()  # the editor takes focus: nothing jumps
+    assert page.evaluate('document.scrollingElement.scrollTop') == 0
+    page.set_viewport_size({'width': 390, 'height': 844})
+    activate = row(page, served).get_by_role('button', name='Activate')
+    expect(activate).to_be_visible()
+    box = activate.bounding_box()
+    assert box is not None and box['x'] + box['width'] <= 390, box
+    activate.click()
+    expect(row(page, served).get_by_role('button', name='Deactivate')).to_be_visible(timeout=10000)
+    monitor = page.locator('.js-plotly-plot').first
+    monitor.scroll_into_view_if_needed()
+    expect(monitor).to_be_in_viewport()
+    width = page.evaluate('document.scrollingElement.scrollWidth')
+    assert width <= 390, f'the page is {width} px wide on a 390 px phone'
+    page.context.close()
+
+
+def test_ports_and_urls_are_visible(browser: Browser, panel: Panel) -> None:
+    """Shared public ports are marked; the Open URL is a link with a copy button; a takeover
+    says who was deactivated."""
+    low = int(panel.env['AIKORE_PORT_RANGE'].split('-')[0])
+    panel.put_blueprint('Quick', python_server_blueprint())
+    ids = [panel.create(name, blueprint='Quick', public_port=low)['id'] for name in ('one', 'two')]
+    alone = panel.create('alone', blueprint='Quick', public_port=low + 1)['id']
+    for instance_id in ids:
+        panel.client.post(f'/instances/{instance_id}/start')
+        panel.wait_status(instance_id, 'started')
+    page = logged_in(browser, panel)
+    shared = row(page, ids[0]).get_by_label('Shared port')
+    expect(shared).to_have_attribute('title', re.compile('shared with two'))
+    expect(row(page, alone).get_by_label('Shared port')).to_have_count(0)
+    row(page, ids[0]).get_by_role('button', name='Activate').click()
+    link = row(page, ids[0]).locator('.aikore-url a')
+    expect(link).to_have_attribute('href', re.compile(f':{low}/$'), timeout=10000)
+    expect(row(page, ids[0]).get_by_role('button', name='Copy the link')).to_be_visible()
+    row(page, ids[1]).get_by_role('button', name='Activate').click()
+    page.get_by_role('button', name='Take over').click()
+    expect(page.get_by_text(f'two is on public port {low}; one was deactivated')).to_be_visible(timeout=10000)
+    page.context.close()
