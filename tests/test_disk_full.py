@@ -69,6 +69,9 @@ def test_full_disk_gets_507_and_recovers(small_disk: Path, tmp_path: Path) -> No
         for what, answer in attempts.items():
             assert answer.status_code == 507, f'{what}: {answer.status_code} {answer.text}'
             assert 'full' in answer.json()['detail'], what
+        login = httpx.post(f'{panel.url}/login', data={'password': panel.password(), 'next': '/'}, timeout=10)
+        assert login.status_code == 507 and 'disk of the data directory is full' in login.text, login.text
+        assert 'aikore_session' not in login.cookies
         assert temp_debris(panel.data_dir) == [], 'a failed write left a temporary file'
         assert 'Traceback' not in panel.log_text()
 
@@ -81,6 +84,8 @@ def test_full_disk_gets_507_and_recovers(small_disk: Path, tmp_path: Path) -> No
         assert client.post(f'/instances/{before["id"]}/start').status_code == 202
         panel.wait_status(before['id'], 'started', timeout=30)
         assert httpx.get(f'{panel.url}/api/health', timeout=5).status_code == 200
+        login = httpx.post(f'{panel.url}/login', data={'password': panel.password(), 'next': '/'}, timeout=10)
+        assert login.status_code == 303 and login.cookies.get('aikore_session'), 'logging in works again'
     finally:
         panel.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import math
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -15,9 +16,12 @@ from ..api.deps import authenticated, open_session, request_cookie, request_host
 from ..api.origin import CROSS_ORIGIN, client_address, own_origin
 from ..services import core as core_module
 from ..services.access.sessions import SESSION_COOKIE
+from ..services.files import disk_full
 from ..services.net.urls import APP_PATH, app_origin
 
+log = logging.getLogger(__name__)
 HANDOFF_PATH = '/_aikore/session'
+DISK_FULL_LOGIN = 'The disk of the data directory is full: no session can be opened. Free some space and try again.'
 
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -92,11 +96,17 @@ async def destination(request: Request, next_target: str) -> str:
 
 async def logged_in(request: Request, next_target: str) -> Response:
     target = await destination(request, next_target)
-    if request.method == 'POST' and not target.startswith('/'):
-        # The CSP's form-action 'self' also covers the redirects that follow a form post: a hop
-        # to an instance's subdomain is made by the next page instead (a new navigation).
-        return await open_session(request, continue_page(target))
-    return await open_session(request, RedirectResponse(target, status_code=303))
+    try:
+        if request.method == 'POST' and not target.startswith('/'):
+            # The CSP's form-action 'self' also covers the redirects that follow a form post: a hop
+            # to an instance's subdomain is made by the next page instead (a new navigation).
+            return await open_session(request, continue_page(target))
+        return await open_session(request, RedirectResponse(target, status_code=303))
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        log.warning('No session could be opened: the disk of the data directory is full')
+        return login_form(next_target, DISK_FULL_LOGIN, 507)
 
 
 def continue_page(target: str) -> HTMLResponse:

@@ -194,7 +194,11 @@ class Sessions:
         session_id = secrets.token_urlsafe(32)
         with self._lock:
             self._sessions[session_id] = Session(time.time() + SESSION_DAYS * 86400, host.lower(), instance)
-            self._save()
+            try:
+                self._save()
+            except OSError:
+                del self._sessions[session_id]  # not kept on disk: not given out (e.g. the disk is full)
+                raise
         return f'{session_id}.{self._sign(session_id)}'
 
     def valid(self, cookie: str | None, host: str, *, instance_route: bool = False) -> bool:
