@@ -4,6 +4,7 @@ out every other session. Thin routes over ``Sessions`` and ``Core.rotate_api_tok
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -11,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..services.access.sessions import PASSWORD_MAX, PASSWORD_MIN, SESSION_COOKIE
 from ..services.core import Core
+from ..services.errors import Forbidden, TooManyAttempts
 from .deps import get_core, request_cookie
+from .origin import client_address
 
 router = APIRouter(prefix='/account', tags=['account'])
 CoreDep = Annotated[Core, Depends(get_core)]
@@ -39,13 +42,23 @@ class SessionsClosed(BaseModel):
         403: {'description': 'The current password is wrong: nothing was changed'},
         409: {'description': FROM_ENVIRONMENT},
         422: {'description': f'The new password is not {PASSWORD_MIN} to {PASSWORD_MAX} characters long'},
+        429: {'description': 'Too many wrong current passwords in a row: try again later'},
     },
 )
 async def change_password(body: PasswordChange, request: Request, core: CoreDep) -> Response:
     """Change the login password. Every other browser session is logged out at once; the
     caller's own session (if it called with one) stays. The API token is not affected."""
     keep = request_cookie(request.scope, SESSION_COOKIE)
-    await asyncio.to_thread(core.sessions.change_password, body.current, body.new, keep)
+    client, throttle = client_address(request.scope), core.sessions.throttle
+    wait = throttle.retry_after(client)  # the same throttle as the login: no guessing with a stolen session
+    if wait > 0:
+        raise TooManyAttempts(f'Too many wrong passwords: try again in {math.ceil(wait)} s')
+    try:
+        await asyncio.to_thread(core.sessions.change_password, body.current, body.new, keep)
+    except Forbidden:
+        throttle.failed(client)
+        raise
+    throttle.succeeded(client)
     return Response(status_code=204)
 
 

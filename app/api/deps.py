@@ -18,7 +18,7 @@ from ..services.access.sessions import SESSION_COOKIE, SESSION_DAYS
 from ..services.catalog.validation import MAX_SCRIPT_BYTES
 from ..services.core import Core
 from ..services.errors import TooLarge, UnsupportedMedia
-from .origin import CROSS_ORIGIN, cookie_change_refused
+from .origin import CROSS_ORIGIN, cookie_change_refused, request_scheme
 
 OPEN_PATHS = {'/health'}
 BODY_METHODS = frozenset({'POST', 'PUT', 'PATCH'})
@@ -102,14 +102,8 @@ def request_host(scope: Scope) -> str:
 
 
 def over_https(scope: Scope) -> bool:
-    """The browser came over HTTPS: to the panel itself, or to the nginx in front of it (which
-    says so in X-Forwarded-Proto). Only decides the cookies' ``Secure`` flag."""
-    if scope.get('scheme') in {'https', 'wss'}:
-        return True
-    for name, value in scope.get('headers', []):
-        if name == b'x-forwarded-proto':
-            return value.decode('latin-1').split(',')[0].strip().lower() == 'https'
-    return False
+    """The browser came over HTTPS (``origin.request_scheme``: nginx's word only from nginx)."""
+    return request_scheme(scope) == 'https'
 
 
 def request_cookie(scope: Scope, name: str) -> str | None:

@@ -92,6 +92,17 @@ def from_proxy(scope: Scope) -> bool:
     return sent is not None and auth.token_matches(sent, auth.proxy_secret(core_module.current().api_token))
 
 
+def request_scheme(scope: Scope) -> str:
+    """``https`` or ``http``: how the browser reached the panel. The panel's own scheme, or, when
+    the panel's nginx sent the request, the first value of its ``X-Forwarded-Proto``."""
+    if scope.get('scheme') in {'https', 'wss'}:
+        return 'https'
+    forwarded = header(scope, b'x-forwarded-proto')
+    if forwarded and from_proxy(scope) and forwarded.split(',')[0].strip().lower() == 'https':
+        return 'https'
+    return 'http'
+
+
 def client_address(scope: Scope) -> str:
     """The client's address: nginx's ``X-Real-IP`` when nginx sent the request, else the peer."""
     client = scope.get('client')

@@ -21,6 +21,7 @@ from fastapi import Request, Response
 from ..services import core as core_module
 from ..services.access.sessions import SESSION_COOKIE
 from .deps import authenticated, new_session_cookie, request_cookie, request_host
+from .origin import request_scheme
 
 
 async def check(request: Request) -> Response:
@@ -59,6 +60,6 @@ def login_url(request: Request, original: str) -> str:
         return f'/login?next={quote(original, safe="")}'
     host = request.headers.get('host', '')
     parent = host.partition('.')[2] or host
-    scheme = request.headers.get('x-forwarded-proto') or request.url.scheme
+    scheme = request_scheme(request.scope)
     back = quote(f'{scheme}://{host}{original}', safe='')
     return f'{scheme}://{parent}/login?next={back}'

@@ -20,6 +20,7 @@ from ..api.origin import CROSS_ORIGIN, cookie_change_refused, own_origin
 from ..api.system import DOCS_SCRIPT, SWAGGER_ASSETS
 from ..services import core as core_module
 from ..services.access.sessions import SESSION_COOKIE
+from .login import safe_next
 
 # /metrics checks the token itself and answers 401 (a scraper cannot follow a login redirect).
 OPEN_EXACT = {'/login', '/logout', '/favicon.ico', '/_aikore/auth', '/_aikore/session', '/metrics', DOCS_SCRIPT}
@@ -88,4 +89,4 @@ def without_token(scope: Scope) -> str:
     query = [
         (key, value) for key, value in parse_qsl(scope.get('query_string', b'').decode('latin-1')) if key != 'token'
     ]
-    return scope['path'] + (f'?{urlencode(query)}' if query else '')
+    return safe_next(scope['path'] + (f'?{urlencode(query)}' if query else ''))  # never another site

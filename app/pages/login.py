@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from nicegui import app
 
 from ..api.deps import authenticated, open_session, request_cookie, request_host
-from ..api.origin import CROSS_ORIGIN, client_address, own_origin
+from ..api.origin import CROSS_ORIGIN, client_address, own_origin, request_scheme
 from ..services import core as core_module
 from ..services.access.sessions import SESSION_COOKIE
 from ..services.files import disk_full
@@ -154,7 +154,7 @@ async def app_handoff(request: Request, slug: str, rest: str = '') -> Response:
     instance = await core.instances.find_by_slug(slug)
     if instance is None or not core.network.proxy_on:
         return _app_page(f'No instance is routed at {html.escape(slug)!r}.', 404)
-    scheme = request.headers.get('x-forwarded-proto') or request.url.scheme
+    scheme = request_scheme(request.scope)
     origin = app_origin(slug, core.settings.public_host or request.headers.get('host', ''), scheme)
     if origin is None:
         return _app_page(
@@ -202,7 +202,7 @@ def _frameable(request: Request, response: Response) -> Response:
     There (a secure context even on http) the cookie is ``SameSite=None; Secure; Partitioned``:
     kept apart per top-level site, so only pages of the same top-level site (the dashboard) see it."""
     host = (request.headers.get('host') or '').rpartition(':')[0] or request.headers.get('host') or ''
-    scheme = request.headers.get('x-forwarded-proto') or request.url.scheme
+    scheme = request_scheme(request.scope)
     if not (host.lower().endswith('.localhost') or scheme == 'https'):
         return response
     headers = response.raw_headers

@@ -1,9 +1,12 @@
 """Security headers on every response of the panel (a second line behind escaping everything).
 
 A Content-Security-Policy as strict as NiceGUI allows: scripts only from the panel itself,
-plus the inline bootstrap scripts of NiceGUI's page template, which get a fresh nonce per
-response (so an injected ``<script>`` never runs); ``'unsafe-eval'`` because NiceGUI compiles
-Vue templates and runs ``run_javascript`` code in the browser. Pages of the panel may be
+plus the inline ``<script>`` tags of the served page, which get a fresh nonce per response;
+``'unsafe-eval'`` because NiceGUI compiles Vue templates and runs ``run_javascript`` code in the
+browser. What this stops: scripts from any other origin, inline event handlers, ``javascript:``
+URLs, and scripts added to the page after it loaded. What it cannot tell apart is a ``<script>``
+tag written into the HTML itself (it would get the nonce too): that is escaping's job, the
+first line (NiceGUI escapes element data; our own pages escape what they show). Pages of the panel may be
 framed only by the panel itself (CSP ``frame-ancestors`` and X-Frame-Options for old browsers).
 """
 

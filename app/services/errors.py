@@ -36,3 +36,7 @@ class TooLarge(ServiceError):
 
 class UnsupportedMedia(ServiceError):
     status_code = 415
+
+
+class TooManyAttempts(ServiceError):
+    status_code = 429

@@ -238,6 +238,8 @@ class Sessions:
         if not cookie or '.' not in cookie:
             return None
         session_id, signature = cookie.rsplit('.', 1)
+        if not cookie.isascii():  # never ours (and compare_digest refuses non-ASCII text)
+            return None
         return session_id if hmac.compare_digest(signature, self._sign(session_id)) else None
 
     def _sign(self, session_id: str) -> str:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import shutil
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ from ..consoles.terminals import ShellSpec
 from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventBus
 from ..monitoring.gpu_source import detected_gpu_count
+from ..net.urls import is_ip, split_entry
 from ..runtime import launch, logs
+from ..runtime.desktop import folder as desktop_folder
 from ..runtime.supervisor import Supervisor
 from . import store, validation
 from .blueprints import BlueprintStore, write_script_atomic
@@ -204,6 +207,11 @@ class InstanceService:
         shutil.copyfile(blueprint_path, script)
 
     def _ensure_name_free(self, name: str, except_id: int | None = None) -> None:
+        if name.lower() in panel_host_labels(self.settings):
+            raise InvalidInput(
+                f"{name!r} is the first part of the panel's own host name: the instance's origin "
+                f"({name.lower()}.<host>) would take the panel's place there; choose another name"
+            )
         existing = store.find_by_slug(self.engine, name.lower())
         if existing is not None and existing.id != except_id:
             raise Conflict(f'An instance named {existing.name!r} already exists (names ignore case)')
@@ -295,6 +303,8 @@ class InstanceService:
             self.supervisor.forget(instance_id)
             entry = await asyncio.to_thread(self._move_to_trash, instance)
             await asyncio.to_thread(store.delete, self.engine, instance_id)
+            # Its desktop's profile and state (ids are never reused: nothing would ever read them).
+            await asyncio.to_thread(shutil.rmtree, desktop_folder(self.settings, instance_id), True)
         self.removed.publish(instance_id)
         log.info('Moved instance %s to the trash as %s', instance.name, entry)
 
@@ -388,6 +398,15 @@ class InstanceService:
         if record is None:
             raise NotFound(f'No trash entry named {entry!r}')
         return folder, record
+
+
+def panel_host_labels(settings: Settings) -> set[str]:
+    """Names an instance may not have: ``<name>.<domain>`` is, or may be, the panel's own host
+    (its subdomain route would capture the panel's requests there)."""
+    labels = {'localhost', socket.gethostname().split('.')[0].lower()}
+    if settings.public_host and not is_ip(split_entry(settings.public_host)[0]):
+        labels.add(settings.public_host.split('.')[0].lower())
+    return labels
 
 
 def _read_record(folder: Path) -> dict[str, Any] | None:

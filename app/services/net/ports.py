@@ -217,7 +217,7 @@ class Ports:
                 self._require_socat()
                 await self._start(instance_id, *want)
             except Conflict as exc:
-                log.error('Deactivating %s: its public port cannot be mapped: %s', instance.name, exc.detail)
+                log.warning('Deactivating %s: its public port cannot be mapped: %s', instance.name, exc.detail)
                 await self._set_active(instance_id, False)
 
     # ------------------------------------------------------------------ forwarder processes

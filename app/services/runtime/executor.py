@@ -8,8 +8,8 @@ code itself, so runs outlive the panel), learns of an exit through a pidfd, ends
 signalling its whole group, and re-adopts a run by PID + start time. A cluster executor
 (Slurm) implements the same protocol with a job id in the handle.
 
-The process mechanics are kept in ``LocalExecutor`` alone so they can move onto the generic
-supervised-process unit (``runtime/units.py``) without touching the supervisor.
+The process mechanics are ``LocalExecutor``'s alone: each run is a one-process supervised unit
+(``runtime/units.py``), so the supervisor never touches a process itself.
 """
 
 from __future__ import annotations
@@ -171,8 +171,7 @@ def read_exit_file(path: Path, runner_pid: int | None) -> int | None:
     """The exit code the runner ``runner_pid`` recorded, if it recorded one."""
     try:
         pid_text, code_text, _when = path.read_text().split()
+        pid, code = int(pid_text), int(code_text)
     except (OSError, ValueError):
-        return None
-    if runner_pid is not None and int(pid_text) != runner_pid:
-        return None
-    return int(code_text)
+        return None  # none, or unreadable: the wait status (if any) is used instead
+    return None if runner_pid is not None and pid != runner_pid else code

@@ -253,7 +253,8 @@ class Supervisor:
         )
         if pid:
             self._spawn_task(self.executor.clean(pid))
-        await self._end_desktop(None, instance.id)
+        if instance.persistent or self.desktops.get(instance.id) is not None:
+            await self._end_desktop(None, instance.id)
         if restart:
             delay = min(MAX_BACKOFF, self.settings.restart_backoff * 2**restart_count)
             log.info('Restarting %s in %.1f s (attempt %d of %d)', instance.name, delay, restart_count + 1,
