@@ -55,6 +55,12 @@ class HistoryGuard:
         return HISTORY_ERASERS.sub('', text)
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A follower that died says so (its views stop getting text)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error('A log follower failed', exc_info=task.exception())
+
+
 def skipped_marker(lines: int) -> str:
     """The line a view shows where text was skipped (yellow, on a line of its own)."""
     noun = 'line' if lines == 1 else 'lines'
@@ -114,6 +120,7 @@ class LogStreams:
     async def _open(self, follower: _Follower) -> None:
         follower.offset = await asyncio.to_thread(logs.end_offset, follower.path)
         follower.task = asyncio.create_task(self._run(follower))
+        follower.task.add_done_callback(_log_failure)
 
     def _unfollow(self, follower: _Follower, listener: Listener) -> None:
         with contextlib.suppress(ValueError):
@@ -155,9 +162,12 @@ class LogStreams:
     def _skip_if_far_behind(follower: _Follower) -> None:
         """When the log grew by more than SKIP_BEYOND since the last read, move to its last
         KEEP_BYTES, counting the lines passed (blocking: in a thread)."""
-        cursor = logs.read_cursor(follower.path)
-        end = logs.end_offset(follower.path)
-        if follower.offset < cursor.run_base or end - follower.offset <= SKIP_BEYOND:
+        try:
+            cursor = logs.read_cursor(follower.path)
+            end = logs.end_offset(follower.path)
+        except OSError:
+            return  # the runner is renaming its files this instant: look again at the next poll
+        if cursor.rotating or follower.offset < cursor.run_base or end - follower.offset <= SKIP_BEYOND:
             return  # a new run (the next read says reset), or close enough to the end
         reached, lines = logs.skip(follower.path, follower.offset, end - KEEP_BYTES)
         if reached > follower.offset:
