@@ -42,6 +42,7 @@ def content_security_policy(nonce: str) -> str:
     )
 
 
+NO_INLINE_SCRIPTS = content_security_policy('').replace(" 'nonce-'", '')
 STATIC_HEADERS = {
     'X-Frame-Options': 'SAMEORIGIN',
     'X-Content-Type-Options': 'nosniff',
@@ -61,20 +62,22 @@ class SecurityHeaders:
         if scope['type'] != 'http':
             await self.app(scope, receive, send)
             return
-        nonce = secrets.token_urlsafe(NONCE_BYTES)
+        nonce = ''
         start: Message | None = None
         body = bytearray()
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal start
+            nonlocal start, nonce
             if message['type'] == 'http.response.start':
                 headers = MutableHeaders(scope=message)
                 for name, value in STATIC_HEADERS.items():
                     headers.setdefault(name, value)
-                headers['Content-Security-Policy'] = content_security_policy(nonce)
                 if headers.get('content-type', '').startswith('text/html'):
+                    nonce = secrets.token_urlsafe(NONCE_BYTES)  # a page: its inline scripts get this one
+                    headers['Content-Security-Policy'] = content_security_policy(nonce)
                     start = message  # held until the whole page is here
                     return
+                headers['Content-Security-Policy'] = NO_INLINE_SCRIPTS  # not a page: no nonce to make
                 await send(message)
             elif message['type'] == 'http.response.body' and start is not None:
                 body.extend(message.get('body', b''))
