@@ -51,7 +51,8 @@ def container(ctx: Context) -> list[Result]:
     return [
         Result(
             key='image_size', label='image size (with the desktop: Xvfb, Chromium, Selkies)', unit='MB', value=size,
-            target=2000, target_text='<= 2 GB (no target set: reported)', original='-', note=f'build {build:.0f} s (cached layers reused)',
+            target=2000, target_text='<= 2 GB (no target set: reported)', original='-',
+            note=f'build {build:.0f} s (cached layers reused)',
         ),
         Result(
             key='container_start', label='container start -> /api/health 200 (median)', unit='s',
