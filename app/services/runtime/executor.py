@@ -64,6 +64,9 @@ class Executor(Protocol):
     def recorded_exit_code(self, name: str, handle_pid: int | None) -> int | None:
         """The exit code a run left behind while the panel was away (blocking)."""
 
+    def exit_file_unreadable(self, name: str) -> bool:
+        """What the run left to say how it ended is there but damaged (blocking)."""
+
     async def terminate(self, handle: RunHandle) -> None:
         """End the run and everything it started; returns once nothing of it is left."""
 
@@ -150,6 +153,11 @@ class LocalExecutor:
 
     def recorded_exit_code(self, name: str, handle_pid: int | None) -> int | None:
         return read_exit_file(launch.exit_file(self.settings, name), handle_pid) if handle_pid else None
+
+    def exit_file_unreadable(self, name: str) -> bool:
+        """The run's exit file is there but damaged (blocking)."""
+        path = launch.exit_file(self.settings, name)
+        return path.exists() and read_exit_file(path, None) is None
 
     def log_path(self, name: str) -> Path:
         return launch.log_path(self.settings, name)

@@ -434,6 +434,9 @@ class Supervisor:
         # A failure while the panel was away counts for ``on-failure`` like any other.
         stopping = instance.status == InstanceStatus.STOPPING
         await self._record_end(instance, code, instance.restart_count, stopping=stopping, pid=pid)
+        if code is None and await asyncio.to_thread(self.executor.exit_file_unreadable, instance.name):
+            # Recorded as ended all the same; the damaged file is a fault the user should hear of.
+            raise CorruptRunState('its exit file is unreadable, so its exit code is unknown (recorded as ended)')
 
     async def shutdown(self) -> None:
         """Panel exit: leave instances running (re-adopted next start) unless AIKORE_STOP_ON_EXIT."""
@@ -473,6 +476,10 @@ class Supervisor:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error('Supervisor task failed', exc_info=task.exception())
+
+
+class CorruptRunState(RuntimeError):
+    """A file a run left behind cannot be read (reported as a start-up problem)."""
 
 
 def ended(exit_code: int | None) -> dict[str, Any]:
