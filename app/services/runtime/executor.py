@@ -10,6 +10,22 @@ signalling its whole group, and re-adopts a run by PID + start time. A cluster e
 
 The process mechanics are ``LocalExecutor``'s alone: each run is a one-process supervised unit
 (``runtime/units.py``), so the supervisor never touches a process itself.
+
+How a run sits on the supervised-process unit (``units.py``): a run is a unit of one
+process, the ``runner.py`` session leader, with ``RestartPolicy(RestartMode.NEVER)``. The
+executor spawns it with :func:`units.spawn` in the worker-thread trip that also records the run in
+the database, then hands it to the unit with :meth:`units.Unit.attach`. The
+instance's own ``on-failure`` policy stays with the supervisor, counted in the database
+(``restart_count``, ``AIKORE_RESTART_MAX``, the restart marker resumed after a panel restart),
+because a restart re-prepares the launch (port, env, script) and moves the instance through its
+lifecycle, which a unit knows nothing of. The unit has no state file of its own: the instance
+row's ``pid`` and ``pid_started_at`` are the record: at panel start the executor checks them
+(same PID + start time = same run) and attaches the process to a new unit. The exit code comes from the
+runner's exit file through the ``exit_code`` hook (``read_exit_file(path, pid)``, falling back
+to the wait status); ``on_exit`` is where the supervisor records the end and applies the
+instance's restart rules; ``on_running`` is not used (readiness is the supervisor's probe,
+which moves ``starting`` to ``started``); stop is ``unit.stop()`` with ``stop_grace`` =
+``AIKORE_STOP_GRACE``.
 """
 
 from __future__ import annotations

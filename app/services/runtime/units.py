@@ -40,33 +40,18 @@ What the unit does for its owner:
 - Failures of its background tasks and hooks are always logged (ERROR: they are bugs); an
   exit, a restart or a failed start is INFO or WARNING.
 
-How an instance's run sits on it (``executor.py``, ``LocalExecutor``): a run is a unit of one
-process, the ``runner.py`` session leader, with ``RestartPolicy(RestartMode.NEVER)``. The
-executor spawns it with :func:`spawn` in the worker-thread trip that also records the run in
-the database, then hands it to the unit with :meth:`Unit.attach`. The
-instance's own ``on-failure`` policy stays with the supervisor, counted in the database
-(``restart_count``, ``AIKORE_RESTART_MAX``, the restart marker resumed after a panel restart),
-because a restart re-prepares the launch (port, env, script) and moves the instance through its
-lifecycle, which a unit knows nothing of. The unit has no state file of its own: the instance
-row's ``pid`` and ``pid_started_at`` are the record: at panel start the executor checks them
-(same PID + start time = same run) and attaches the process to a new unit. The exit code comes from the
-runner's exit file through the ``exit_code`` hook (``read_exit_file(path, pid)``, falling back
-to the wait status); ``on_exit`` is where the supervisor records the end and applies the
-instance's restart rules; ``on_running`` is not used (readiness is the supervisor's probe,
-which moves ``starting`` to ``started``); stop is ``unit.stop()`` with ``stop_grace`` =
-``AIKORE_STOP_GRACE``.
+Users: the managed nginx and socat forwarders (``net/``), instance runs (``executor.py``, which
+says how a run sits on a unit), desktops (``desktop.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import inspect
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -79,120 +64,23 @@ import psutil
 
 from ..files import write_atomic
 from . import processes
+from .unit_parts import ALLOWED, STARTABLE
+from .unit_parts import InvalidTransition as InvalidTransition
+from .unit_parts import ProcessSpec as ProcessSpec
+from .unit_parts import RecordedProcess as RecordedProcess
+from .unit_parts import RestartMode as RestartMode
+from .unit_parts import RestartPolicy as RestartPolicy
+from .unit_parts import StartFailed as StartFailed
+from .unit_parts import UnitExit as UnitExit
+from .unit_parts import UnitRecord as UnitRecord
+from .unit_parts import UnitState as UnitState
+from .unit_parts import read_state as read_state
+from .unit_parts import spawn as spawn
 
 log = logging.getLogger(__name__)
 
+NEVER = RestartPolicy()  # the default: an owner restarts the unit itself, if at all
 KILL_WAIT = 5.0  # after SIGKILL: how long to wait for the kernel to reap the group
-
-
-class UnitState(enum.StrEnum):
-    STOPPED = 'stopped'
-    STARTING = 'starting'
-    RUNNING = 'running'
-    BACKOFF = 'backoff'
-    STOPPING = 'stopping'
-    EXITED = 'exited'
-    FATAL = 'fatal'
-
-
-S = UnitState
-ALLOWED: dict[UnitState, frozenset[UnitState]] = {
-    S.STOPPED: frozenset({S.STARTING, S.RUNNING}),  # RUNNING: adopted
-    S.STARTING: frozenset({S.RUNNING, S.BACKOFF, S.FATAL, S.STOPPING}),
-    S.RUNNING: frozenset({S.EXITED, S.STOPPING}),
-    S.EXITED: frozenset({S.BACKOFF, S.STARTING, S.STOPPING}),
-    S.BACKOFF: frozenset({S.STARTING, S.STOPPING}),
-    S.STOPPING: frozenset({S.STOPPED}),
-    S.FATAL: frozenset({S.STARTING, S.STOPPING}),
-}
-STARTABLE = frozenset({S.STOPPED, S.EXITED, S.FATAL, S.BACKOFF})
-
-
-class InvalidTransition(RuntimeError):
-    """A change of state the table does not allow: a bug in the unit or its owner."""
-
-
-class RestartMode(enum.StrEnum):
-    NEVER = 'never'
-    ON_FAILURE = 'on-failure'
-    ALWAYS = 'always'
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """When and how soon a unit whose member ended starts again. The defaults are the panel's
-    one set of constants; a unit may override any of them."""
-
-    mode: RestartMode = RestartMode.NEVER
-    backoff: float = 0.25  # the delay after the first quick exit in a row
-    max_backoff: float = 30.0
-    healthy_uptime: float = 60.0  # a run this long was not a crash loop: the count starts over
-    start_retries: int | None = None  # failed automatic starts in a row before FATAL; None: never give up
-
-    def wants_restart(self, code: int | None) -> bool:
-        """``on-failure`` counts an unknown code (None) as a failure."""
-        if self.mode == RestartMode.ALWAYS:
-            return True
-        return self.mode == RestartMode.ON_FAILURE and code != 0
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th quick exit (or failed start) in a row."""
-        return min(self.max_backoff, self.backoff * 2 ** max(0, failures - 1))
-
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    """One member of a unit: what to run, where, and where its output goes (None: nowhere)."""
-
-    name: str
-    argv: Sequence[str]
-    cwd: str | Path = '/'
-    env: Mapping[str, str] | None = None
-    output: Path | None = None
-    pdeathsig: bool = False  # end with the panel, even a SIGKILLed one
-
-
-@dataclass(frozen=True)
-class UnitExit:
-    member: str
-    pid: int
-    code: int | None  # None: unknown (a process this panel did not start and no exit_code hook)
-    uptime: float
-    restart_in: float | None  # seconds until the unit starts again; None: it does not
-
-
-@dataclass(frozen=True)
-class RecordedProcess:
-    name: str
-    pid: int
-    started_at: float | None
-
-
-@dataclass(frozen=True)
-class UnitRecord:
-    """What a state file says: the processes and the owner's ``extra`` fields."""
-
-    members: tuple[RecordedProcess, ...]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def single(cls, pid: int, started_at: float | None, name: str = '') -> UnitRecord:
-        return cls((RecordedProcess(name, pid, started_at),))
-
-
-class StartFailed(Exception):
-    """A start did not reach RUNNING. ``reason``: ``exited`` (``member`` ended with ``code``),
-    ``timeout`` (not ready in time), ``stopped`` (stop() was called), ``error`` (spawn or
-    ``before_start`` raised: ``detail``)."""
-
-    def __init__(self, unit: str, reason: str, member: str = '', code: int | None = None, detail: str = '') -> None:
-        self.unit, self.reason, self.member, self.code, self.detail = unit, reason, member, code, detail
-        text = {
-            'exited': f'{member} exited at start with code {code}',
-            'timeout': 'not ready in time',
-            'stopped': 'stopped while starting',
-        }.get(reason, detail)
-        super().__init__(f'{unit}: {text}')
 
 
 @dataclass(eq=False)
@@ -217,7 +105,7 @@ class Unit:
         name: str,
         specs: Sequence[ProcessSpec],
         *,
-        policy: RestartPolicy = RestartPolicy(),
+        policy: RestartPolicy = NEVER,
         state_file: Path | None = None,
         extra: Mapping[str, Any] | None = None,
         ready: Callable[[list[int]], bool] | None = None,
@@ -596,47 +484,6 @@ class Unit:
 
 async def _awaited(awaitable: Awaitable[object]) -> None:
     await awaitable
-
-
-def read_state(path: Path) -> UnitRecord | None:
-    """The record of a state file; None when it is missing or unreadable (corrupt: the caller
-    removes it). A file with only top-level ``pid``/``started_at`` (written before units had
-    several members) reads as one member."""
-    try:
-        data = json.loads(path.read_text())
-        listed = data.get('members') or [{'name': '', 'pid': data['pid'], 'started_at': data.get('started_at')}]
-        members = tuple(
-            RecordedProcess(str(m.get('name', '')), int(m['pid']), _number(m.get('started_at'))) for m in listed
-        )
-        extra = {k: v for k, v in data.items() if k not in ('pid', 'started_at', 'members')}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return UnitRecord(members, extra) if members and all(m.pid > 0 for m in members) else None
-
-
-def _number(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f'not a number: {value!r}')
-    return float(value)
-
-
-def spawn(spec: ProcessSpec) -> subprocess.Popen[bytes]:
-    """Start ``spec`` as the leader of a new session and process group (blocking)."""
-    argv = list(spec.argv)
-    setpriv = shutil.which('setpriv') if spec.pdeathsig else None
-    if setpriv is not None:
-        argv = [setpriv, '--pdeathsig', 'TERM', '--', *argv]
-    output = spec.output.open('ab') if spec.output is not None else None
-    try:
-        sink: Any = output if output is not None else subprocess.DEVNULL
-        return subprocess.Popen(argv, cwd=spec.cwd, env=dict(spec.env) if spec.env is not None else None,
-                                stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, start_new_session=True,
-                                close_fds=True)  # fmt: skip
-    finally:
-        if output is not None:
-            output.close()
 
 
 def _pgid(pid: int) -> int | None:

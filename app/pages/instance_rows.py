@@ -1,0 +1,136 @@
+"""What one row of the instance table shows, as row data for ``instance_grid.js``: labels,
+colours, the actions allowed now (from ``lifecycle``, with the reason when refused), usage.
+Pure functions of an instance: the table element (``instance_table.py``) sends their output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import lifecycle
+from ..models import InstancePublic, InstanceStatus
+from ..services.monitoring.sampler import InstanceStats
+from ..services.net.urls import why_unreachable
+
+ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}
+STATUS_COLORS = {
+    InstanceStatus.STOPPED: 'grey-7',
+    InstanceStatus.STARTING: 'amber-8',
+    InstanceStatus.STARTED: 'positive',
+    InstanceStatus.STALLED: 'orange-9',
+    InstanceStatus.STOPPING: 'amber-8',
+    InstanceStatus.ERROR: 'negative',
+}
+GB = 1024**3
+
+
+def status_text(instance: InstancePublic) -> str:
+    if instance.status == InstanceStatus.ERROR and instance.exit_code is not None:
+        return f'error ({instance.exit_code})'
+    return str(instance.status)
+
+
+def size(nbytes: int) -> str:
+    return f'{nbytes / GB:.1f} GB' if nbytes >= GB else f'{nbytes / 1024**2:.0f} MB'
+
+
+def usage_text(instance: InstancePublic, stats: InstanceStats | None) -> str:
+    """CPU, RAM and VRAM of the instance's whole process tree (from the monitor)."""
+    if stats is None or not instance.status.is_running:
+        return ''
+    text = f'{stats.cpu_percent:.0f}% · {size(stats.memory_rss)}'
+    if stats.gpu_memory:
+        text += f' · {size(stats.gpu_memory)} VRAM'
+    return text
+
+
+def _gpu_text(gpu_ids: list[int]) -> str:
+    return ','.join(str(gpu) for gpu in gpu_ids)
+
+
+def actions(instance: InstancePublic) -> dict[str, Any]:
+    """What the row's eight actions may do now (``instance_grid.js`` draws them); an action
+    that cannot run now comes with the reason, shown on hover. Empty titles: the action's name."""
+    status = instance.status
+    running = status in lifecycle.RUNNING
+    stopping = status == InstanceStatus.STOPPING
+    startable = status in lifecycle.STARTABLE
+    deletable = status in lifecycle.DELETABLE
+    return {
+        'running': running,
+        'can_start_stop': not stopping if running else startable,
+        'start_stop_title': 'Stopping…' if stopping else '' if running or startable else f'Cannot start while {status}',
+        'can_restart': running and not stopping,
+        'open_url': instance.urls.open or '',
+        'open_title': instance.urls.open or why_unreachable(instance),
+        'view_title': instance.urls.view or why_unreachable(instance, opening=False),
+        'can_view': instance.urls.view is not None,
+        'can_delete': deletable,
+        'delete_title': '' if deletable else f'Stop {instance.name} before deleting it (it is {status})',
+    }
+
+
+def activation(instance: InstancePublic) -> dict[str, Any]:
+    """Activate (grey) / Deactivate (green, or amber while the mapping waits for the app)."""
+    if instance.active:
+        serving = instance.status in lifecycle.SERVING
+        port = instance.public_port
+        title = f'Public port {port} is mapped to {instance.name}'
+        if not serving:
+            title = f'Public port {port} is reserved: it is mapped once {instance.name} serves'
+        return {'activate_label': 'Deactivate', 'activate_color': 'positive' if serving else 'warning',
+                'activate_enabled': True, 'activate_title': title}  # fmt: skip
+    enabled = instance.status in lifecycle.ACTIVATABLE
+    title = f'Map public port {instance.public_port} to {instance.name}' if enabled else 'Start the instance first'
+    return {'activate_label': 'Activate', 'activate_color': 'grey-8', 'activate_enabled': enabled,
+            'activate_title': title}  # fmt: skip
+
+
+def shared_text(others: list[str]) -> str:
+    """The other instances assigned the same public port (only one can be active at a time)."""
+    if not others:
+        return ''
+    # No count: a row's text then stops changing once its port has a few holders, so one more
+    # instance on a crowded port does not re-send every row on it.
+    names = ', '.join(sorted(others)[:3]) + (' and more' if len(others) > 3 else '')
+    return f'Public port shared with {names}: only one of them can be active at a time'
+
+
+def row_data(
+    instance: InstancePublic, category: str, usage: str = '', sharing: list[str] | None = None
+) -> dict[str, Any]:
+    """One row as the browser shows it; ``sharing``: the other instances on its public port."""
+    renamable = instance.status in lifecycle.DELETABLE
+    return {
+        'id': instance.id,
+        'name': instance.name,
+        'blueprint': instance.blueprint,
+        'category': category,
+        'gpus': _gpu_text(instance.gpu_ids),
+        'autostart': instance.autostart,
+        'persistent': instance.persistent,
+        'persistent_title': desktop_text(instance),
+        'status': status_text(instance),
+        'color': STATUS_COLORS[instance.status],
+        'busy': instance.status in lifecycle.BUSY,
+        'pid': str(instance.pid or '—'),
+        'usage': usage,
+        'port': instance.public_port,
+        'port_title': f'Public port {instance.public_port}' if instance.public_port else 'No public port',
+        'port_shared': shared_text(sharing or []),
+        'access': instance.access_pattern.value,
+        'access_label': ACCESS_LABELS[instance.access_pattern.value],
+        'restart_policy': instance.restart_policy.value,
+        'renamable': renamable,
+        'rename_title': '' if renamable else f'Stop {instance.name} to rename it',
+        **actions(instance),
+        **activation(instance),
+    }
+
+
+def desktop_text(instance: InstancePublic) -> str:
+    """Whether the persistent desktop is up (its X display), shown on the Pers. checkbox."""
+    if instance.persistent_display is not None:
+        return f'Desktop up on display :{instance.persistent_display}'
+    if instance.persistent:
+        return 'Desktop not running (it starts once the app is ready)'
+    return 'Run the app in a persistent desktop (applies at the next start)'
