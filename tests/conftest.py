@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from nicegui.testing.user import User
 from nicegui.testing.user_simulation import user_simulation
+from playwright.sync_api import Browser, sync_playwright
 
 from app.services.access.sessions import SESSION_COOKIE
-from tests.helpers import Panel, free_port
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, free_port
 
 # Every panel a test starts (in-process, as a subprocess, under supervisord) serves no HTTPS
 # unless the test asks: they would all want port 9443.
@@ -65,3 +66,13 @@ async def ui_user(
     errors = [record for record in caplog.get_records('call') if record.levelname == 'ERROR']
     if errors:
         pytest.fail(f'ERROR logs: {[record.getMessage() for record in errors]}', pytrace=False)
+
+
+@pytest.fixture(scope='module')
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright; one per test module."""
+    assert Path(CHROMIUM).exists(), 'chromium is installed by `make test` (container/install-deps.sh --test)'
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, blueprint
+from tests.helpers import Panel, blueprint
 from tests.netkit import ECHO_APP, auth, proxied_panel, started, wait_routable
 
 
@@ -37,15 +36,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Panel]:
         yield panel
     finally:
         panel.stop()
-
-
-@pytest.fixture(scope='module')
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), 'chromium is installed by `make test`'
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope='module')

@@ -3,17 +3,17 @@ a crafted link into the API docs (reflected XSS), and a page of another origin f
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, expect
 
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, free_port
+from tests.helpers import Panel, free_port
 
 # Each payload, if it ran, would set window.__pwned (and change the title for good measure).
 XSS_PAYLOADS = [
@@ -23,15 +23,6 @@ XSS_PAYLOADS = [
     "'+(window.__pwned=1)+'",
     "\\';window.__pwned=1;//",
 ]
-
-
-@pytest.fixture(scope='module')
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), 'chromium is installed by `make test` (container/install-deps.sh --test)'
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope='module')
@@ -92,6 +83,20 @@ def test_every_page_carries_the_security_headers(shared_panel: Panel) -> None:
         assert response.headers.get('referrer-policy'), path
 
 
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A page of another origin (another port of the same host): its base URL while the block runs."""
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}'
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 class _FramingPage(http.server.BaseHTTPRequestHandler):
     target = ''
 
@@ -110,15 +115,8 @@ class _FramingPage(http.server.BaseHTTPRequestHandler):
 def framing_site(shared_panel: Panel) -> Iterator[str]:
     """A page on another port of the same host (same site, other origin) that frames the dashboard."""
     handler = type('Framing', (_FramingPage,), {'target': f'{shared_panel.url}/'})
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', free_port()), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{server.server_address[1]}/'
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(handler) as site:
+        yield f'{site}/'
 
 
 def test_another_origin_cannot_frame_the_dashboard(logged_in: BrowserContext, framing_site: str) -> None:
@@ -172,15 +170,8 @@ def forging_site(shared_panel: Panel) -> Iterator[tuple[str, int]]:
     """A page on another port of the same host (same site: the session cookie goes along)."""
     instance = shared_panel.create('forgery-target', blueprint='Demo')
     handler = type('Forging', (_ForgingPage,), {'panel': shared_panel.url, 'instance_id': instance['id']})
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', free_port()), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{server.server_address[1]}', instance['id']
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(handler) as site:
+        yield site, instance['id']
         shared_panel.client.delete(f'/instances/{instance["id"]}')
 
 

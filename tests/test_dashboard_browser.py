@@ -4,22 +4,10 @@ panel subprocess (issue 12, part 2)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, python_server_blueprint
-
-
-@pytest.fixture(scope='module')
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), 'chromium is installed by `make test` (container/install-deps.sh --test)'
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+from tests.helpers import Panel, python_server_blueprint
 
 
 def logged_in(browser: Browser, panel: Panel, width: int = 1280, height: int = 800) -> Page:

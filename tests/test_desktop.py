@@ -11,16 +11,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
-import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, REPO, Panel, blueprint, gone, wait_for
+from tests.helpers import REPO, Panel, blueprint, gone, wait_for
 from tests.netkit import auth, proxied_panel
 
 CLICKER = blueprint(f'exec {sys.executable} -u {REPO / "tests" / "clicker_app.py"}', name='Clicker')
@@ -50,14 +48,6 @@ FRAME_STATS = """
     return null;
 }
 """
-
-
-@pytest.fixture(scope='module')
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def desktop_panel(data: Path, **env: str) -> Panel:

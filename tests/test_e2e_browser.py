@@ -4,25 +4,14 @@ panel run as a subprocess: what a person does on the first day."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, python_server_blueprint
+from tests.helpers import Panel, python_server_blueprint
 
 ARTIFACTS = Path(__file__).with_name('artifacts')
-
-
-@pytest.fixture(scope='module')
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), 'chromium is installed by `make test` (container/install-deps.sh --test)'
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def console_errors(page: Page) -> list[str]:
