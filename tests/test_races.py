@@ -37,7 +37,7 @@ def quick_panel(tmp_path: Path) -> Any:
 
 def assert_clean_log(panel: Panel) -> None:
     text = panel.log_text()
-    assert 'Traceback' not in text and 'Supervisor task failed' not in text, text[-4000:]
+    assert 'Traceback' not in text and 'background task failed' not in text, text[-4000:]
     assert 'Refused status change' not in text, text[-4000:]
 
 

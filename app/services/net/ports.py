@@ -36,6 +36,7 @@ from ..errors import Conflict, NotFound
 from ..events import EventBus
 from ..runtime import units
 from ..runtime.launch import port_in_use
+from ..tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Ports:
         self._forwarders: dict[int, Forwarder] = {}
         self._lock = asyncio.Lock()
         self._unsubscribe: list[Any] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks('Public ports')
 
     # ------------------------------------------------------------------ start / exit
 
@@ -94,8 +95,7 @@ class Ports:
         """Forwarders keep serving without the panel, unless AIKORE_STOP_ON_EXIT stopped the instances too."""
         for unsubscribe in self._unsubscribe:
             unsubscribe()
-        for task in list(self._tasks):
-            task.cancel()
+        self._background.cancel_all()
         async with self._lock:
             for forwarder in list(self._forwarders.values()):
                 if self.settings.stop_on_exit:
@@ -273,15 +273,8 @@ class Ports:
             del self._forwarders[instance_id]
         await self.reconcile(instance_id)
 
-    def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error('Public ports task failed', exc_info=task.exception())
+    def _spawn_task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self._background.spawn(coroutine)
 
     # ------------------------------------------------------------------ state files
 

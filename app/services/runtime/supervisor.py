@@ -28,6 +28,7 @@ from ..catalog.blueprints import BlueprintStore, ReadyCheck
 from ..catalog.rows import InstanceRows
 from ..errors import Conflict, NotFound, ServiceError
 from ..files import disk_full
+from ..tasks import BackgroundTasks
 from . import launch
 from .desktop import Desktops
 from .executor import LocalExecutor, RunHandle
@@ -83,7 +84,7 @@ class Supervisor:
         self.executor = executor or LocalExecutor(settings)
         self._runs: dict[int, Run] = {}
         self._pending_restarts: dict[int, asyncio.Task[None]] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks('Supervisor')
         self._reserved_ports: set[int] = set()
         self.desktops = Desktops(settings, on_change=self._desktop_changed)
 
@@ -466,16 +467,8 @@ class Supervisor:
             if self._runs.get(run.instance_id) is run and not run.stopping:
                 await self.rows.set_status(run.instance_id, status)
 
-    def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error('Supervisor task failed', exc_info=task.exception())
+    def _spawn_task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self._background.spawn(coroutine)
 
 
 class CorruptRunState(RuntimeError):

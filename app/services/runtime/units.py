@@ -63,6 +63,7 @@ from typing import Any
 import psutil
 
 from ..files import write_atomic
+from ..tasks import BackgroundTasks
 from . import processes
 from .unit_parts import ALLOWED, STARTABLE
 from .unit_parts import InvalidTransition as InvalidTransition
@@ -142,7 +143,7 @@ class Unit:
         self.failures = 0  # quick exits (and failed automatic starts) in a row
         self._start_failures = 0
         self._restart_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks(name)
         self._launching: asyncio.Event | None = None  # set when no launch is in progress
         self.exit_codes: dict[str, int | None] = {}  # the last exit code seen of each member
 
@@ -398,8 +399,7 @@ class Unit:
         for member in self._members:
             if member.watch is not None:
                 member.watch.close()
-        for task in list(self._tasks):
-            task.cancel()
+        self._background.cancel_all()
 
     # ------------------------------------------------------------------ adoption
 
@@ -460,15 +460,7 @@ class Unit:
     # ------------------------------------------------------------------ tasks and hooks
 
     def _spawn_task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error('%s: background task failed', self.name, exc_info=task.exception())
+        return self._background.spawn(coroutine)
 
     def _call(self, hook: Hook | None, *args: object) -> None:
         if hook is None:
