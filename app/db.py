@@ -3,7 +3,8 @@
 The schema version lives in ``PRAGMA user_version``. Version 0 with no table is a new
 database; version 0 with the seed project's ``instances`` table (``base_blueprint``,
 ``persistent_mode``, ``port``, ``vnc_*`` columns) is upgraded in place, every row kept,
-after a backup copy of the file is written next to it.
+after a backup copy of the file is written next to it; so is the original AiKore's database
+(schema 6 in its ``aikore_meta`` table: ``app.db_aikore6``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
+from . import db_aikore6
 from .models import INSTANCE_NAME_RE, OUTPUT_SEGMENT_RE, Instance, utc_now
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class SchemaError(RuntimeError):
@@ -72,7 +74,10 @@ def prepare_database(db_path: Path) -> Engine:
         backup = backup_database(db_path, version)
         log.info('Database backup written to %s before upgrading schema %s -> %s', backup, version, SCHEMA_VERSION)
     engine = make_engine(db_path)
-    if tables and version == 0 and 'instances' in tables:
+    if tables and version == 0 and db_aikore6.is_schema6(tables):
+        db_aikore6.migrate(engine, db_path.parent)
+        version = 1
+    elif tables and version == 0 and 'instances' in tables:
         _migrate_seed_schema(engine)
         version = 1
     if tables:
@@ -233,5 +238,13 @@ def _usable_name(raw: str, taken: set[str]) -> str:
     return name
 
 
+def _add_custom_hostname(engine: Engine) -> None:
+    """Schema 2: ``instances.custom_hostname`` (the original AiKore's per-instance host name)."""
+    with engine.begin() as conn:
+        columns = {row[1] for row in conn.exec_driver_sql('PRAGMA table_info(instances)')}
+        if 'custom_hostname' not in columns:  # a table made by this version's models has it already
+            conn.exec_driver_sql('ALTER TABLE instances ADD COLUMN custom_hostname VARCHAR')
+
+
 # Schema steps after version 1 go here: {2: add_foo_column, ...}; each runs once, in order.
-MIGRATIONS: dict[int, Callable[[Engine], None]] = {}
+MIGRATIONS: dict[int, Callable[[Engine], None]] = {2: _add_custom_hostname}

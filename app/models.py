@@ -97,6 +97,9 @@ class Instance(InstanceBase, table=True):
     parent_id: int | None = Field(default=None, foreign_key='instances.id')
     restart_count: int = 0
     created_at: datetime = Field(default_factory=utc_now)
+    # The host name the original AiKore served this instance on (its use_custom_hostname), kept by
+    # the upgrade and shown; the proxy does not route it (the instance's origin is <slug>.<host>).
+    custom_hostname: str | None = None
 
 
 class InstanceUrls(BaseModel):
@@ -122,6 +125,7 @@ class InstancePublic(InstanceBase):
     restart_required: bool | None = None
     # How the app lives under /instance/<slug>/ (its launch.sh metadata, else its blueprint's): keep | strip | none
     path_mode: str = 'keep'
+    custom_hostname: str | None = None  # kept from the original AiKore (see Instance.custom_hostname)
 
     @field_serializer('created_at')
     def _created_at_iso(self, value: datetime) -> str:

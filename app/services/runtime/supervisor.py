@@ -24,7 +24,7 @@ from ... import lifecycle
 from ...config import Settings
 from ...models import Instance, InstancePublic, InstanceStatus, RestartPolicy
 from ..catalog import store
-from ..catalog.blueprints import BlueprintStore, ReadyCheck
+from ..catalog.blueprints import BlueprintStore, ReadyCheck, write_script_atomic
 from ..catalog.rows import InstanceRows
 from ..errors import Conflict, NotFound, ServiceError
 from ..files import disk_full
@@ -142,6 +142,7 @@ class Supervisor:
         """Prepare, spawn and record the run in one trip to a worker thread: when 20 instances
         start at once, every trip waits for a CPU, and the start call for every trip."""
         launch.restart_marker(self.settings, instance.name).unlink(missing_ok=True)
+        self._restore_missing_script(instance)
         prepared = launch.prepare(self.settings, instance, self.blueprints.functions_path, port)
         handle = self.executor.start(instance, prepared)
         fields: dict[str, object] = {
@@ -158,6 +159,17 @@ class Supervisor:
             self.executor.kill_now(handle)  # never leave a run nobody knows of
             raise
         return prepared, handle, row
+
+    def _restore_missing_script(self, instance: Instance) -> None:
+        """An instance without a launch.sh (a row upgraded from an older panel's database, whose
+        folder never had one) gets its blueprint's script, so it starts instead of failing."""
+        script = launch.script_path(self.settings, instance.name)
+        if script.is_file():
+            return
+        blueprint = self.blueprints.get(instance.blueprint)  # NotFound: the start fails with a sentence
+        script.parent.mkdir(parents=True, exist_ok=True)
+        write_script_atomic(script, blueprint.path.read_text(encoding='utf-8'))
+        log.info('%s had no launch.sh: copied the %s blueprint %s', instance.name, blueprint.source, blueprint.name)
 
     # ------------------------------------------------------------------ readiness
 
