@@ -66,6 +66,8 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     https_only: bool = False  # plain HTTP on AIKORE_PORT redirects to HTTPS
+    # The dashboard and /api/health warn while the data volume has less free (AIKORE_DISK_LOW_GB; 0: never).
+    disk_low_bytes: int = 5 * 10**9
 
     # --- the data directory layout (DESIGN "Data directory") ---
     @property
@@ -140,6 +142,7 @@ class Settings:
             tls_cert=Path(env['AIKORE_TLS_CERT']).resolve() if env.get('AIKORE_TLS_CERT') else None,
             tls_key=Path(env['AIKORE_TLS_KEY']).resolve() if env.get('AIKORE_TLS_KEY') else None,
             https_only=_flag(env, 'AIKORE_HTTPS_ONLY'),
+            disk_low_bytes=int(_number(env, 'AIKORE_DISK_LOW_GB', 5.0, float, minimum=0.0) * 10**9),
         )
 
 

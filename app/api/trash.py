@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel
 
 from ..models import InstancePublic, TrashEntry
 from ..services.core import Core
@@ -12,6 +13,7 @@ from .deps import get_core
 
 router = APIRouter(prefix='/trash', tags=['trash'])
 CoreDep = Annotated[Core, Depends(get_core)]
+FREED_HEADER = 'X-AiKore-Freed-Bytes'
 
 
 @router.get('')
@@ -24,7 +26,23 @@ async def restore(name: str, core: CoreDep) -> InstancePublic:
     return await core.instances.restore(name)
 
 
-@router.delete('/{name}', status_code=204)
+class TrashEmptied(BaseModel):
+    deleted: list[str]  # the entries deleted for good
+    freed_bytes: int
+
+
+@router.delete('', responses={200: {'description': 'Every entry deleted for good, and the bytes freed'}})
+async def empty_trash(core: CoreDep) -> TrashEmptied:
+    deleted, freed = await core.instances.empty_trash()
+    return TrashEmptied(deleted=deleted, freed_bytes=freed)
+
+
+@router.delete(
+    '/{name}',
+    status_code=204,
+    responses={204: {'description': 'Deleted for good', 'headers': {FREED_HEADER: {'schema': {'type': 'integer'}}}}},
+)
 async def purge(name: str, core: CoreDep) -> Response:
-    await core.instances.purge(name)
-    return Response(status_code=204)
+    """Deleted for good; the bytes it freed are in the X-AiKore-Freed-Bytes header (204 has no body)."""
+    freed = await core.instances.purge(name)
+    return Response(status_code=204, headers={FREED_HEADER: str(freed)})

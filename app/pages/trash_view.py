@@ -8,7 +8,9 @@ from datetime import datetime
 from nicegui import background_tasks, ui
 
 from ..services.core import Core
-from .feedback import attempt, confirm
+from ..services.monitoring.disk import human_bytes
+from .disk_view import DiskView
+from .feedback import attempt, confirm, notify
 
 
 def shown_time(iso: str) -> str:
@@ -26,7 +28,9 @@ class TrashView:
         with ui.row().classes('items-center w-full'):
             ui.label('Deleted instances').classes('font-medium')
             ui.space()
+            ui.button('Empty trash', on_click=self.empty).props('flat dense color=negative').mark('empty-trash')
             ui.button(icon='refresh', on_click=self.refresh).props('flat dense round').tooltip('Refresh')
+        self.disk = DiskView(core)
         self.orphans = ui.column().classes('w-full gap-1').mark('orphan-list')
         self.list = ui.column().classes('w-full gap-1').mark('trash-list')
         ui.timer(0, self.refresh, once=True)
@@ -92,8 +96,22 @@ class TrashView:
 
     def purge(self, name: str) -> None:
         async def purge() -> None:
-            await attempt(self.core.instances.purge(name), f'{name} deleted for good')
+            freed = await attempt(self.core.instances.purge(name))
+            if freed is not None:
+                notify(f'{name} deleted for good: {human_bytes(freed)} freed', type='positive')
             await self.refresh()
 
         confirm(f'Delete {name} and its files for good? This cannot be undone.', 'Delete forever', purge,
                 color='negative')  # fmt: skip
+
+    def empty(self) -> None:
+        async def empty() -> None:
+            done = await attempt(self.core.instances.empty_trash())
+            if done is not None:
+                names, freed = done
+                notify(f'{len(names)} trash entries deleted for good: {human_bytes(freed)} freed', type='positive')
+            await self.refresh()
+            await self.disk.refresh()
+
+        confirm('Delete everything in the trash for good? This cannot be undone.', 'Empty trash', empty,
+                color='negative', marker='confirm-empty-trash')  # fmt: skip

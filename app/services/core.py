@@ -22,6 +22,7 @@ from .consoles.log_stream import LogStreams
 from .consoles.terminals import Terminals
 from .errors import ServiceError
 from .events import EventBus
+from .monitoring.disk import LOW_DISK_PREFIX, DiskUsage, VolumeDisk, low_disk_problem
 from .monitoring.gpu_source import GpuSource, default_source
 from .monitoring.monitor import Monitor
 from .net.network import Network
@@ -44,6 +45,7 @@ class Core:
     sessions: Sessions
     monitor: Monitor
     network: Network
+    disk: DiskUsage
     log_streams: LogStreams = field(default_factory=LogStreams)
     terminals: Terminals = field(default_factory=Terminals)  # interactive shells (Terminal tab)
     ready: bool = False  # earlier runs re-adopted: requests may act on instances now
@@ -86,6 +88,7 @@ class Core:
             sessions=sessions,
             monitor=monitor,
             network=network,
+            disk=DiskUsage(settings, engine),
         )
 
     async def startup(self) -> None:
@@ -99,6 +102,8 @@ class Core:
         self.ready = True
         await self._step('Autostart', self._autostart)
         await self._step('Monitor', self.monitor.start)
+        self.disk.volume_checked = self.volume_checked
+        self.disk.start()
 
     async def _adopt(self) -> None:
         for problem in await self.supervisor.adopt_all():
@@ -141,6 +146,18 @@ class Core:
             self.problems[:] = kept
             self.problems_changed.publish(list(self.problems))
 
+    def volume_checked(self, volume: VolumeDisk) -> None:
+        """Say (health, dashboard) while the data volume is nearly full; quiet once it is not."""
+        problem = low_disk_problem(volume)
+        kept = [known for known in self.problems if not known.startswith(LOW_DISK_PREFIX)]
+        if problem is not None:
+            kept.append(problem)
+            if not any(known.startswith(LOW_DISK_PREFIX) for known in self.problems):
+                log.warning('%s', problem)  # once, when it begins
+        if kept != self.problems:
+            self.problems[:] = kept
+            self.problems_changed.publish(list(self.problems))
+
     async def adopt_orphan(self, name: str) -> InstancePublic:
         public = await self.orphans.adopt(name)
         await self.check_orphans()
@@ -165,6 +182,7 @@ class Core:
         return token
 
     async def shutdown(self) -> None:
+        self.disk.stop()
         await self.monitor.stop()
         self.log_streams.shutdown()
         await self.terminals.close_all()

@@ -39,6 +39,7 @@ from ..consoles import terminals
 from ..consoles.terminals import ShellSpec
 from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventBus
+from ..monitoring.disk import tree_size
 from ..monitoring.gpu_source import detected_gpu_count
 from ..net.urls import is_ip, split_entry
 from ..runtime import launch, logs
@@ -386,10 +387,24 @@ class InstanceService:
         (target / TRASH_RECORD).unlink(missing_ok=True)
         return row
 
-    async def purge(self, entry: str) -> None:
+    async def purge(self, entry: str) -> int:
+        """Delete a trash entry for good; answers the bytes it freed (as ``du -sb`` counts them)."""
         folder, _ = await asyncio.to_thread(self._trash_entry, entry)
+        freed = await asyncio.to_thread(tree_size, folder)
         await asyncio.to_thread(shutil.rmtree, folder)
-        log.info('Deleted trash entry %s for good', entry)
+        log.info('Deleted trash entry %s for good (%d bytes freed)', entry, freed)
+        return freed
+
+    async def empty_trash(self) -> tuple[list[str], int]:
+        """Delete every trash entry for good: their names and the bytes freed."""
+        names, freed = [], 0
+        for entry in await self.trash():
+            try:
+                freed += await self.purge(entry.name)
+            except NotFound:  # deleted meanwhile by another request
+                continue
+            names.append(entry.name)
+        return names, freed
 
     def _trash_entry(self, entry: str) -> tuple[Path, dict[str, Any]]:
         validation.instance_name(entry)

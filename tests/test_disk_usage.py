@@ -1,0 +1,98 @@
+"""Disk usage (issue 13 item 4): the figures of /api/disk match ``du -sb`` within 1 %, per instance
+split into code, environment, outputs and logs; the trash tells what deleting frees; a data
+volume under the low-disk threshold is a problem in /api/health."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from app.services.monitoring.disk import tree_size
+from tests.helpers import Panel
+
+
+def du(path: Path) -> int:
+    return int(subprocess.run(['du', '-sb', str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
+def close(found: int, expected: int) -> bool:
+    return abs(found - expected) <= max(expected, 1) * 0.01
+
+
+def fill(folder: Path, files: int, size: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(files):
+        (folder / f'file-{index}.bin').write_bytes(os.urandom(size))
+
+
+def test_tree_size_counts_as_du(tmp_path: Path) -> None:
+    root = tmp_path / 'tree'
+    fill(root / 'a' / 'b', 5, 70_000)
+    fill(root / 'c', 3, 123)
+    (root / 'link').symlink_to(root / 'a')  # counted as a link, not followed
+    os.link(root / 'c' / 'file-0.bin', root / 'hard')  # one file, two names: counted once
+    (root / 'empty').mkdir()
+    assert tree_size(root) == du(root)
+    assert tree_size(root / 'c' / 'file-1.bin') == 123
+    assert tree_size(tmp_path / 'missing') == 0
+
+
+def test_disk_figures_match_du(tmp_path: Path) -> None:
+    data = tmp_path / 'data'
+    panel = Panel(data, AIKORE_STOP_ON_EXIT='1', AIKORE_NGINX='off', AIKORE_DISK_LOW_GB='1000000000')
+    try:
+        panel.start()
+        kept = panel.create('keeper')
+        gone = panel.create('goner')
+        folder = data / 'instances' / 'keeper'
+        fill(folder / 'env' / 'lib', 20, 100_000)  # the environment (Demo declares none: ./env)
+        fill(folder / 'app', 10, 50_000)  # code
+        fill(folder / 'logs', 2, 30_000)
+        fill(data / 'outputs' / 'keeper', 4, 200_000)
+        fill(data / 'models' / 'checkpoints', 3, 400_000)
+        fill(data / 'instances' / 'goner' / 'env', 6, 100_000)
+        assert panel.client.delete(f'/instances/{gone["id"]}').status_code == 204
+
+        report = panel.client.get('/disk', params={'refresh': 1}).json()
+
+        [mine] = [item for item in report['instances'] if item['id'] == kept['id']]
+        assert close(mine['environment'], du(folder / 'env')), (mine, du(folder / 'env'))
+        assert close(mine['logs'], du(folder / 'logs'))
+        assert close(mine['code'] + mine['environment'] + mine['logs'], du(folder))
+        assert close(mine['outputs'], du(data / 'outputs' / 'keeper'))
+        assert mine['total'] == mine['code'] + mine['environment'] + mine['logs'] + mine['outputs']
+        assert mine['code'] >= 500_000 and mine['environment'] >= 2_000_000
+        assert close(report['models'], du(data / 'models'))
+        assert close(report['trash'], du(data / 'trash'))
+        [entry] = report['trash_entries']
+        assert close(entry['size'], du(data / 'trash' / entry['name']))
+        assert report['volume']['free'] > 0 and report['volume']['low'] is True
+
+        # kept until a refresh: a new file is not counted by a plain GET, it is after a refresh
+        fill(folder / 'env' / 'more', 1, 1_000_000)
+        assert panel.client.get('/disk').json()['computed_at'] == report['computed_at']
+        assert panel.client.get(f'/instances/{kept["id"]}/disk').json()['environment'] == mine['environment']
+        fresh = panel.client.get(f'/instances/{kept["id"]}/disk', params={'refresh': 1}).json()
+        assert close(fresh['environment'], du(folder / 'env'))
+        refreshed = panel.client.post('/disk/refresh').json()
+        [again] = [item for item in refreshed['instances'] if item['id'] == kept['id']]
+        assert again['environment'] == fresh['environment']
+        assert panel.client.get('/instances/999/disk').status_code == 404
+
+        # deleting a trash entry for good says what it freed
+        size = du(data / 'trash' / entry['name'])
+        purged = panel.client.delete(f'/trash/{entry["name"]}')
+        assert purged.status_code == 204
+        assert close(int(purged.headers['x-aikore-freed-bytes']), size)
+        assert panel.client.delete(f'/instances/{kept["id"]}').status_code == 204
+        emptied = panel.client.delete('/trash').json()
+        assert emptied['deleted'] == ['keeper'] and emptied['freed_bytes'] > 3_000_000
+        assert list((data / 'trash').iterdir()) == []
+
+        # the data volume is "low" under this threshold: health says so
+        health = panel.client.get('/health').json()
+        assert health['status'] == 'degraded'
+        assert any(problem.startswith('Low disk space') for problem in health['problems']), health
+    finally:
+        panel.stop()
