@@ -147,6 +147,8 @@ class BlueprintInfo(BaseModel):
     display_name: str
     ready: str
     stall_timeout: float
+    gpu: str = ''  # aikore.gpu: required | optional | none ('' when the blueprint does not say)
+    disk: str = ''  # aikore.disk: what an install takes, e.g. "20 GB"
 
 
 class LogChunk(BaseModel):

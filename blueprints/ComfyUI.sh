@@ -8,6 +8,8 @@
 # aikore.ready = http
 # aikore.stall_timeout = 900
 # aikore.path = strip
+# aikore.gpu = optional
+# aikore.disk = 15 GB
 ### AIKORE-METADATA-END ###
 #
 # Installs (first start) or updates (later starts) ComfyUI in this instance's

@@ -8,6 +8,8 @@
 # aikore.ready = http
 # aikore.stall_timeout = 900
 # aikore.path = none
+# aikore.gpu = required
+# aikore.disk = 30 GB
 ### AIKORE-METADATA-END ###
 #
 # FluxGym's Gradio UI is started by its own app.py (no root path option), so

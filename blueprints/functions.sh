@@ -198,6 +198,18 @@ aikore_git_sync() {
   _aikore_git_checkout "$dir" "$ref"
 }
 
+# aikore_git_submodules DIR : check out the submodules of checkout DIR at the
+# commits it records (recursively); offline, the existing ones are kept
+# (warning). For apps cloned with --recursive upstream (kohya_ss: sd-scripts).
+aikore_git_submodules() {
+  local dir=${1:?aikore_git_submodules: DIR required}
+  [[ -f "$dir/.gitmodules" ]] || return 0
+  aikore_log "Updating the submodules of $dir"
+  if ! _aikore_git "$dir" submodule update --init --recursive --quiet; then
+    aikore_warn "cannot update the submodules of $dir (offline?); keeping them as they are"
+  fi
+}
+
 # ---------------------------------------------------------------------------
 # Python environments
 # ---------------------------------------------------------------------------

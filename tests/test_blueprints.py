@@ -112,3 +112,21 @@ def test_custom_blueprint_crud(panel: Panel) -> None:
     assert panel.client.delete('/blueprints/my-tool').status_code == 204
     assert panel.client.get('/blueprints/my-tool').status_code == 404
     assert panel.client.delete('/blueprints/my-tool').status_code == 404
+
+
+LIBRARY = ('ComfyUI', 'FluxGym', 'JupyterLab', 'kohya_ss', 'InvokeAI', 'Forge', 'AIToolkit', 'OneTrainer')
+
+
+@pytest.mark.parametrize('name', LIBRARY)
+def test_library_blueprints_declare_what_they_need(name: str) -> None:
+    """Each stock app of the library: a venv, a readiness check with a stall timeout fit for a
+    first install, a path mode, what it needs (GPU, disk), and the port it is given."""
+    text = (STOCK_BLUEPRINTS_DIR / f'{name}.sh').read_text()
+    meta = parse_metadata(text, name)
+    assert (meta.venv_type, meta.venv_path) == ('venv', './env')
+    assert meta.ready.kind == 'http' and meta.stall_timeout >= 600
+    assert meta.path_mode in {'keep', 'strip', 'none'}
+    assert meta.extra['gpu'] in {'required', 'optional', 'none'}
+    assert meta.extra['disk'].endswith('GB')
+    assert '127.0.0.1' in text and 'WEBUI_PORT' in text and 'MODELS_DIR' in text
+    assert 'source "${AIKORE_FUNCTIONS}"' in text

@@ -27,6 +27,8 @@ def _info(blueprint: Blueprint) -> BlueprintInfo:
         display_name=meta.name,
         ready=str(meta.ready),
         stall_timeout=meta.stall_timeout,
+        gpu=meta.extra.get('gpu', ''),
+        disk=meta.extra.get('disk', ''),
     )
 
 

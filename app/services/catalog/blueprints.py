@@ -7,6 +7,8 @@ A blueprint is ``<Name>.sh``; its API name is the file stem. The metadata block 
     # aikore.ready = http            (http | tcp | log:<regex> | none)
     # aikore.stall_timeout = 600
     # aikore.path = keep             (keep | strip | none: how the app lives under /instance/<slug>/)
+    # aikore.gpu = required          (required | optional | none: what it needs; shown, not enforced)
+    # aikore.disk = 20 GB            (about what an install takes; shown)
     ### AIKORE-METADATA-END ###
 """
 
