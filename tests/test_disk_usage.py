@@ -7,9 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
+from nicegui.testing.user import User
+
+from app.models import InstanceCreate
+from app.services import core as core_module
 from app.services.monitoring.disk import tree_size
-from tests.helpers import Panel
+from tests.helpers import Panel, wait_until
 
 
 def du(path: Path) -> int:
@@ -96,3 +101,28 @@ def test_disk_figures_match_du(tmp_path: Path) -> None:
         assert any(problem.startswith('Low disk space') for problem in health['problems']), health
     finally:
         panel.stop()
+
+
+async def test_disk_pane_and_empty_trash_in_the_dashboard(ui_user: User) -> None:
+    """The Trash tab shows the disk figures (Refresh counts again) and Empty trash says what it freed."""
+    core = core_module.current()
+    instance = await core.instances.create(InstanceCreate(name='bulky', blueprint='Demo'))
+    fill(core.settings.instances_dir / 'bulky' / 'env', 3, 1_000_000)
+    await ui_user.open('/')
+    ui_user.find('Trash').click()
+    await ui_user.should_see(marker='disk-refresh', retries=50)
+    ui_user.find(marker='disk-refresh').click()
+    table = ui_user.find(marker='disk-table').elements.pop()
+
+    def bulky_row() -> dict[str, Any] | None:
+        return next((row for row in table.rows if row['name'] == 'bulky'), None)
+
+    await wait_until(lambda: bulky_row() is not None, what="bulky's sizes in the disk table")
+    assert bulky_row() == {**(bulky_row() or {}), 'environment': '3.0 MB', 'outputs': '0 B'}
+    await ui_user.should_see('free of', retries=50)
+    await core.instances.delete(instance.id)
+    ui_user.find(marker='empty-trash').click()
+    await ui_user.should_see(marker='confirm-empty-trash', retries=50)
+    ui_user.find(marker='confirm-empty-trash').click()
+    await ui_user.should_see('1 trash entries deleted for good: 3.0 MB freed', retries=100)
+    assert await core.instances.trash() == []
