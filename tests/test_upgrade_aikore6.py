@@ -158,7 +158,8 @@ def test_seed_row_without_script_starts(tmp_path: Path) -> None:
     """A row upgraded from the seed schema has no launch.sh: its start copies the blueprint's."""
     data = tmp_path / 'data'
     row = (5, 'seeded', 'Demo.sh', None, 0, 0, 0, 'stopped', None, None, None, None, 'port')
-    write_seed_db(data / 'aikore.db', [row])
+    lost = (6, 'lost', 'Gone.sh', None, 0, 0, 0, 'stopped', None, None, None, None, 'port')
+    write_seed_db(data / 'aikore.db', [row, lost])
     panel = Panel(data, AIKORE_STOP_ON_EXIT='1', AIKORE_NGINX='off')
     try:
         panel.start()
@@ -166,5 +167,7 @@ def test_seed_row_without_script_starts(tmp_path: Path) -> None:
         assert response.status_code == 202, response.text
         panel.wait_status(5, 'started')
         assert (data / 'instances' / 'seeded' / 'launch.sh').is_file()
+        refused = panel.client.post('/instances/6/start')  # no script, and no blueprint to copy it from
+        assert refused.status_code == 409 and 'save a launch script' in refused.json()['detail'], refused.text
     finally:
         panel.stop()

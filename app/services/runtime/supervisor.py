@@ -26,7 +26,7 @@ from ...models import Instance, InstancePublic, InstanceStatus, RestartPolicy
 from ..catalog import store
 from ..catalog.blueprints import BlueprintStore, ReadyCheck, write_script_atomic
 from ..catalog.rows import InstanceRows
-from ..errors import Conflict, NotFound, ServiceError
+from ..errors import Conflict, InvalidInput, NotFound, ServiceError
 from ..files import disk_full
 from ..tasks import BackgroundTasks
 from . import launch
@@ -166,7 +166,13 @@ class Supervisor:
         script = launch.script_path(self.settings, instance.name)
         if script.is_file():
             return
-        blueprint = self.blueprints.get(instance.blueprint)  # NotFound: the start fails with a sentence
+        try:
+            blueprint = self.blueprints.get(instance.blueprint)
+        except (NotFound, InvalidInput):
+            raise Conflict(
+                f'{script} is missing and its blueprint {instance.blueprint!r} is unknown: '
+                f'save a launch script for {instance.name!r} first'
+            ) from None
         script.parent.mkdir(parents=True, exist_ok=True)
         write_script_atomic(script, blueprint.path.read_text(encoding='utf-8'))
         log.info('%s had no launch.sh: copied the %s blueprint %s', instance.name, blueprint.source, blueprint.name)
