@@ -109,9 +109,12 @@ def test_corrupt_run_state_file_is_an_adoption_problem_not_a_hang(panels: StartP
 def test_dashboard_shows_the_problems(panels: StartPanel) -> None:
     """The banner comes with the page (checked in the HTML NiceGUI sends)."""
     first = panels()
-    first.create('no-script', blueprint='Demo', autostart=True)
+    first.put_blueprint('Passing', python_server_blueprint())
+    first.create('no-script', blueprint='Passing', autostart=True)
     first.stop_panel_only()
+    # No launch.sh, and no blueprint to copy one from (a missing script alone is restored at start)
     (first.data_dir / 'instances' / 'no-script' / 'launch.sh').unlink()
+    (first.data_dir / 'blueprints' / 'Passing.sh').unlink()
 
     second = panels()
     problem = wait_for(lambda: health(second).get('problems'), 10, what='a problem')[0]
