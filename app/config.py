@@ -66,6 +66,14 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     https_only: bool = False  # plain HTTP on AIKORE_PORT redirects to HTTPS
+    # --- the Slurm executor (README "Slurm"); off unless AIKORE_SLURM=1 or AIKORE_SLURM_CONF ---
+    slurm: bool = False
+    slurm_conf: Path | None = None  # SLURM_CONF for the cluster's commands (None: theirs)
+    slurm_bin: Path | None = None  # the folder of sbatch, squeue, scontrol, scancel (None: PATH)
+    slurm_partition: str | None = None  # the default partition (None: the cluster's default)
+    slurm_data_dir: Path | None = None  # the data directory as the nodes see it (None: the same path)
+    slurm_python: str | None = None  # the nodes' Python 3 for the job's gate (None: this panel's)
+    slurm_poll: float = 2.0  # seconds between two looks at the queue
 
     # --- the data directory layout (DESIGN "Data directory") ---
     @property
@@ -140,7 +148,18 @@ class Settings:
             tls_cert=Path(env['AIKORE_TLS_CERT']).resolve() if env.get('AIKORE_TLS_CERT') else None,
             tls_key=Path(env['AIKORE_TLS_KEY']).resolve() if env.get('AIKORE_TLS_KEY') else None,
             https_only=_flag(env, 'AIKORE_HTTPS_ONLY'),
+            slurm=_flag(env, 'AIKORE_SLURM') or bool(env.get('AIKORE_SLURM_CONF')),
+            slurm_conf=_path(env, 'AIKORE_SLURM_CONF'),
+            slurm_bin=_path(env, 'AIKORE_SLURM_BIN'),
+            slurm_partition=env.get('AIKORE_SLURM_PARTITION') or None,
+            slurm_data_dir=Path(env['AIKORE_SLURM_DATA_DIR']) if env.get('AIKORE_SLURM_DATA_DIR') else None,
+            slurm_python=env.get('AIKORE_SLURM_PYTHON') or None,
+            slurm_poll=_seconds_between(env, 'AIKORE_SLURM_POLL', 2.0, 0.05, 60.0),
         )
+
+
+def _path(env: dict[str, str], name: str) -> Path | None:
+    return Path(env[name]).expanduser().resolve() if env.get(name) else None
 
 
 def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:

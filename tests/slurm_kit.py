@@ -81,7 +81,8 @@ class SlurmCluster:
     def _check_alive(self, name: str) -> None:
         process = self.processes[name]
         if process.poll() is not None:
-            raise AssertionError(f'Slurm could not start here: {name} exited with {process.returncode}{self._tail(name)}')
+            tail = self._tail(name)
+            raise AssertionError(f'Slurm could not start here: {name} exited with {process.returncode}{tail}')
 
     def _tail(self, name: str) -> str:
         texts = []
@@ -201,42 +202,43 @@ def _write_config(cluster: SlurmCluster) -> None:
         'CgroupPlugin=cgroup/v1\nConstrainCores=no\nConstrainRAMSpace=no\nConstrainDevices=no\n'
     )
     (root / 'slurm.conf').write_text(
-        '\n'.join([
-            'ClusterName=aikoretest',
-            f'SlurmctldHost={host}(127.0.0.1)',
-            f'SlurmctldPort={cluster.ctld_port}',
-            'AuthType=auth/munge',
-            'CredType=cred/munge',
-            f'AuthInfo=socket={cluster.munge_socket}',
-            'SlurmUser=root',
-            'SlurmdUser=root',
-            f'StateSaveLocation={root / "state"}',
-            f'SlurmdSpoolDir={root / "spool"}/%n',
-            f'SlurmctldPidFile={root / "run" / "slurmctld.pid"}',
-            f'SlurmdPidFile={root / "run" / "slurmd-%n.pid"}',
-            f'SlurmctldLogFile={root / "log" / "slurmctld.log"}',
-            f'SlurmdLogFile={root / "log" / "slurmd-%n.log"}',
-            'ProctrackType=proctrack/cgroup',
-            'TaskPlugin=task/none',
-            'SelectType=select/cons_tres',
-            'SelectTypeParameters=CR_Core',
-            'GresTypes=gpu',
-            'AccountingStorageType=accounting_storage/none',
-            'JobCompType=jobcomp/filetxt',
-            f'JobCompLoc={root / "log" / "jobcomp.txt"}',
-            'ReturnToService=2',
-            'SchedulerType=sched/backfill',
-            'SchedulerParameters=sched_interval=1',
-            'MinJobAge=300',
-            'KillWait=2',
-            'MpiDefault=none',
-            'SlurmdTimeout=300',
-            'SlurmctldTimeout=300',
-            'InactiveLimit=0',
-            'SlurmdParameters=config_overrides',  # 4 CPUs per node whatever this machine has
-            *node_lines,
-            f'PartitionName=gpu Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=UP',
-            '',
-        ])
+        '\n'.join(
+            [
+                'ClusterName=aikoretest',
+                f'SlurmctldHost={host}(127.0.0.1)',
+                f'SlurmctldPort={cluster.ctld_port}',
+                'AuthType=auth/munge',
+                'CredType=cred/munge',
+                f'AuthInfo=socket={cluster.munge_socket}',
+                'SlurmUser=root',
+                'SlurmdUser=root',
+                f'StateSaveLocation={root / "state"}',
+                f'SlurmdSpoolDir={root / "spool"}/%n',
+                f'SlurmctldPidFile={root / "run" / "slurmctld.pid"}',
+                f'SlurmdPidFile={root / "run" / "slurmd-%n.pid"}',
+                f'SlurmctldLogFile={root / "log" / "slurmctld.log"}',
+                f'SlurmdLogFile={root / "log" / "slurmd-%n.log"}',
+                'ProctrackType=proctrack/cgroup',
+                'TaskPlugin=task/none',
+                'SelectType=select/cons_tres',
+                'SelectTypeParameters=CR_Core',
+                'GresTypes=gpu',
+                'AccountingStorageType=accounting_storage/none',
+                'JobCompType=jobcomp/filetxt',
+                f'JobCompLoc={root / "log" / "jobcomp.txt"}',
+                'ReturnToService=2',
+                'SchedulerType=sched/backfill',
+                'SchedulerParameters=sched_interval=1',
+                'MinJobAge=300',
+                'KillWait=2',
+                'MpiDefault=none',
+                'SlurmdTimeout=300',
+                'SlurmctldTimeout=300',
+                'InactiveLimit=0',
+                'SlurmdParameters=config_overrides',  # 4 CPUs per node whatever this machine has
+                *node_lines,
+                f'PartitionName=gpu Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=UP',
+                '',
+            ]
+        )
     )
-
