@@ -55,7 +55,7 @@ def test_everything_else_is_refused() -> None:
 
 
 def test_named_groups() -> None:
-    assert {S.STARTING, S.STARTED, S.STALLED, S.STOPPING} == lifecycle.RUNNING
+    assert {S.QUEUED, S.STARTING, S.STARTED, S.STALLED, S.STOPPING} == lifecycle.RUNNING  # queued: a Slurm job
     assert all(s.is_running == (s in lifecycle.RUNNING) for s in S)
     assert {S.STOPPED, S.ERROR} == lifecycle.STARTABLE
     assert {S.STOPPED, S.ERROR} == lifecycle.DELETABLE

@@ -32,7 +32,7 @@ from ...lifecycle import ACTIVATABLE, SERVING
 from ...models import Instance, InstancePublic
 from ..catalog import store
 from ..catalog.rows import InstanceRows
-from ..errors import InvalidInput, Conflict, NotFound
+from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventBus
 from ..runtime import units
 from ..runtime.launch import port_in_use

@@ -120,7 +120,8 @@ async def main(argv: list[str]) -> int:
     secret = read_secret(options['--secret-file'])
     app_port = free_loopback_port()
     gate = Gate(secret, app_port)
-    server = await asyncio.start_server(gate.serve, host=None, port=0, limit=HEAD_MAX)
+    # One socket (host=None would open one per address family, each on a port of its own).
+    server = await asyncio.start_server(gate.serve, host='0.0.0.0', port=0, limit=HEAD_MAX)
     gate_port = server.sockets[0].getsockname()[1]
     node = os.environ.get('SLURMD_NODENAME') or socket.gethostname()
     endpoint = options['--endpoint-file']
