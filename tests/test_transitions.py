@@ -36,6 +36,13 @@ ALLOWED = {
     (S.STARTED, S.ERROR),
     (S.STOPPING, S.STOPPED),
     (S.STOPPING, S.ERROR),
+    # a Slurm job: submitted -> queued -> it runs (starting), or is stopped or fails while queued
+    (S.STOPPED, S.QUEUED),
+    (S.ERROR, S.QUEUED),
+    (S.QUEUED, S.STARTING),
+    (S.QUEUED, S.STOPPING),
+    (S.QUEUED, S.STOPPED),
+    (S.QUEUED, S.ERROR),
 }
 
 
