@@ -65,6 +65,9 @@ def test_slurm_instances_queue_run_route_stop_and_readopt(tmp_path: Path, slurm_
             assert start(panel, instance_id)['status'] == 'queued'
         first, second = (panel.wait_status(i, 'started', timeout=60) for i in ids[:2])
         assert {first['node'], second['node']} == {'vm1', 'vm2'}
+        cluster = panel.client.get('/slurm/nodes').json()
+        assert cluster['configured'] and cluster['unreachable_since'] is None
+        assert {(n['name'], n['gpus'], n['gpus_used']) for n in cluster['nodes']} == {('vm1', 2, 2), ('vm2', 2, 2)}
         for instance in (first, second):
             text = wait_for(lambda i=instance: 'gpus=' in log_text(panel, i['id']) and log_text(panel, i['id']), 10)
             assert f'gpus=0,1 node={instance["node"]}' in text
