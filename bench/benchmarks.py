@@ -43,6 +43,7 @@ from .dashboard import dashboard, dashboards_open
 from .desktop import desktop
 from .log_flood import log_flood
 from .proxy import proxy
+from .slurm import slurm
 
 TWENTY = 20
 
@@ -714,6 +715,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Result]]] = {
     'container': container,
     'log_flood': log_flood,
     'desktop': desktop,
+    'slurm': slurm,
 }
 
 # What a failed benchmark's row(s) show: (key, label, target, target_text, original, unit).
