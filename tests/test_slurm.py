@@ -11,13 +11,20 @@ app bound to a node's loopback is out of reach from *other* machines (every node
 
 from __future__ import annotations
 
+import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
+from app.db import SLURM_COLUMNS, prepare_database
+from app.models import Executor, Instance
+from app.services.catalog import store
+from app.services.runtime.job_gate import checked_head
+from app.services.runtime.slurm import gpu_count
 from tests.helpers import Panel, blueprint, gone, wait_for
 from tests.netkit import ECHO_APP, auth, proxied_panel, wait_routed
 from tests.slurm_kit import SlurmCluster
@@ -144,3 +151,32 @@ def test_what_a_slurm_instance_cannot_do(tmp_path: Path, slurm_cluster: SlurmClu
 def test_slurm_needs_a_configured_cluster(panel: Panel) -> None:
     response = panel.client.post('/instances', json={'name': 's', 'blueprint': 'Demo', 'executor': 'slurm'})
     assert response.status_code == 422 and 'AIKORE_SLURM' in response.text
+
+
+def test_schema_1_rows_gain_the_slurm_columns(tmp_path: Path) -> None:
+    """A schema-1 database (before the Slurm executor) upgrades in place: every row stays local."""
+    db = tmp_path / 'aikore.db'
+    engine = prepare_database(db)
+    store.add(engine, Instance(name='old', slug='old', blueprint='Demo'))
+    engine.dispose()
+    with closing(sqlite3.connect(db)) as conn:  # back to schema 1: without the columns
+        for definition in SLURM_COLUMNS:
+            conn.execute(f'ALTER TABLE instances DROP COLUMN {definition.split()[0]}')
+        conn.execute('PRAGMA user_version = 1')
+        conn.commit()
+    engine = prepare_database(db)
+    row = store.list_all(engine)[0]
+    assert row.executor == Executor.LOCAL and row.slurm_job_id is None and row.cluster_unreachable_since is None
+
+
+def test_gate_head_check_andgpu_counts() -> None:
+    """The gate's header check (the secret removed before the app sees the request) and how
+    ``scontrol show node -d`` GPU fields are counted."""
+    head = b'GET / HTTP/1.1\r\nHost: x\r\nX-AiKore-Job: s3cret\r\nAccept: */*\r\n\r\n'
+    assert checked_head(head, b's3cret') == (True, False, b'GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n')
+    assert checked_head(head, b'other')[0] is False
+    assert checked_head(b'GET / HTTP/1.1\r\nHost: x\r\n\r\n', b's3cret')[0] is False
+    probe = b'GET / HTTP/1.1\r\nx-aikore-job: s3cret\r\nX-AiKore-Probe: tcp\r\n\r\n'
+    assert checked_head(probe, b's3cret')[:2] == (True, True)
+    fields = ('gpu:2', 'gpu:2(IDX:0-1)', 'gpu:0(IDX:N/A)', 'gpu:a100:4(S:0),mps:100', '')
+    assert [gpu_count(text) for text in fields] == [2, 2, 0, 4, 0]

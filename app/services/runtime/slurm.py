@@ -152,13 +152,13 @@ class SlurmCommands:
         for line in self.run('scontrol', 'show', 'node', '-d', '-o').splitlines():
             fields = dict(re.findall(r'(\w+)=(\S*)', line))
             if 'NodeName' in fields:
-                gpus, used = _gpu_count(fields.get('Gres', '')), _gpu_count(fields.get('GresUsed', ''))
+                gpus, used = gpu_count(fields.get('Gres', '')), gpu_count(fields.get('GresUsed', ''))
                 nodes.append(NodeInfo(fields['NodeName'], fields.get('State', '').lower(), fields.get('NodeAddr', ''),
                                       gpus, used))  # fmt: skip
         return nodes
 
 
-def _gpu_count(gres: str) -> int:
+def gpu_count(gres: str) -> int:
     """``gpu:2`` or ``gpu:1(IDX:0)`` or ``gpu:tesla:2(S:0)`` -> the count."""
     total = 0
     for item in re.split(r',(?![^(]*\))', gres):

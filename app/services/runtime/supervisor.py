@@ -202,8 +202,9 @@ class Supervisor:
             if since is not None and instance.status not in lifecycle.RUNNING:
                 continue
             if instance.cluster_unreachable_since != since:
-                with contextlib.suppress(ServiceError):
-                    await self.rows.update(instance.id, cluster_unreachable_since=since)
+                async with self.rows.hold(instance.id):
+                    with contextlib.suppress(ServiceError):
+                        await self.rows.update(instance.id, cluster_unreachable_since=since)
 
     def _ports_in_use(self) -> set[int]:
         low, high = self.settings.port_range
