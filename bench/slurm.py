@@ -1,6 +1,6 @@
 """Submit -> ``started`` through Slurm vs a local start of the same app, interleaved in one run,
 on the tests' real one-machine Slurm (``tests/slurm_kit.py``: two nodes, two fake GPUs each,
-polled every 0.2 s); and the panel's CPU while it follows 20 queued Slurm instances."""
+polled every 0.2 s); and the panel's CPU while it follows 20 Slurm instances (2 running, 18 queued)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def slurm(ctx: Context) -> list[Result]:
         for _ in range(runs):
             local_times.append(_started(panel, local))
             slurm_times.append(_started(panel, job))
-        # 20 queued jobs (each asks for 3 GPUs: more than a node has, so they stay pending)
-        ids = [int(panel.create(f'q{n}', 'BenchHttp', executor='slurm', gpu_ids=[0, 1, 2])['id']) for n in range(20)]
+        # 20 instances of two GPUs each: one runs on each node, the other 18 stay queued (Resources)
+        ids = [int(panel.create(f'q{n}', 'BenchHttp', executor='slurm', gpu_ids=[0, 1])['id']) for n in range(20)]
         for instance_id in ids:
             post(panel, f'/instances/{instance_id}/start')
         assert panel.process is not None
@@ -61,6 +61,6 @@ def slurm(ctx: Context) -> list[Result]:
                value=median(slurm_times), target=5.0, target_text='<= 5 s', original='-',
                baseline=median(local_times), baseline_label='local start -> started',
                note=f'n={runs}, poll 0.2 s', samples=slurm_times),
-        Result(key='slurm_poll_cpu', label='slurm: panel CPU, 20 queued instances', unit='%', value=cpu,
+        Result(key='slurm_poll_cpu', label='slurm: panel CPU, 20 Slurm instances', unit='%', value=cpu,
                target=5.0, target_text='<= 5 % core', original='-', note='poll 0.2 s'),
     ]  # fmt: skip

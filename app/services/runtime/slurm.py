@@ -61,6 +61,12 @@ class SlurmUnreachable(ServiceError):
     status_code = 503
 
 
+class SlurmRefused(ServiceError):
+    """Slurm answered, and will not take the job (no such partition, more GPUs than a node has)."""
+
+    status_code = 422
+
+
 @dataclass(frozen=True)
 class JobInfo:
     state: str
@@ -135,7 +141,12 @@ class SlurmCommands:
         return jobs
 
     def submit(self, args: list[str], env: dict[str, str]) -> str:
-        return self.run('sbatch', '--parsable', *args, env=env).strip().split(';')[0]
+        try:
+            return self.run('sbatch', '--parsable', *args, env=env).strip().split(';')[0]
+        except SlurmUnreachable as exc:
+            if 'submission failed' in exc.detail:  # Slurm answered: the job can never run as asked
+                raise SlurmRefused(f'Slurm refused the job: {exc.detail}') from None
+            raise
 
     def cancel(self, job_id: str) -> None:
         self.run('scancel', job_id)
