@@ -22,6 +22,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from tests.helpers import free_port, wait_for
 
 NODES = ('vm1', 'vm2')
@@ -105,16 +107,31 @@ class SlurmCluster:
             process.wait(5)
 
     def cancel_all(self) -> None:
-        """Cancel every job left in the cluster (tests end their own; this is the safety net)."""
-        if 'slurmctld' in self.processes:
-            self.command('scancel', '--full', '-u', 'root')
+        """Cancel every job left in the cluster and wait until none runs (tests end their own;
+        this is the safety net)."""
+        if 'slurmctld' not in self.processes:
+            return
+        self.command('scancel', '--full', '-u', 'root')
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: not self.command('squeue', '-h', '-o', '%i').stdout.strip(), 20, 0.1, 'jobs to end')
 
     def stop(self) -> None:
         self.cancel_all()
         for name in ('slurmctld', *NODES, 'munged'):
             self._end(name)
-        # A job step's slurmstepd may outlive its slurmd by a moment: it runs in our temp tree.
+        # A job's slurmstepd is no child of ours (slurmd daemonizes it); one that outlived its
+        # slurmd still holds a file of this cluster's folder open: that is how it is found.
+        for process in psutil.process_iter(['name']):
+            if (process.info['name'] or '').startswith('slurmstepd') and self._holds_our_files(process):
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _holds_our_files(self, process: psutil.Process) -> bool:
+        try:
+            return any(Path(f.path).is_relative_to(self.root) for f in process.open_files())
+        except psutil.Error:
+            return False
 
 
 def require_tools() -> None:
