@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -31,17 +32,20 @@ from tests.slurm_kit import SlurmCluster
 
 # The app, and a grandchild that leaves the job step's process group (setsid): only cgroup
 # process tracking finds it when the job is cancelled.
-SLURM_ECHO = blueprint(
+SLURM_ECHO_BODY = (
     'echo "gpus=$CUDA_VISIBLE_DEVICES node=$SLURMD_NODENAME"\n'
     '(setsid bash -c "exec -a aikore-marker-$INSTANCE_NAME sleep 1000" &)\n'
-    f'exec {sys.executable} -u {ECHO_APP}',
-    name='SlurmEcho',
+    f'exec {sys.executable} -u {ECHO_APP}'
 )
+SLURM_ECHO = blueprint(SLURM_ECHO_BODY, name='SlurmEcho')
+STALL_TIMEOUT = 2.0  # SlurmEchoShort's: far less than its job waits in the queue here
+SLURM_ECHO_SHORT = blueprint(SLURM_ECHO_BODY, stall_timeout=STALL_TIMEOUT, name='SlurmEchoShort')
 
 
 def slurm_panel(data_dir: Path, cluster: SlurmCluster) -> Panel:
     panel = proxied_panel(data_dir, AIKORE_SLURM_CONF=str(cluster.conf), AIKORE_SLURM_POLL='0.2')
     panel.put_blueprint('SlurmEcho', SLURM_ECHO)
+    panel.put_blueprint('SlurmEchoShort', SLURM_ECHO_SHORT)
     return panel
 
 
@@ -66,7 +70,8 @@ def test_slurm_instances_queue_run_route_stop_and_readopt(tmp_path: Path, slurm_
     panel = slurm_panel(tmp_path / 'data', slurm_cluster)
     try:
         # Two GPUs each: one node each; a third waits for resources.
-        ids = [panel.create(name, 'SlurmEcho', gpu_ids=[0, 1], executor='slurm')['id'] for name in ('ja', 'jb', 'jc')]
+        ids = [panel.create(name, 'SlurmEcho', gpu_ids=[0, 1], executor='slurm')['id'] for name in ('ja', 'jb')]
+        ids.append(panel.create('jc', 'SlurmEchoShort', gpu_ids=[0, 1], executor='slurm')['id'])
         assert panel.instance(ids[0])['public_port'] is None
         for instance_id in ids[:2]:
             assert start(panel, instance_id)['status'] == 'queued'
@@ -83,10 +88,15 @@ def test_slurm_instances_queue_run_route_stop_and_readopt(tmp_path: Path, slurm_
             assert httpx.get(f'http://127.0.0.1:{instance["internal_port"]}/', timeout=5).status_code == 403
 
         start(panel, ids[2])
+        submitted = time.monotonic()
         queued = wait_for(
             lambda: (i := panel.instance(ids[2]))['status_detail'] == 'queued: Resources' and i, 30, what='Resources'
         )
         assert queued['status'] == 'queued'
+        # The stall timer starts when the job runs, not when it is submitted: still queued (not
+        # stalled) well past its stall timeout.
+        wait_for(lambda: time.monotonic() - submitted > 2 * STALL_TIMEOUT, 10, 0.1, 'twice the stall timeout')
+        assert panel.instance(ids[2])['status'] == 'queued'
 
         # Stop kills the job's whole tree (also what left its process group), and the third job runs.
         stray = wait_for(lambda: marker('ja'), 10, what='the stray process of ja')

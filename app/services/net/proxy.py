@@ -35,8 +35,7 @@ from ..catalog import store
 from ..events import EventBus
 from ..files import PRIVATE, write_atomic
 from ..runtime import desktop
-from ..runtime.slurm import NODE_ADDR_RE
-from ..runtime.supervisor import slurm_secret
+from ..runtime.slurm import NODE_ADDR_RE, job_secret
 from . import tls
 from .nginx import ManagedMaster, Nginx, NginxError
 from .path_modes import PathModes
@@ -260,7 +259,7 @@ class Proxy:
     def _job_route(self, instance: Instance, mode: str) -> Route:
         """A Slurm instance: to its job's gate on its node, with the job's secret (none yet: no route)."""
         assert instance.id is not None
-        secret = slurm_secret(self.settings, instance.name)
+        secret = job_secret(self.settings, instance.name)
         host = instance.node_addr or ''
         if not (secret and TOKEN_RE.fullmatch(secret) and NODE_ADDR_RE.fullmatch(host)):
             return Route(instance.id, instance.slug, None, mode)

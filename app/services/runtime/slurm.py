@@ -100,6 +100,18 @@ class JobWatch:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def secret_path(settings: Settings, name: str) -> Path:
+    return launch.instance_dir(settings, name) / 'run' / 'job-secret'
+
+
+def job_secret(settings: Settings, name: str) -> str:
+    """The per-job secret the job's gate wants (``job_gate.py``) and nginx sends; '' when there is none."""
+    try:
+        return secret_path(settings, name).read_text().strip()
+    except OSError:
+        return ''
+
+
 class SlurmCommands:
     """The cluster's command-line tools (blocking: called in worker threads)."""
 
@@ -182,8 +194,6 @@ def gpu_count(gres: str) -> int:
 class SlurmExecutor:
     """Runs instances as Slurm jobs (``executor.Executor``, plus what a queue adds: see ``wait_running``)."""
 
-    queued = True  # a start goes through the ``queued`` status
-
     def __init__(self, settings: Settings, commands: SlurmCommands | None = None) -> None:
         self.settings = settings
         self.commands = commands or SlurmCommands(settings)
@@ -224,7 +234,7 @@ class SlurmExecutor:
         prepared.exit_file.unlink(missing_ok=True)
         endpoint = run_dir / 'endpoint'
         endpoint.unlink(missing_ok=True)
-        secret_file = run_dir / 'job-secret'
+        secret_file = secret_path(self.settings, instance.name)
         write_atomic(secret_file, secrets.token_urlsafe(32) + '\n', PRIVATE)
         tools = self._tools_dir()
         python = self.settings.slurm_python or sys.executable
@@ -323,8 +333,9 @@ class SlurmExecutor:
                     job.on_exit()
 
     async def _reachability(self, error: str | None) -> None:
+        """Remember whether the last command answered; tell the supervisor when that changes."""
+        self.last_error = error
         if (error is None) == (self.unreachable_since is None):
-            self.last_error = error or self.last_error
             return
         if error is not None:
             self.unreachable_since = utc_now()
@@ -332,7 +343,6 @@ class SlurmExecutor:
         else:
             self.unreachable_since = None
             log.info('Slurm answers again')
-        self.last_error = error
         if self.on_reachability is not None:
             await self.on_reachability(self.unreachable_since)
 

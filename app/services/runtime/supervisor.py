@@ -35,7 +35,7 @@ from .desktop import Desktops
 from .executor import LocalExecutor, RunHandle
 from .executor import read_exit_file as read_exit_file  # where tests and tools look for it
 from .readiness import ReadinessProbe, probe_interval
-from .slurm import SlurmExecutor
+from .slurm import SlurmExecutor, job_secret
 
 AnyExecutor = LocalExecutor | SlurmExecutor
 
@@ -179,7 +179,7 @@ class Supervisor:
         endpoint = await slurm.wait_running(run.handle, pending)
         if endpoint is None:
             return  # ended while queued: the exit handler records it
-        secret = await asyncio.to_thread(slurm_secret, self.settings, run.name)
+        secret = await asyncio.to_thread(job_secret, self.settings, run.name)
         run.host, run.port, run.probe_headers = endpoint.addr, endpoint.port, {'X-AiKore-Job': secret}
         where = {'node': endpoint.node, 'node_addr': endpoint.addr, 'internal_port': endpoint.port}
         async with self.rows.hold(run.instance_id):
@@ -534,7 +534,7 @@ class Supervisor:
         assert instance.id is not None
         slurm = self._slurm()
         run = Run(instance.id, handle, instance.internal_port, executor=slurm, host=instance.node_addr or '127.0.0.1')
-        secret = await asyncio.to_thread(slurm_secret, self.settings, instance.name)
+        secret = await asyncio.to_thread(job_secret, self.settings, instance.name)
         run.probe_headers = {'X-AiKore-Job': secret}
         self._runs[instance.id] = run
         self._watch_exit(run)
@@ -581,14 +581,6 @@ class Supervisor:
 
 class CorruptRunState(RuntimeError):
     """A file a run left behind cannot be read (reported as a start-up problem)."""
-
-
-def slurm_secret(settings: Settings, name: str) -> str:
-    """The per-job secret the job's gate wants (``job_gate.py``); '' when there is none."""
-    try:
-        return (launch.instance_dir(settings, name) / 'run' / 'job-secret').read_text().strip()
-    except OSError:
-        return ''
 
 
 def ended(exit_code: int | None) -> dict[str, Any]:
