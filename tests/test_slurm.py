@@ -154,6 +154,13 @@ def test_what_a_slurm_instance_cannot_do(tmp_path: Path, slurm_cluster: SlurmClu
         created = panel.create('q', 'SlurmEcho', executor='slurm')
         response = panel.client.post(f'/instances/{created["id"]}/activate')
         assert response.status_code == 422 and 'Slurm' in response.text
+        response = panel.client.patch(f'/instances/{created["id"]}', json={'persistent': True})
+        assert response.status_code == 422 and 'desktop' in response.text
+        # A job Slurm will never take is refused at once, with Slurm's words; the row stays stopped.
+        nowhere = panel.create('r', 'SlurmEcho', executor='slurm', slurm_partition='nope')
+        response = panel.client.post(f'/instances/{nowhere["id"]}/start')
+        assert response.status_code == 422 and 'partition' in response.text.lower()
+        assert panel.instance(nowhere['id'])['status'] == 'stopped'
     finally:
         panel.stop()
 
