@@ -68,6 +68,14 @@ class Settings:
     https_only: bool = False  # plain HTTP on AIKORE_PORT redirects to HTTPS
     # The dashboard and /api/health warn while the data volume has less free (AIKORE_DISK_LOW_GB; 0: never).
     disk_low_bytes: int = 5 * 10**9
+    # --- the Slurm executor (README "Slurm"); off unless AIKORE_SLURM=1 or AIKORE_SLURM_CONF ---
+    slurm: bool = False
+    slurm_conf: Path | None = None  # SLURM_CONF for the cluster's commands (None: theirs)
+    slurm_bin: Path | None = None  # the folder of sbatch, squeue, scontrol, scancel (None: PATH)
+    slurm_partition: str | None = None  # the default partition (None: the cluster's default)
+    slurm_data_dir: Path | None = None  # the data directory as the nodes see it (None: the same path)
+    slurm_python: str | None = None  # the nodes' Python 3 for the job's gate (None: this panel's)
+    slurm_poll: float = 2.0  # seconds between two looks at the queue
 
     # --- the data directory layout (DESIGN "Data directory") ---
     @property
@@ -143,7 +151,18 @@ class Settings:
             tls_key=Path(env['AIKORE_TLS_KEY']).resolve() if env.get('AIKORE_TLS_KEY') else None,
             https_only=_flag(env, 'AIKORE_HTTPS_ONLY'),
             disk_low_bytes=int(_number(env, 'AIKORE_DISK_LOW_GB', 5.0, float, minimum=0.0) * 10**9),
+            slurm=_flag(env, 'AIKORE_SLURM') or bool(env.get('AIKORE_SLURM_CONF')),
+            slurm_conf=_path(env, 'AIKORE_SLURM_CONF'),
+            slurm_bin=_path(env, 'AIKORE_SLURM_BIN'),
+            slurm_partition=env.get('AIKORE_SLURM_PARTITION') or None,
+            slurm_data_dir=Path(env['AIKORE_SLURM_DATA_DIR']) if env.get('AIKORE_SLURM_DATA_DIR') else None,
+            slurm_python=env.get('AIKORE_SLURM_PYTHON') or None,
+            slurm_poll=_seconds_between(env, 'AIKORE_SLURM_POLL', 2.0, 0.05, 60.0),
         )
+
+
+def _path(env: dict[str, str], name: str) -> Path | None:
+    return Path(env[name]).expanduser().resolve() if env.get(name) else None
 
 
 def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -28,7 +28,7 @@ from .models import INSTANCE_NAME_RE, OUTPUT_SEGMENT_RE, Instance, utc_now
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaError(RuntimeError):
@@ -246,5 +246,27 @@ def _add_custom_hostname(engine: Engine) -> None:
             conn.exec_driver_sql('ALTER TABLE instances ADD COLUMN custom_hostname VARCHAR')
 
 
+SLURM_COLUMNS = (
+    "executor VARCHAR(5) NOT NULL DEFAULT 'LOCAL'",  # SQLAlchemy stores an enum's member name
+    'slurm_partition VARCHAR',
+    'slurm_node VARCHAR',
+    'slurm_time_limit VARCHAR',
+    'slurm_job_id VARCHAR',
+    'node VARCHAR',
+    'node_addr VARCHAR',
+    'status_detail VARCHAR',
+    'cluster_unreachable_since DATETIME',
+)
+
+
+def _add_slurm_columns(engine: Engine) -> None:
+    """Schema 3: the Slurm executor's columns (issue 14); every existing instance stays local."""
+    with engine.begin() as conn:
+        columns = {row[1] for row in conn.exec_driver_sql('PRAGMA table_info(instances)')}
+        for definition in SLURM_COLUMNS:
+            if definition.split()[0] not in columns:
+                conn.exec_driver_sql(f'ALTER TABLE instances ADD COLUMN {definition}')
+
+
 # Schema steps after version 1 go here: {2: add_foo_column, ...}; each runs once, in order.
-MIGRATIONS: dict[int, Callable[[Engine], None]] = {2: _add_custom_hostname}
+MIGRATIONS: dict[int, Callable[[Engine], None]] = {2: _add_custom_hostname, 3: _add_slurm_columns}

@@ -13,6 +13,7 @@ from enum import StrEnum
 
 class InstanceStatus(StrEnum):
     STOPPED = 'stopped'
+    QUEUED = 'queued'  # a cluster job waits for its resources (Slurm's reason in ``status_detail``)
     STARTING = 'starting'
     STARTED = 'started'
     STALLED = 'stalled'
@@ -30,20 +31,24 @@ S = InstanceStatus
 # previous -> the statuses it may change to. A run that ends on its own goes to stopped (code 0)
 # or error; a stop goes through stopping; a row whose run the panel no longer holds is set stopped.
 TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
-    S.STOPPED: frozenset({S.STARTING}),
-    S.ERROR: frozenset({S.STARTING, S.STOPPED}),
+    S.STOPPED: frozenset({S.STARTING, S.QUEUED}),
+    S.ERROR: frozenset({S.STARTING, S.QUEUED, S.STOPPED}),
+    # A cluster job: submitted -> queued; it runs -> starting (the stall timer starts only then).
+    S.QUEUED: frozenset({S.STARTING, S.STOPPING, S.STOPPED, S.ERROR}),
     S.STARTING: frozenset({S.STARTED, S.STALLED, S.STOPPING, S.STOPPED, S.ERROR}),
     S.STALLED: frozenset({S.STARTED, S.STOPPING, S.STOPPED, S.ERROR}),
     S.STARTED: frozenset({S.STOPPING, S.STOPPED, S.ERROR}),
     S.STOPPING: frozenset({S.STOPPED, S.ERROR}),
 }
 
-RUNNING = frozenset({S.STARTING, S.STARTED, S.STALLED, S.STOPPING})  # a process may exist
+# a process (or a cluster job) may exist
+RUNNING = frozenset({S.QUEUED, S.STARTING, S.STARTED, S.STALLED, S.STOPPING})
 SERVING = frozenset({S.STARTED, S.STALLED})  # the app answered once: its public port is mapped
 READY = frozenset({S.STARTED})  # Open / View URLs exist
 ACTIVATABLE = frozenset({S.STARTING, S.STARTED, S.STALLED})  # the port is mapped once the app serves
-STARTABLE = frozenset(s for s, targets in TRANSITIONS.items() if S.STARTING in targets)
+STARTABLE = frozenset(s for s, targets in TRANSITIONS.items() if S.STARTING in targets) - RUNNING
 DELETABLE = frozenset(S) - RUNNING  # also: renaming and changing the blueprint
+QUEUED = frozenset({S.QUEUED})  # waiting for a cluster's resources
 BUSY = frozenset({S.STARTING, S.STOPPING})  # on the way to another state (the dashboard shows a spinner)
 
 

@@ -26,6 +26,13 @@ class AccessPattern(StrEnum):
     PATH = 'path'
 
 
+class Executor(StrEnum):
+    """Where an instance runs: on this machine, or as a job on a Slurm cluster's nodes."""
+
+    LOCAL = 'local'
+    SLURM = 'slurm'
+
+
 class RestartPolicy(StrEnum):
     NEVER = 'never'
     ON_FAILURE = 'on-failure'
@@ -60,6 +67,11 @@ class InstanceBase(SQLModel):
     access_pattern: AccessPattern = AccessPattern.PORT
     output_path: str | None = None
     restart_policy: RestartPolicy = RestartPolicy.NEVER
+    executor: Executor = Executor.LOCAL
+    # Slurm only (None: the cluster's default): the partition, a node to run on, the job's time limit
+    slurm_partition: str | None = None
+    slurm_node: str | None = None
+    slurm_time_limit: str | None = None
 
 
 class InstanceCreate(InstanceBase):
@@ -76,6 +88,10 @@ class InstanceUpdate(SQLModel):
     access_pattern: AccessPattern | None = None
     output_path: str | None = None
     restart_policy: RestartPolicy | None = None
+    executor: Executor | None = None
+    slurm_partition: str | None = None
+    slurm_node: str | None = None
+    slurm_time_limit: str | None = None
 
 
 class Instance(InstanceBase, table=True):
@@ -100,6 +116,13 @@ class Instance(InstanceBase, table=True):
     # The host name the original AiKore served this instance on (its use_custom_hostname), kept by
     # the upgrade and shown; the proxy does not route it (the instance's origin is <slug>.<host>).
     custom_hostname: str | None = None
+    # A Slurm run: its job, the node it runs on and that node's address (nginx's upstream), what
+    # its status waits for ("queued: Resources"), and since when the cluster does not answer.
+    slurm_job_id: str | None = None
+    node: str | None = None
+    node_addr: str | None = None
+    status_detail: str | None = None
+    cluster_unreachable_since: datetime | None = None
 
 
 class InstanceUrls(BaseModel):
@@ -126,10 +149,18 @@ class InstancePublic(InstanceBase):
     # How the app lives under /instance/<slug>/ (its launch.sh metadata, else its blueprint's): keep | strip | none
     path_mode: str = 'keep'
     custom_hostname: str | None = None  # kept from the original AiKore (see Instance.custom_hostname)
+    slurm_job_id: str | None = None
+    node: str | None = None
+    status_detail: str | None = None
+    cluster_unreachable_since: datetime | None = None
 
     @field_serializer('created_at')
     def _created_at_iso(self, value: datetime) -> str:
         return iso_utc(value)
+
+    @field_serializer('cluster_unreachable_since')
+    def _unreachable_iso(self, value: datetime | None) -> str | None:
+        return iso_utc(value) if value is not None else None
 
 
 class TrashEntry(BaseModel):

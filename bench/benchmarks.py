@@ -43,6 +43,7 @@ from .dashboard import dashboard, dashboards_open
 from .desktop import desktop
 from .log_flood import log_flood
 from .proxy import proxy
+from .slurm import slurm
 
 TWENTY = 20
 
@@ -714,10 +715,15 @@ BENCHMARKS: dict[str, Callable[[Context], list[Result]]] = {
     'container': container,
     'log_flood': log_flood,
     'desktop': desktop,
+    'slurm': slurm,
 }
 
 # What a failed benchmark's row(s) show: (key, label, target, target_text, original, unit).
 PLACEHOLDERS: dict[str, list[tuple[str, str, float, str, str, str]]] = {
+    'slurm': [
+        ('slurm_started', 'slurm: submit -> "started" (median)', 5.0, '<= 5 s', '-', 's'),
+        ('slurm_poll_cpu', 'slurm: panel CPU, 20 Slurm instances', 5.0, '<= 5 % core', '-', '%'),
+    ],
     'desktop': [
         ('desktop_first_frame', 'desktop: app ready -> first frame', 2.0, '<= 2 s', '-', 's'),
         ('desktop_idle_cpu', 'desktop: CPU, no viewer', 1.0, '<= 1 % core', '-', '%'),

@@ -31,6 +31,9 @@ if [ "${1:-}" = "--test" ]; then # what only the test suite needs:
   need newuidmap uidmap
   need slirp4netns slirp4netns
   [ -x /usr/sbin/debootstrap ] || need debootstrap debootstrap
+  # the Slurm executor's tests: a real controller and two node daemons (tests/slurm_kit.py)
+  [ -x /usr/sbin/slurmctld ] || need slurmctld slurm-wlm
+  [ -x /usr/sbin/munged ] || need munged munge
 fi
 
 if [ ${#packages[@]} -eq 0 ]; then

@@ -11,7 +11,9 @@ from nicegui.testing.user_simulation import user_simulation
 from playwright.sync_api import Browser, sync_playwright
 
 from app.services.access.sessions import SESSION_COOKIE
+from tests import slurm_kit
 from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, free_port
+from tests.slurm_kit import SlurmCluster
 
 # Every panel a test starts (in-process, as a subprocess, under supervisord) serves no HTTPS
 # unless the test asks: they would all want port 9443.
@@ -36,6 +38,17 @@ def shared_panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Panel]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope='session')
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A real Slurm (munged, slurmctld, two slurmd nodes with two fake GPUs each) for the session;
+    fails with the reason when Slurm cannot start here (never skips)."""
+    cluster = slurm_kit.start(tmp_path_factory.mktemp('slurm'))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 UI_MAIN = Path(__file__).with_name('ui_main.py')

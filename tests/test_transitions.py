@@ -36,6 +36,13 @@ ALLOWED = {
     (S.STARTED, S.ERROR),
     (S.STOPPING, S.STOPPED),
     (S.STOPPING, S.ERROR),
+    # a Slurm job: submitted -> queued -> it runs (starting), or is stopped or fails while queued
+    (S.STOPPED, S.QUEUED),
+    (S.ERROR, S.QUEUED),
+    (S.QUEUED, S.STARTING),
+    (S.QUEUED, S.STOPPING),
+    (S.QUEUED, S.STOPPED),
+    (S.QUEUED, S.ERROR),
 }
 
 
@@ -55,7 +62,7 @@ def test_everything_else_is_refused() -> None:
 
 
 def test_named_groups() -> None:
-    assert {S.STARTING, S.STARTED, S.STALLED, S.STOPPING} == lifecycle.RUNNING
+    assert {S.QUEUED, S.STARTING, S.STARTED, S.STALLED, S.STOPPING} == lifecycle.RUNNING  # queued: a Slurm job
     assert all(s.is_running == (s in lifecycle.RUNNING) for s in S)
     assert {S.STOPPED, S.ERROR} == lifecycle.STARTABLE
     assert {S.STOPPED, S.ERROR} == lifecycle.DELETABLE

@@ -7,7 +7,7 @@ import contextlib
 
 from nicegui import ui
 
-from ..models import AccessPattern, InstanceCreate, RestartPolicy
+from ..models import AccessPattern, Executor, InstanceCreate, RestartPolicy
 from ..services.catalog import validation
 from ..services.catalog.blueprints import Blueprint
 from ..services.core import Core
@@ -108,6 +108,12 @@ async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
         show_port_hint()
         access = ui.select(ACCESS_LABELS, label='Access', value='port').classes('w-full')
         policy = ui.select([p.value for p in RestartPolicy], label='Restart policy', value='never').classes('w-full')
+        # Offered only when a cluster is configured: a Slurm job gets as many GPUs as are chosen here.
+        executor = ui.select({'local': 'This machine', 'slurm': 'Slurm cluster (GPU count from GPUs)'},
+                             label='Runs on', value='local').classes('w-full').mark('create-executor')  # fmt: skip
+        partition = ui.input('Slurm partition (empty: the default)').classes('w-full').mark('create-partition')
+        executor.set_visibility(core.settings.slurm)
+        partition.bind_visibility_from(executor, 'value', backward=lambda value: value == 'slurm')
         problem = ui.label().classes('text-sm text-negative').mark('create-error')
         problem.set_visibility(False)
 
@@ -130,9 +136,11 @@ async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
                 gpu_ids=gpu_ids,
                 autostart=autostart.value,
                 persistent=persistent.value,
-                public_port=int(port.value) if port.value is not None else None,
+                public_port=int(port.value) if port.value is not None and executor.value == 'local' else None,
                 access_pattern=AccessPattern(access.value),
                 restart_policy=RestartPolicy(policy.value),
+                executor=Executor(executor.value),
+                slurm_partition=(partition.value or None) if executor.value == 'slurm' else None,
             )
             try:
                 await core.instances.create(data)

@@ -14,6 +14,7 @@ from ..services.net.urls import why_unreachable
 ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}
 STATUS_COLORS = {
     InstanceStatus.STOPPED: 'grey-7',
+    InstanceStatus.QUEUED: 'indigo-5',
     InstanceStatus.STARTING: 'amber-8',
     InstanceStatus.STARTED: 'positive',
     InstanceStatus.STALLED: 'orange-9',
@@ -24,9 +25,25 @@ GB = 1024**3
 
 
 def status_text(instance: InstancePublic) -> str:
+    """The status, with what a queued job waits for and a cluster that does not answer."""
     if instance.status == InstanceStatus.ERROR and instance.exit_code is not None:
-        return f'error ({instance.exit_code})'
-    return str(instance.status)
+        text = f'error ({instance.exit_code})'
+    elif instance.status in lifecycle.QUEUED and instance.status_detail:
+        text = instance.status_detail
+    else:
+        text = str(instance.status)
+    if instance.cluster_unreachable_since is not None:
+        text += f' · cluster unreachable since {instance.cluster_unreachable_since:%H:%M:%S} UTC'
+    return text
+
+
+def where_text(instance: InstancePublic) -> str:
+    """The PID column: the runner's PID here, a Slurm run's job and node."""
+    if instance.executor != 'slurm':
+        return str(instance.pid or '—')
+    if not instance.status.is_running or not instance.slurm_job_id:
+        return 'slurm'
+    return f'slurm job {instance.slurm_job_id}' + (f' on {instance.node}' if instance.node else '')
 
 
 def size(nbytes: int) -> str:
@@ -79,8 +96,10 @@ def activation(instance: InstancePublic) -> dict[str, Any]:
             title = f'Public port {port} is reserved: it is mapped once {instance.name} serves'
         return {'activate_label': 'Deactivate', 'activate_color': 'positive' if serving else 'warning',
                 'activate_enabled': True, 'activate_title': title}  # fmt: skip
-    enabled = instance.status in lifecycle.ACTIVATABLE
+    enabled = instance.status in lifecycle.ACTIVATABLE and instance.executor != 'slurm'
     title = f'Map public port {instance.public_port} to {instance.name}' if enabled else 'Start the instance first'
+    if instance.executor == 'slurm':
+        title = 'A Slurm instance is reached through the proxy (no public port)'
     return {'activate_label': 'Activate', 'activate_color': 'grey-8', 'activate_enabled': enabled,
             'activate_title': title}  # fmt: skip
 
@@ -112,7 +131,8 @@ def row_data(
         'status': status_text(instance),
         'color': STATUS_COLORS[instance.status],
         'busy': instance.status in lifecycle.BUSY,
-        'pid': str(instance.pid or '—'),
+        'pid': where_text(instance),
+        'executor': instance.executor.value,
         'usage': usage,
         'port': instance.public_port,
         'port_title': f'Public port {instance.public_port}' if instance.public_port else 'No public port',

@@ -16,10 +16,12 @@ from nicegui import Client, background_tasks, ui
 
 from ..services.core import Core
 from ..services.monitoring.sampler import GpuStats, Sample
+from ..services.runtime.slurm import SlurmUnreachable
 
 POINTS = 600  # points kept per trace in a chart (10 minutes at the default 1 s)
 INTERVAL_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 GIB = 1024**3
+SLURM_REFRESH = 5.0  # seconds between two looks at the cluster's nodes
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +135,23 @@ class MonitorPane:
         if latest is not None:
             for gpu in latest.gpus:
                 self._add_gpu(gpu, history)
+        if core.supervisor.slurm is not None:  # per-node GPU allocation, as Slurm reports it
+            self.slurm_label = ui.label('Slurm: …').classes('text-sm whitespace-pre-line').mark('slurm-nodes')
+            ui.timer(SLURM_REFRESH, self._show_slurm_nodes)
         unsubscribe = core.monitor.events.subscribe(self.add_sample)
         ui.context.client.on_delete(unsubscribe)
         background_tasks.create(self._go_live(ui.context.client), name='monitor charts')
+
+    async def _show_slurm_nodes(self) -> None:
+        slurm = self.core.supervisor.slurm
+        assert slurm is not None
+        try:
+            nodes = await asyncio.to_thread(slurm.nodes)
+        except SlurmUnreachable as exc:
+            self.slurm_label.set_text(f'Slurm unreachable: {exc.detail}')
+            return
+        lines = [f'{n.name} ({n.state}): {n.gpus_used}/{n.gpus} GPUs allocated' + _jobs_text(n.jobs) for n in nodes]
+        self.slurm_label.set_text('Slurm nodes\n' + '\n'.join(lines))
 
     async def _go_live(self, client: Client) -> None:
         await client.connected()
@@ -213,6 +229,10 @@ class MonitorPane:
             return  # the label already shows the limit; no notification per click
         chosen = self.core.monitor.set_interval(steps[0] if direction > 0 else steps[-1])
         self._show_interval(chosen)
+
+
+def _jobs_text(jobs: tuple[str, ...]) -> str:
+    return f' · {", ".join(jobs)}' if jobs else ''
 
 
 def _vram_percent(gpu: GpuStats | None) -> float | None:

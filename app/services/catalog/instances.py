@@ -25,6 +25,7 @@ from ...lifecycle import DELETABLE, STARTABLE
 from ...models import (
     NAME_MAX,
     AccessPattern,
+    Executor,
     Instance,
     InstanceCreate,
     InstancePublic,
@@ -42,7 +43,7 @@ from ..events import EventBus
 from ..monitoring.disk import tree_size
 from ..monitoring.gpu_source import detected_gpu_count
 from ..net.urls import is_ip, split_entry
-from ..runtime import launch, logs
+from ..runtime import launch, logs, slurm
 from ..runtime.desktop import folder as desktop_folder
 from ..runtime.supervisor import Supervisor
 from . import store, validation
@@ -87,6 +88,8 @@ class InstanceService:
     async def shell_spec(self, instance_id: int) -> ShellSpec:
         """A bash in the instance's folder with the environment of a run (its current GPUs and port)."""
         instance = await self.get(instance_id)
+        if instance.executor == Executor.SLURM:
+            raise InvalidInput(f'{instance.name!r} runs on Slurm: its terminal (a shell on its node) is not built yet')
         return await asyncio.to_thread(
             terminals.instance_shell, self.settings, instance, self.blueprints.functions_path
         )
@@ -110,7 +113,9 @@ class InstanceService:
     def _create(self, data: InstanceCreate) -> Instance:
         name = validation.instance_name(data.name)
         blueprint = self.blueprints.get(data.blueprint)
-        gpu_ids = validation.gpu_ids(data.gpu_ids, self.gpu_count())
+        on_slurm = data.executor == Executor.SLURM
+        slurm.check_options(self.settings, data.executor, data.model_dump())
+        gpu_ids = validation.gpu_ids(data.gpu_ids, None if on_slurm else self.gpu_count())  # Slurm: a count
         port = validation.public_port(data.public_port, self.settings.port_range)
         output = validation.output_path(data.output_path) if data.output_path is not None else name
         self._ensure_name_free(name)
@@ -124,10 +129,14 @@ class InstanceService:
             gpu_ids=gpu_ids,
             autostart=data.autostart,
             persistent=data.persistent,
-            public_port=port if port is not None else self.suggest_public_port(),
+            public_port=port if port is not None or on_slurm else self.suggest_public_port(),
             access_pattern=self._access_pattern(data.access_pattern),
             output_path=output,
             restart_policy=data.restart_policy,
+            executor=data.executor,
+            slurm_partition=data.slurm_partition,
+            slurm_node=data.slurm_node,
+            slurm_time_limit=data.slurm_time_limit,
         )
         (folder / 'logs').mkdir(parents=True)
         try:
@@ -153,8 +162,18 @@ class InstanceService:
             if key in sent and sent[key] is None:
                 raise InvalidInput(f'{key} cannot be null')
         changes: dict[str, Any] = {}
+        executor = sent.get('executor') or current.executor
+        if executor != current.executor and running:
+            raise Conflict(f'Stop {current.name!r} before changing where it runs')
+        merged = {**current.model_dump(), **sent}
+        if 'executor' in sent or executor == Executor.SLURM:
+            slurm.check_options(self.settings, executor, {**merged, 'public_port': sent.get('public_port')})
+        for key in ('executor', 'slurm_partition', 'slurm_node', 'slurm_time_limit'):
+            if key in sent:
+                changes[key] = sent[key]
         if 'gpu_ids' in sent:
-            changes['gpu_ids'] = validation.gpu_ids(sent['gpu_ids'], self.gpu_count())
+            local = executor != Executor.SLURM
+            changes['gpu_ids'] = validation.gpu_ids(sent['gpu_ids'], self.gpu_count() if local else None)
         if 'public_port' in sent:
             changes['public_port'] = validation.public_port(sent['public_port'], self.settings.port_range)
         if 'output_path' in sent:

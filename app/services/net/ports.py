@@ -32,7 +32,7 @@ from ...lifecycle import ACTIVATABLE, SERVING
 from ...models import Instance, InstancePublic
 from ..catalog import store
 from ..catalog.rows import InstanceRows
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventBus
 from ..runtime import units
 from ..runtime.launch import port_in_use
@@ -125,6 +125,8 @@ class Ports:
         assert instance.id is not None
         instance_id = instance.id
         port = instance.public_port
+        if instance.executor == 'slurm':
+            raise InvalidInput(f'{instance.name!r} runs on Slurm: it is reached through the proxy, not a public port')
         if port is None:
             raise Conflict(f'{instance.name!r} has no public port: set public_port first')
         current = self._forwarders.get(instance_id)

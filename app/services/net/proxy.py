@@ -28,13 +28,14 @@ import jinja2
 from sqlalchemy.engine import Engine
 
 from ...config import Settings
-from ...models import SLUG_RE, InstancePublic
+from ...models import SLUG_RE, Instance, InstancePublic
 from ..access import auth
 from ..access.sessions import PANEL_COOKIES
 from ..catalog import store
 from ..events import EventBus
 from ..files import PRIVATE, write_atomic
 from ..runtime import desktop
+from ..runtime.slurm import NODE_ADDR_RE, job_secret
 from . import tls
 from .nginx import ManagedMaster, Nginx, NginxError
 from .path_modes import PathModes
@@ -61,6 +62,8 @@ class Route:
     slug: str
     port: int | None
     path_mode: str = 'keep'  # aikore.path: keep | strip | none (app.services.net.path_modes)
+    host: str = '127.0.0.1'  # a Slurm job: its node's address (the port is its gate's)
+    secret: str | None = None  # a Slurm job: the per-job secret its gate wants (X-AiKore-Job)
 
 
 @dataclass
@@ -169,7 +172,9 @@ class Proxy:
     def _on_instance(self, public: InstancePublic) -> None:
         seen = self._seen.get(public.id)
         mode = self._path_mode(public.name, public.blueprint)
-        if public.status.is_running:
+        if public.executor == 'slurm':
+            changed = True  # its node and secret are not in the event: apply() compares the routes
+        elif public.status.is_running:
             changed = seen != Route(public.id, public.slug, public.internal_port, mode)
         else:  # the API hides a stopped instance's port; its route keeps it
             changed = seen is None or seen.slug != public.slug or seen.path_mode != mode
@@ -245,8 +250,20 @@ class Proxy:
                 log.warning('Instance %r has a slug nginx cannot route; skipped', instance.name)
                 continue
             mode = self._path_mode(instance.name, instance.blueprint)
-            routes.append(Route(instance.id, instance.slug, instance.internal_port, mode))
+            if instance.executor == 'slurm':
+                routes.append(self._job_route(instance, mode))
+            else:
+                routes.append(Route(instance.id, instance.slug, instance.internal_port, mode))
         return tuple(routes)
+
+    def _job_route(self, instance: Instance, mode: str) -> Route:
+        """A Slurm instance: to its job's gate on its node, with the job's secret (none yet: no route)."""
+        assert instance.id is not None
+        secret = job_secret(self.settings, instance.name)
+        host = instance.node_addr or ''
+        if not (secret and TOKEN_RE.fullmatch(secret) and NODE_ADDR_RE.fullmatch(host)):
+            return Route(instance.id, instance.slug, None, mode)
+        return Route(instance.id, instance.slug, instance.internal_port, mode, host, secret)
 
     def _path_mode(self, name: str, blueprint: str) -> str:
         return self.path_modes.mode(name, blueprint) if self.path_modes is not None else 'keep'

@@ -62,6 +62,7 @@ class RunHandle:
     popen: subprocess.Popen[bytes] | None = None  # None when re-adopted from an earlier panel
     spec: units.ProcessSpec | None = None  # None when re-adopted
     unit: units.Unit | None = None  # once watched
+    job_id: str | None = None  # a cluster job (``slurm.py``): pid is 0, nothing of it runs here
 
 
 class Executor(Protocol):
@@ -112,16 +113,7 @@ class LocalExecutor:
         return RunHandle(instance.name, popen.pid, processes.start_time(popen.pid), popen, spec)
 
     def _spec(self, prepared: launch.Launch) -> units.ProcessSpec:
-        command = [
-            sys.executable, '-I', '-S', str(RUNNER),
-            '--log', str(prepared.log_path),
-            '--max-bytes', str(self.settings.log_max_bytes),
-            '--backups', str(self.settings.log_backups),
-            '--cursor-file', str(logs.cursor_path(prepared.log_path)),
-            '--base', str(prepared.log_run_base),
-            '--exit-file', str(prepared.exit_file),
-            '--', launch.bash(), str(prepared.script),
-        ]  # fmt: skip
+        command = runner_command(self.settings, prepared)
         return units.ProcessSpec(
             'runner', command, cwd=prepared.instance_dir, env=prepared.env, output=prepared.log_path
         )
@@ -189,6 +181,20 @@ class LocalExecutor:
     async def clean(self, handle_pid: int) -> None:
         if await asyncio.to_thread(processes.group_members, handle_pid):
             await processes.end_group(handle_pid, self.settings.stop_grace, GROUP_POLL)
+
+
+def runner_command(settings: Settings, prepared: launch.Launch) -> list[str]:
+    """``runner.py`` around the launch script (also what a Slurm job runs under its gate)."""
+    return [
+        sys.executable, '-I', '-S', str(RUNNER),
+        '--log', str(prepared.log_path),
+        '--max-bytes', str(settings.log_max_bytes),
+        '--backups', str(settings.log_backups),
+        '--cursor-file', str(logs.cursor_path(prepared.log_path)),
+        '--base', str(prepared.log_run_base),
+        '--exit-file', str(prepared.exit_file),
+        '--', launch.bash(), str(prepared.script),
+    ]  # fmt: skip
 
 
 def read_exit_file(path: Path, runner_pid: int | None) -> int | None:

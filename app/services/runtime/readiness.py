@@ -34,14 +34,15 @@ async def tcp_open(port: int, host: str = '127.0.0.1') -> bool:
     return True
 
 
-async def http_answers(port: int, host: str = '127.0.0.1') -> bool:
+async def http_answers(port: int, host: str = '127.0.0.1', headers: dict[str, str] | None = None) -> bool:
     """True when ``GET /`` gets any HTTP answer below 500."""
     try:
         reader, writer = await asyncio.open_connection(host, port)
     except OSError:
         return False
+    extra = ''.join(f'{name}: {value}\r\n' for name, value in (headers or {}).items())
     try:
-        writer.write(f'GET / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n'.encode())
+        writer.write(f'GET / HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}Connection: close\r\n\r\n'.encode())
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), HTTP_TIMEOUT)
     except (OSError, TimeoutError):
@@ -83,17 +84,28 @@ class LogWatcher:
 class ReadinessProbe:
     """One probe for one run of an instance."""
 
-    def __init__(self, check: ReadyCheck, port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        check: ReadyCheck,
+        port: int,
+        log_path: Path,
+        host: str = '127.0.0.1',
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.check = check
         self.port = port
+        self.host = host
+        self.headers = headers or {}  # a Slurm job's gate (``job_gate.py``): its secret
         self.log_watcher = LogWatcher(log_path, check.pattern) if check.kind == 'log' and check.pattern else None
 
     async def ready(self) -> bool:
         kind = self.check.kind
         if kind == 'none':
             return True
+        if kind == 'tcp' and self.headers:  # the gate answers whether the app's port is open
+            return await http_answers(self.port, self.host, {**self.headers, 'X-AiKore-Probe': 'tcp'})
         if kind == 'tcp':
-            return await tcp_open(self.port)
+            return await tcp_open(self.port, self.host)
         if self.log_watcher is not None:
             return await asyncio.to_thread(self.log_watcher.matched)
-        return await http_answers(self.port)
+        return await http_answers(self.port, self.host, self.headers)

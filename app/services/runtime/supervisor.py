@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ from .desktop import Desktops
 from .executor import LocalExecutor, RunHandle
 from .executor import read_exit_file as read_exit_file  # where tests and tools look for it
 from .readiness import ReadinessProbe, probe_interval
+from .slurm import SlurmExecutor, job_secret
+
+AnyExecutor = LocalExecutor | SlurmExecutor
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,9 @@ class Run:
     stop_task: asyncio.Task[None] | None = None
     persistent: bool = False  # as it was at start: a change applies at the next start
     desktop_task: asyncio.Task[None] | None = None
+    executor: AnyExecutor | None = None  # None: the supervisor's local one
+    host: str = '127.0.0.1'  # where the app (a Slurm job: its gate) listens
+    probe_headers: dict[str, str] = field(default_factory=dict)  # a Slurm job's gate wants its secret
 
     @property
     def app_url(self) -> str:
@@ -82,6 +89,9 @@ class Supervisor:
         self.blueprints = blueprints
         self.rows = rows
         self.executor = executor or LocalExecutor(settings)
+        self.slurm = SlurmExecutor(settings) if settings.slurm else None
+        if self.slurm is not None:
+            self.slurm.on_reachability = self._cluster_reachability
         self._runs: dict[int, Run] = {}
         self._pending_restarts: dict[int, asyncio.Task[None]] = {}
         self._background = BackgroundTasks('Supervisor')
@@ -95,7 +105,7 @@ class Supervisor:
 
     def running_pids(self) -> dict[int, int]:
         """{instance id: runner PID} of the runs held now; the runner leads the instance's process tree."""
-        return {instance_id: run.handle.pid for instance_id, run in self._runs.items()}
+        return {instance_id: run.handle.pid for instance_id, run in self._runs.items() if run.handle.pid}
 
     def running_names(self) -> dict[int, str]:
         return {instance_id: run.name for instance_id, run in self._runs.items()}
@@ -110,6 +120,8 @@ class Supervisor:
             instance, routed = await asyncio.to_thread(self._load, instance_id)
             if instance_id in self._runs or instance.status not in lifecycle.STARTABLE:
                 raise Conflict(f'Instance {instance.name!r} is already running ({instance.status})')
+            if instance.executor == 'slurm':
+                return await self._submit(instance, automatic)
             taken = self._ports_in_use() | {port for other, port in routed.items() if other != instance_id}
             # Chosen on the event loop (quick syscalls) so concurrent starts never pick the same port;
             # the last run's port again when it is free, so nginx's route for it stays valid.
@@ -129,6 +141,71 @@ class Supervisor:
         log.info('Started %s (pid %s, port %s)', instance.name, handle.pid, port)
         return public
 
+    async def _submit(self, instance: Instance, automatic: bool) -> InstancePublic:
+        """A Slurm instance: submit its job (status ``queued``); ``_follow_job`` takes it from there.
+        Caller holds the lock."""
+        assert instance.id is not None
+        slurm = self._slurm()
+        prepared, handle, row = await asyncio.to_thread(self._launch, instance, 0, automatic, slurm)
+        run = Run(instance.id, handle, None, executor=slurm)
+        self._runs[instance.id] = run
+        self._watch_exit(run)
+        public = self.rows.publish(row)
+        run.ready_task = self._spawn_task(self._follow_job(run, prepared.meta.ready, prepared.meta.stall_timeout))
+        log.info('Queued %s as Slurm job %s', instance.name, handle.job_id)
+        return public
+
+    def _slurm(self) -> SlurmExecutor:
+        if self.slurm is None:
+            raise Conflict('This instance runs on Slurm, which is not configured (AIKORE_SLURM=1 or AIKORE_SLURM_CONF)')
+        return self.slurm
+
+    def _executor_for(self, instance: Instance) -> AnyExecutor:
+        return self._slurm() if instance.executor == 'slurm' else self.executor
+
+    def _of(self, run: Run) -> AnyExecutor:
+        return run.executor or self.executor
+
+    async def _follow_job(self, run: Run, check: ReadyCheck, stall_timeout: float) -> None:
+        """Queued until the job runs (Slurm's reason in ``status_detail``), then ``starting`` at its
+        node and port (nginx routes there, the stall timer starts), then readiness as for a local run."""
+        slurm = self._slurm()
+
+        async def pending(reason: str) -> None:
+            async with self.rows.hold(run.instance_id):
+                if self._runs.get(run.instance_id) is run and not run.stopping:
+                    await self.rows.update(run.instance_id, status_detail=f'queued: {reason}')
+
+        endpoint = await slurm.wait_running(run.handle, pending)
+        if endpoint is None:
+            return  # ended while queued: the exit handler records it
+        secret = await asyncio.to_thread(job_secret, self.settings, run.name)
+        run.host, run.port, run.probe_headers = endpoint.addr, endpoint.port, {'X-AiKore-Job': secret}
+        where = {'node': endpoint.node, 'node_addr': endpoint.addr, 'internal_port': endpoint.port}
+        async with self.rows.hold(run.instance_id):
+            if self._runs.get(run.instance_id) is not run or run.stopping:
+                return
+            status = (await asyncio.to_thread(store.get, self.engine, run.instance_id)).status
+            if status == InstanceStatus.QUEUED:
+                await self.rows.set_status(run.instance_id, InstanceStatus.STARTING, status_detail=None, **where)
+            else:  # re-adopted while starting or stalled
+                await self.rows.update(run.instance_id, **where)
+        log.info('%s runs on %s (%s:%s)', run.name, endpoint.node, endpoint.addr, endpoint.port)
+        log_path = slurm.log_path(run.name)
+        await self._await_ready(run, check, stall_timeout, log_path, 0.0, stalled=status == InstanceStatus.STALLED)
+
+    async def _cluster_reachability(self, since: datetime | None) -> None:
+        """Slurm stopped (or resumed) answering: its instances keep their status, flagged meanwhile."""
+        for instance in await asyncio.to_thread(store.list_all, self.engine):
+            if instance.executor != 'slurm' or instance.id is None:
+                continue
+            if since is not None and instance.status not in lifecycle.RUNNING:
+                continue
+            if instance.cluster_unreachable_since != since:
+                async with self.rows.hold(instance.id):
+                    with contextlib.suppress(ServiceError):
+                        await self.rows.update(instance.id, cluster_unreachable_since=since)
+
     def _ports_in_use(self) -> set[int]:
         low, high = self.settings.port_range
         ours = {run.port for run in self._runs.values() if run.port}
@@ -138,25 +215,33 @@ class Supervisor:
         """The instance, and the internal ports every instance runs on or last ran on."""
         return store.get(self.engine, instance_id), store.route_ports(self.engine)
 
-    def _launch(self, instance: Instance, port: int, automatic: bool) -> tuple[launch.Launch, RunHandle, Instance]:
+    def _launch(
+        self, instance: Instance, port: int, automatic: bool, executor: AnyExecutor | None = None
+    ) -> tuple[launch.Launch, RunHandle, Instance]:
         """Prepare, spawn and record the run in one trip to a worker thread: when 20 instances
         start at once, every trip waits for a CPU, and the start call for every trip."""
+        executor = executor or self.executor
         launch.restart_marker(self.settings, instance.name).unlink(missing_ok=True)
         self._restore_missing_script(instance)
         prepared = launch.prepare(self.settings, instance, self.blueprints.functions_path, port)
-        handle = self.executor.start(instance, prepared)
+        handle = executor.start(instance, prepared)
         fields: dict[str, object] = {
             'pid': handle.pid,
             'pid_started_at': handle.started_at,
             'exit_code': None,
             'internal_port': port,
         }
+        status = InstanceStatus.STARTING
+        if handle.job_id is not None:  # a cluster job: queued until it runs, then its node and port
+            status = InstanceStatus.QUEUED
+            fields.update(pid=None, internal_port=instance.internal_port, slurm_job_id=handle.job_id, node=None,
+                          status_detail='queued: submitted', cluster_unreachable_since=None)  # fmt: skip
         if not automatic:
             fields['restart_count'] = 0
         try:
-            row = self.rows.write_status(instance.id or 0, InstanceStatus.STARTING, **fields)
+            row = self.rows.write_status(instance.id or 0, status, **fields)
         except BaseException:
-            self.executor.kill_now(handle)  # never leave a run nobody knows of
+            executor.kill_now(handle)  # never leave a run nobody knows of
             raise
         return prepared, handle, row
 
@@ -188,7 +273,7 @@ class Supervisor:
         already_waited: float,
         stalled: bool = False,
     ) -> None:
-        probe = ReadinessProbe(check, run.port or 0, log_path)
+        probe = ReadinessProbe(check, run.port or 0, log_path, run.host, run.probe_headers)
         began = time.monotonic() - already_waited
         while not await probe.ready():
             if run.exited.is_set():
@@ -233,10 +318,10 @@ class Supervisor:
     # ------------------------------------------------------------------ exit
 
     def _watch_exit(self, run: Run) -> None:
-        self.executor.watch(run.handle, lambda: self._spawn_task(self._handle_exit(run)))
+        self._of(run).watch(run.handle, lambda: self._spawn_task(self._handle_exit(run)))
 
     async def _handle_exit(self, run: Run) -> None:
-        code = await asyncio.to_thread(self.executor.exit_code, run.handle)
+        code = await asyncio.to_thread(self._of(run).exit_code, run.handle)
         run.exit_code = code
         run.exited.set()
         for task in (run.ready_task, run.desktop_task):
@@ -364,9 +449,9 @@ class Supervisor:
             await asyncio.shield(run.stop_task)
 
     async def _terminate(self, run: Run) -> None:
-        await asyncio.gather(self.executor.terminate(run.handle), self._end_desktop(run, run.instance_id))
+        await asyncio.gather(self._of(run).terminate(run.handle), self._end_desktop(run, run.instance_id))
         if not run.exited.is_set():  # ended by the stop: the exit is this task's to record
-            run.exit_code = await asyncio.to_thread(self.executor.exit_code, run.handle)
+            run.exit_code = await asyncio.to_thread(self._of(run).exit_code, run.handle)
             run.exited.set()
         async with self.rows.hold(run.instance_id):
             if self._runs.get(run.instance_id) is run:
@@ -425,7 +510,11 @@ class Supervisor:
 
     async def _adopt(self, instance: Instance) -> None:
         assert instance.id is not None
-        handle = await asyncio.to_thread(self.executor.adopt, instance)
+        executor = self._executor_for(instance)
+        handle = await asyncio.to_thread(executor.adopt, instance)
+        if handle is not None and handle.job_id is not None:
+            await self._adopt_job(instance, handle)
+            return
         if handle is not None:
             run = Run(instance.id, handle, instance.internal_port, persistent=instance.persistent)
             self._runs[instance.id] = run
@@ -448,14 +537,31 @@ class Supervisor:
                 )  # fmt: skip
             return
         pid = instance.pid
-        code = await asyncio.to_thread(self.executor.recorded_exit_code, instance.name, pid)
+        code = await asyncio.to_thread(executor.recorded_exit_code, instance.name, pid)
         log.info('%s ended while the panel was away (exit code %s)', instance.name, code)
         # A failure while the panel was away counts for ``on-failure`` like any other.
         stopping = instance.status == InstanceStatus.STOPPING
         await self._record_end(instance, code, instance.restart_count, stopping=stopping, pid=pid)
-        if code is None and await asyncio.to_thread(self.executor.exit_file_unreadable, instance.name):
+        if code is None and await asyncio.to_thread(executor.exit_file_unreadable, instance.name):
             # Recorded as ended all the same; the damaged file is a fault the user should hear of.
             raise CorruptRunState('its exit file is unreadable, so its exit code is unknown (recorded as ended)')
+
+    async def _adopt_job(self, instance: Instance, handle: RunHandle) -> None:
+        """Take back a Slurm job: queued or starting, it is followed again from where it is (its
+        endpoint file says where it runs); started, only its end is awaited."""
+        assert instance.id is not None
+        slurm = self._slurm()
+        run = Run(instance.id, handle, instance.internal_port, executor=slurm, host=instance.node_addr or '127.0.0.1')
+        secret = await asyncio.to_thread(job_secret, self.settings, instance.name)
+        run.probe_headers = {'X-AiKore-Job': secret}
+        self._runs[instance.id] = run
+        self._watch_exit(run)
+        log.info('Re-adopted %s (Slurm job %s, %s)', instance.name, handle.job_id, instance.status)
+        if instance.status == InstanceStatus.STOPPING:
+            self._begin_stop(run)
+        elif instance.status in (InstanceStatus.QUEUED, InstanceStatus.STARTING, InstanceStatus.STALLED):
+            meta = await asyncio.to_thread(launch.read_meta, self.settings, instance)
+            run.ready_task = self._spawn_task(self._follow_job(run, meta.ready, meta.stall_timeout))
 
     async def shutdown(self) -> None:
         """Panel exit: leave instances running (re-adopted next start) unless AIKORE_STOP_ON_EXIT."""
@@ -474,8 +580,10 @@ class Supervisor:
             for pending in (run.ready_task, run.desktop_task):
                 if pending is not None:
                     pending.cancel()
-            self.executor.release(run.handle)
+            self._of(run).release(run.handle)
         self._runs.clear()
+        if self.slurm is not None:
+            self.slurm.shutdown()
         self.desktops.release_all()
 
     # ------------------------------------------------------------------ helpers
@@ -495,7 +603,8 @@ class CorruptRunState(RuntimeError):
 
 def ended(exit_code: int | None) -> dict[str, Any]:
     """The runtime fields of an instance whose run is over."""
-    return {'exit_code': exit_code, 'pid': None, 'pid_started_at': None}  # internal_port stays for the next run
+    # internal_port stays for the next run
+    return {'exit_code': exit_code, 'pid': None, 'pid_started_at': None, 'status_detail': None}
 
 
 def append_note(log_file: Path, note: str) -> None:

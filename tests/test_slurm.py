@@ -1,0 +1,199 @@
+"""The Slurm executor on a real Slurm (``tests/slurm_kit.py``: two nodes with two fake GPUs each),
+through the REST API and the panel's own nginx.
+
+What one machine can show: jobs are queued with Slurm's reason and scheduled on GPUs and nodes
+by Slurm itself, reached through nginx at the node address Slurm reports, followed in the log,
+cancelled with their whole process tree, re-adopted after the panel is killed, and the gate in
+front of each app refuses a connection without the job's secret. What it cannot show: that an
+app bound to a node's loopback is out of reach from *other* machines (every node here is
+127.0.0.1), nor a shared data directory mounted at another path on the nodes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from app.db import SLURM_COLUMNS, prepare_database
+from app.models import Executor, Instance
+from app.services.catalog import store
+from app.services.runtime.job_gate import checked_head
+from app.services.runtime.slurm import gpu_count
+from tests.helpers import Panel, blueprint, gone, wait_for
+from tests.netkit import ECHO_APP, auth, proxied_panel, wait_routed
+from tests.slurm_kit import SlurmCluster
+
+# The app, and a grandchild that leaves the job step's process group (setsid): only cgroup
+# process tracking finds it when the job is cancelled.
+SLURM_ECHO_BODY = (
+    'echo "gpus=$CUDA_VISIBLE_DEVICES node=$SLURMD_NODENAME"\n'
+    '(setsid bash -c "exec -a aikore-marker-$INSTANCE_NAME sleep 1000" &)\n'
+    f'exec {sys.executable} -u {ECHO_APP}'
+)
+SLURM_ECHO = blueprint(SLURM_ECHO_BODY, name='SlurmEcho')
+STALL_TIMEOUT = 2.0  # SlurmEchoShort's: far less than its job waits in the queue here
+SLURM_ECHO_SHORT = blueprint(SLURM_ECHO_BODY, stall_timeout=STALL_TIMEOUT, name='SlurmEchoShort')
+
+
+def slurm_panel(data_dir: Path, cluster: SlurmCluster) -> Panel:
+    panel = proxied_panel(data_dir, AIKORE_SLURM_CONF=str(cluster.conf), AIKORE_SLURM_POLL='0.2')
+    panel.put_blueprint('SlurmEcho', SLURM_ECHO)
+    panel.put_blueprint('SlurmEchoShort', SLURM_ECHO_SHORT)
+    return panel
+
+
+def start(panel: Panel, instance_id: int) -> dict[str, Any]:
+    response = panel.client.post(f'/instances/{instance_id}/start')
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def log_text(panel: Panel, instance_id: int) -> str:
+    return str(panel.client.get(f'/instances/{instance_id}/logs', params={'offset': 0}).json()['text'])
+
+
+def marker(name: str) -> psutil.Process | None:
+    for process in psutil.process_iter(['cmdline']):
+        if (process.info.get('cmdline') or [''])[0] == f'aikore-marker-{name}':
+            return process
+    return None
+
+
+def test_slurm_instances_queue_run_route_stop_and_readopt(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
+    panel = slurm_panel(tmp_path / 'data', slurm_cluster)
+    try:
+        # Two GPUs each: one node each; a third waits for resources.
+        ids = [panel.create(name, 'SlurmEcho', gpu_ids=[0, 1], executor='slurm')['id'] for name in ('ja', 'jb')]
+        ids.append(panel.create('jc', 'SlurmEchoShort', gpu_ids=[0, 1], executor='slurm')['id'])
+        assert panel.instance(ids[0])['public_port'] is None
+        for instance_id in ids[:2]:
+            assert start(panel, instance_id)['status'] == 'queued'
+        first, second = (panel.wait_status(i, 'started', timeout=60) for i in ids[:2])
+        assert {first['node'], second['node']} == {'vm1', 'vm2'}
+        cluster = panel.client.get('/slurm/nodes').json()
+        assert cluster['configured'] and cluster['unreachable_since'] is None
+        assert {(n['name'], n['gpus'], n['gpus_used']) for n in cluster['nodes']} == {('vm1', 2, 2), ('vm2', 2, 2)}
+        for instance in (first, second):
+            text = wait_for(lambda i=instance: 'gpus=' in log_text(panel, i['id']) and log_text(panel, i['id']), 10)
+            assert f'gpus=0,1 node={instance["node"]}' in text
+            wait_routed(f'{panel.url}/instance/{instance["slug"]}/', instance['name'], 20, headers=auth(panel))
+            # The gate on the node lets nothing through without the job's secret.
+            assert httpx.get(f'http://127.0.0.1:{instance["internal_port"]}/', timeout=5).status_code == 403
+
+        start(panel, ids[2])
+        submitted = time.monotonic()
+        queued = wait_for(
+            lambda: (i := panel.instance(ids[2]))['status_detail'] == 'queued: Resources' and i, 30, what='Resources'
+        )
+        assert queued['status'] == 'queued'
+        # The stall timer starts when the job runs, not when it is submitted: still queued (not
+        # stalled) well past its stall timeout.
+        wait_for(lambda: time.monotonic() - submitted > 2 * STALL_TIMEOUT, 10, 0.1, 'twice the stall timeout')
+        assert panel.instance(ids[2])['status'] == 'queued'
+
+        # Stop kills the job's whole tree (also what left its process group), and the third job runs.
+        stray = wait_for(lambda: marker('ja'), 10, what='the stray process of ja')
+        assert panel.client.post(f'/instances/{ids[0]}/stop').status_code == 202
+        panel.wait_status(ids[0], 'stopped', timeout=30)
+        wait_for(lambda: gone(stray), 10, what='the stray process to be killed with the job')
+        third = panel.wait_status(ids[2], 'started', timeout=60)
+        assert third['node'] == first['node']
+        wait_routed(f'{panel.url}/instance/jc/', 'jc', 20, headers=auth(panel))
+
+        # A local instance beside them (the cluster going away must not touch it).
+        local = panel.create('loc', 'Echo')
+        start(panel, local['id'])
+        panel.wait_status(local['id'], 'started')
+
+        # kill -9 the panel: the jobs go on and the next panel takes them back.
+        jobs = {i: panel.instance(i)['slurm_job_id'] for i in ids[1:]}
+        panel.kill()
+        panel = slurm_panel(tmp_path / 'data', slurm_cluster)
+        for instance_id, job in jobs.items():
+            again = panel.wait_status(instance_id, 'started')
+            assert again['slurm_job_id'] == job
+        wait_routed(f'{panel.url}/instance/jb/', 'jb', 20, headers=auth(panel))
+
+        # The controller goes away: statuses stay, flagged; local instances are unaffected.
+        slurm_cluster.stop_controller()
+        try:
+            flagged = wait_for(
+                lambda: (i := panel.instance(ids[1]))['cluster_unreachable_since'] and i, 60, what='the flag'
+            )
+            assert flagged['status'] == 'started'
+            assert panel.instance(local['id'])['status'] == 'started'
+            assert panel.client.post(f'/instances/{local["id"]}/restart').status_code == 202
+            panel.wait_status(local['id'], 'started')
+        finally:
+            slurm_cluster.start_controller()
+        wait_for(lambda: panel.instance(ids[1])['cluster_unreachable_since'] is None, 60, what='the flag to clear')
+
+        # The re-adopted jobs stop as any other.
+        for instance_id in ids[1:]:
+            assert panel.client.post(f'/instances/{instance_id}/stop').status_code == 202
+            panel.wait_status(instance_id, 'stopped', timeout=30)
+        assert slurm_cluster.command('squeue', '-h', '-t', 'R,PD').stdout.strip() == ''
+    finally:
+        panel.stop()
+        slurm_cluster.cancel_all()
+
+
+def test_what_a_slurm_instance_cannot_do(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
+    panel = slurm_panel(tmp_path / 'data', slurm_cluster)
+    try:
+        refused = panel.client.post('/instances', json={'name': 'p', 'blueprint': 'SlurmEcho', 'executor': 'slurm',
+                                                         'persistent': True})  # fmt: skip
+        assert refused.status_code == 422 and 'desktop' in refused.text
+        created = panel.create('q', 'SlurmEcho', executor='slurm')
+        response = panel.client.post(f'/instances/{created["id"]}/activate')
+        assert response.status_code == 422 and 'Slurm' in response.text
+        response = panel.client.patch(f'/instances/{created["id"]}', json={'persistent': True})
+        assert response.status_code == 422 and 'desktop' in response.text
+        # A job Slurm will never take is refused at once, with Slurm's words; the row stays stopped.
+        nowhere = panel.create('r', 'SlurmEcho', executor='slurm', slurm_partition='nope')
+        response = panel.client.post(f'/instances/{nowhere["id"]}/start')
+        assert response.status_code == 422 and 'partition' in response.text.lower()
+        assert panel.instance(nowhere['id'])['status'] == 'stopped'
+    finally:
+        panel.stop()
+
+
+def test_slurm_needs_a_configured_cluster(panel: Panel) -> None:
+    response = panel.client.post('/instances', json={'name': 's', 'blueprint': 'Demo', 'executor': 'slurm'})
+    assert response.status_code == 422 and 'AIKORE_SLURM' in response.text
+
+
+def test_schema_1_rows_gain_the_slurm_columns(tmp_path: Path) -> None:
+    """A schema-1 database (before the Slurm executor) upgrades in place: every row stays local."""
+    db = tmp_path / 'aikore.db'
+    engine = prepare_database(db)
+    store.add(engine, Instance(name='old', slug='old', blueprint='Demo'))
+    engine.dispose()
+    with closing(sqlite3.connect(db)) as conn:  # back to schema 1: without the columns
+        for definition in SLURM_COLUMNS:
+            conn.execute(f'ALTER TABLE instances DROP COLUMN {definition.split()[0]}')
+        conn.execute('PRAGMA user_version = 1')
+        conn.commit()
+    engine = prepare_database(db)
+    row = store.list_all(engine)[0]
+    assert row.executor == Executor.LOCAL and row.slurm_job_id is None and row.cluster_unreachable_since is None
+
+
+def test_gate_head_check_andgpu_counts() -> None:
+    """The gate's header check (the secret removed before the app sees the request) and how
+    ``scontrol show node -d`` GPU fields are counted."""
+    head = b'GET / HTTP/1.1\r\nHost: x\r\nX-AiKore-Job: s3cret\r\nAccept: */*\r\n\r\n'
+    assert checked_head(head, b's3cret') == (True, False, b'GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n')
+    assert checked_head(head, b'other')[0] is False
+    assert checked_head(b'GET / HTTP/1.1\r\nHost: x\r\n\r\n', b's3cret')[0] is False
+    probe = b'GET / HTTP/1.1\r\nx-aikore-job: s3cret\r\nX-AiKore-Probe: tcp\r\n\r\n'
+    assert checked_head(probe, b's3cret')[:2] == (True, True)
+    fields = ('gpu:2', 'gpu:2(IDX:0-1)', 'gpu:0(IDX:N/A)', 'gpu:a100:4(S:0),mps:100', '')
+    assert [gpu_count(text) for text in fields] == [2, 2, 0, 4, 0]
