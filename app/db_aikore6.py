@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
-from .models import OUTPUT_SEGMENT_RE, Instance, utc_now
+from .models import HOSTNAME_RE, OUTPUT_SEGMENT_RE, Instance, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ META_TABLE = 'aikore_meta'
 CUSTOM_BLUEPRINTS = 'custom_blueprints'
 PINS_FILE = 'pins.txt'  # the instance's pip constraints (functions.sh exports PIP_CONSTRAINT to it)
 VERSION_RE = re.compile(r'[0-9]+(\.[0-9A-Za-z]+)*(\+[0-9A-Za-z.]+)?')
-HOSTNAME_RE = re.compile(r'[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*')
 
 
 def is_schema6(tables: set[str]) -> bool:

@@ -54,6 +54,8 @@ def iso_utc(value: datetime) -> str:
 NAME_MAX = 48  # instance names and slugs
 INSTANCE_NAME_RE = re.compile(rf'[A-Za-z0-9][A-Za-z0-9_-]{{0,{NAME_MAX - 1}}}')
 SLUG_RE = re.compile(rf'[a-z0-9][a-z0-9_-]{{0,{NAME_MAX - 1}}}')  # a name, lower-cased
+# A DNS host name (an instance's custom host: served by nginx, so nothing else may pass)
+HOSTNAME_RE = re.compile(r'[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*')
 OUTPUT_SEGMENT_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
 
 
@@ -88,6 +90,7 @@ class InstanceUpdate(SQLModel):
     access_pattern: AccessPattern | None = None
     output_path: str | None = None
     restart_policy: RestartPolicy | None = None
+    custom_hostname: str | None = None  # served like <slug>.<host> too ('' or null: none)
     executor: Executor | None = None
     slurm_partition: str | None = None
     slurm_node: str | None = None

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from fastapi import Request, Response
 
 from ..services import core as core_module
-from ..services.access.sessions import SESSION_COOKIE
+from ..services.access.sessions import HANDOFF_PATH, SESSION_COOKIE
 from .deps import authenticated, new_session_cookie, request_cookie, request_host
 from .origin import request_scheme
 
@@ -59,7 +59,14 @@ def login_url(request: Request, original: str) -> str:
     if request.headers.get('x-aikore-route') != 'subdomain':
         return f'/login?next={quote(original, safe="")}'
     host = request.headers.get('host', '')
-    parent = host.partition('.')[2] or host
     scheme = request_scheme(request.scope)
     back = quote(f'{scheme}://{host}{original}', safe='')
+    core = core_module.current()
+    proxy = core.network.proxy
+    if proxy is not None and proxy.slug_for_alias(host):
+        # A custom host name is no subdomain of the panel's: the login page is on the panel's
+        # public host (AIKORE_PUBLIC_HOST); without one, the hand-off page explains.
+        public = core.settings.public_host
+        return f'{scheme}://{public}/login?next={back}' if public else f'{HANDOFF_PATH}?next={back}'
+    parent = host.partition('.')[2] or host
     return f'{scheme}://{parent}/login?next={back}'

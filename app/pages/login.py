@@ -15,12 +15,11 @@ from nicegui import app
 from ..api.deps import authenticated, open_session, request_cookie, request_host
 from ..api.origin import CROSS_ORIGIN, client_address, own_origin, request_scheme
 from ..services import core as core_module
-from ..services.access.sessions import SESSION_COOKIE
+from ..services.access.sessions import HANDOFF_PATH, SESSION_COOKIE
 from ..services.files import disk_full
 from ..services.net.urls import APP_PATH, app_origin
 
 log = logging.getLogger(__name__)
-HANDOFF_PATH = '/_aikore/session'
 DISK_FULL_LOGIN = 'The disk of the data directory is full: no session can be opened. Free some space and try again.'
 
 PAGE = """<!DOCTYPE html>
@@ -77,17 +76,27 @@ async def subdomain_handoff(request: Request, target: str) -> str | None:
     an open redirect, and a token never goes to a host that is not an instance's route.
     """
     parts = urlsplit(target)
-    panel_host = request.headers.get('host', '').lower()
     netloc = parts.netloc.lower()
-    if parts.scheme not in {'http', 'https'} or not panel_host or not netloc.endswith(f'.{panel_host}'):
+    if parts.scheme not in {'http', 'https'} or not await _instance_host(request, netloc):
         return None
-    label = netloc[: -len(panel_host) - 1]
     core = core_module.current()
-    if await core.instances.find_by_slug(label) is None:
-        return None
     path = safe_next(urlunsplit(('', '', parts.path or '/', parts.query, '')))
     token = core.sessions.new_handoff_token(netloc)
     return f'{parts.scheme}://{netloc}{HANDOFF_PATH}?once={token}&next={quote(path, safe="")}'
+
+
+async def _instance_host(request: Request, netloc: str) -> bool:
+    """``netloc`` is an instance's own origin: ``<slug>.<the panel's host>`` for an instance's
+    slug, or the custom host name nginx serves an instance on (any port: it may sit behind
+    the user's own proxy)."""
+    core = core_module.current()
+    proxy = core.network.proxy
+    if proxy is not None and proxy.slug_for_alias(netloc):
+        return True
+    panel_host = request.headers.get('host', '').lower()
+    if not panel_host or not netloc.endswith(f'.{panel_host}'):
+        return False
+    return await core.instances.find_by_slug(netloc[: -len(panel_host) - 1]) is not None
 
 
 async def destination(request: Request, next_target: str) -> str:
@@ -191,8 +200,11 @@ async def session_handoff(request: Request, once: str = '', next: str = '/') -> 
         redirect = RedirectResponse(safe_next(next), status_code=303)
         response = await open_session(request, redirect, instance=host.partition('.')[0])
         return _frameable(request, response)
-    expired = '<p>This sign-in link was used already or has expired. <a href="/">Try again</a>.</p>'
-    return HTMLResponse(f'<!DOCTYPE html><title>AiKore</title>{expired}', status_code=401)
+    if not once:  # an instance's custom host with no AIKORE_PUBLIC_HOST to send a login to
+        sentence = '<p>Log in to the AiKore panel, then open this instance from there (Open or View).</p>'
+    else:
+        sentence = '<p>This sign-in link was used already or has expired. <a href="/">Try again</a>.</p>'
+    return HTMLResponse(f'<!DOCTYPE html><title>AiKore</title>{sentence}', status_code=401)
 
 
 def _frameable(request: Request, response: Response) -> Response:

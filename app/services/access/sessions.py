@@ -44,6 +44,9 @@ PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
 SESSION_DAYS = 30
 LOGIN_LINK_SECONDS = 3600
+# Where an instance's origin (its subdomain or custom host) redeems a hand-off token (nginx passes it to the panel).
+HANDOFF_PATH = '/_aikore/session'
+
 # A logged-in browser carries one of these to an instance's subdomain (a host its cookie does not reach).
 HANDOFF_SECONDS = 60
 SCRYPT = {'n': 2**14, 'r': 8, 'p': 1}

@@ -156,6 +156,14 @@ class InstanceService:
         restart_required = running and any(key in changes for key in RESTART_FIELDS)
         return public, restart_required
 
+    def _ensure_host_free(self, host: str | None, instance_id: int | None) -> None:
+        """One instance per custom host name (nginx would serve only one of them)."""
+        if host is None:
+            return
+        for other in store.list_all(self.engine):
+            if other.id != instance_id and other.custom_hostname == host:
+                raise Conflict(f'{other.name!r} already has the host name {host!r}')
+
     def _validated_changes(self, current: Instance, data: InstanceUpdate, running: bool) -> dict[str, Any]:
         sent = data.model_dump(exclude_unset=True)
         for key in NON_NULLABLE:
@@ -178,6 +186,10 @@ class InstanceService:
             changes['public_port'] = validation.public_port(sent['public_port'], self.settings.port_range)
         if 'output_path' in sent:
             changes['output_path'] = validation.output_path(sent['output_path'] or current.name)
+        if 'custom_hostname' in sent:
+            host = validation.custom_hostname(sent['custom_hostname'], self.settings)
+            self._ensure_host_free(host, current.id)
+            changes['custom_hostname'] = host
         for key in ('autostart', 'persistent', 'access_pattern', 'restart_policy'):
             if key in sent:
                 changes[key] = sent[key]

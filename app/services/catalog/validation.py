@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 
+from ...config import Settings
 from ...models import INSTANCE_NAME_RE, NAME_MAX, OUTPUT_SEGMENT_RE
 from ..errors import InvalidInput, TooLarge
+from ..net.urls import panel_hosts, routable_alias
 
 BLUEPRINT_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
 MAX_SCRIPT_BYTES = 256 * 1024
@@ -95,3 +97,15 @@ def script_text(body: bytes) -> str:
 def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + '...'
+
+
+def custom_hostname(value: str | None, settings: Settings) -> str | None:
+    """An instance's own host name (nginx serves it there too), lower case; None clears it."""
+    text = (value or '').strip().lower().rstrip('.')
+    if not text:
+        return None
+    if routable_alias(text) is None:
+        raise InvalidInput(f'Invalid host name {_shown(text)}: letters, digits, dashes and dots (comfy.example.lan)')
+    if text in panel_hosts(settings):
+        raise InvalidInput(f'{_shown(text)} is a name of the panel itself: choose another host name')
+    return text

@@ -20,7 +20,7 @@ import os
 import pwd
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from ..runtime.slurm import NODE_ADDR_RE, job_secret
 from . import tls
 from .nginx import ManagedMaster, Nginx, NginxError
 from .path_modes import PathModes
+from .urls import panel_hosts, routable_alias
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Route:
     path_mode: str = 'keep'  # aikore.path: keep | strip | none (app.services.net.path_modes)
     host: str = '127.0.0.1'  # a Slurm job: its node's address (the port is its gate's)
     secret: str | None = None  # a Slurm job: the per-job secret its gate wants (X-AiKore-Job)
+    alias: str | None = None  # its custom host name (served like <slug>.<host>, same authentication)
 
 
 @dataclass
@@ -178,6 +180,8 @@ class Proxy:
             changed = seen != Route(public.id, public.slug, public.internal_port, mode)
         else:  # the API hides a stopped instance's port; its route keeps it
             changed = seen is None or seen.slug != public.slug or seen.path_mode != mode
+        if seen is not None and seen.alias != self._alias(public.custom_hostname):
+            changed = True
         if changed:
             self._wake.set()
 
@@ -251,9 +255,10 @@ class Proxy:
                 continue
             mode = self._path_mode(instance.name, instance.blueprint)
             if instance.executor == 'slurm':
-                routes.append(self._job_route(instance, mode))
+                route = self._job_route(instance, mode)
             else:
-                routes.append(Route(instance.id, instance.slug, instance.internal_port, mode))
+                route = Route(instance.id, instance.slug, instance.internal_port, mode)
+            routes.append(replace(route, alias=self._alias(instance.custom_hostname)))
         return tuple(routes)
 
     def _job_route(self, instance: Instance, mode: str) -> Route:
@@ -264,6 +269,14 @@ class Proxy:
         if not (secret and TOKEN_RE.fullmatch(secret) and NODE_ADDR_RE.fullmatch(host)):
             return Route(instance.id, instance.slug, None, mode)
         return Route(instance.id, instance.slug, instance.internal_port, mode, host, secret)
+
+    def _alias(self, host: str | None) -> str | None:
+        """An instance's custom host name if nginx may serve it: never one of the panel's own
+        names (an exact server name would take the panel's requests there)."""
+        alias = routable_alias(host)
+        if alias is None or alias in panel_hosts(self.settings):
+            return None
+        return alias
 
     def _path_mode(self, name: str, blueprint: str) -> str:
         return self.path_modes.mode(name, blueprint) if self.path_modes is not None else 'keep'
@@ -326,6 +339,11 @@ class Proxy:
                 self.nginx.reopen_logs()
 
     # ------------------------------------------------------------------ reading
+
+    def slug_for_alias(self, host: str) -> str | None:
+        """The slug of the instance nginx serves on the custom host name ``host`` (port ignored)."""
+        name = host.lower().rpartition(':')[0] if host.count(':') == 1 else host.lower()
+        return next((route.slug for route in self._live if route.alias and route.alias == name), None)
 
     def serves(self, instance_id: int, slug: str, port: int | None) -> bool:
         """True once nginx routes the instance to this internal port (its URLs work)."""

@@ -23,9 +23,11 @@ same-origin framing).
 from __future__ import annotations
 
 import ipaddress
+import socket
 
+from ...config import Settings
 from ...lifecycle import READY
-from ...models import AccessPattern, InstancePublic, InstanceUrls
+from ...models import HOSTNAME_RE, AccessPattern, InstancePublic, InstanceUrls
 
 APP_PATH = '/_aikore/app'  # /_aikore/app/<slug>/<path on the app's origin>: the panel hands the session over
 
@@ -48,6 +50,22 @@ def is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def routable_alias(host: str | None) -> str | None:
+    """A custom host name nginx may serve (a plain DNS name, not an address), else None."""
+    if not host or len(host) > 253 or not HOSTNAME_RE.fullmatch(host) or is_ip(host):
+        return None
+    return host.lower()
+
+
+def panel_hosts(settings: Settings) -> set[str]:
+    """The names the panel itself may be reached on: never an instance's custom host name (an
+    exact nginx server name would take the panel's requests there)."""
+    names = {'localhost', socket.gethostname().lower(), settings.host.lower()}
+    if settings.public_host:
+        names.add(split_entry(settings.public_host.lower())[0])
+    return names
 
 
 def app_host(slug: str, host: str) -> str | None:
