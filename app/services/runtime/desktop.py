@@ -20,6 +20,10 @@ local user cannot drive the display either.
 
 The unit's state file (``unit.json`` in that folder) lets a panel killed with SIGKILL take the
 four processes back (:meth:`Desktops.resume`).
+
+Status and errors go to the instance's own log as ``[desktop] ...`` lines (``on_note``: the
+supervisor hands them to the instance's runner, the one writer of that log); the four programs'
+own output stays in ``desktop.log`` in the desktop's folder, which those lines name on failure.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -57,6 +62,9 @@ X_SOCKETS = Path('/tmp/.X11-unix')  # noqa: S108 - where X servers put their soc
 POLICY = units.RestartPolicy(units.RestartMode.ALWAYS, backoff=0.5, max_backoff=30.0, start_retries=8)
 MEMBERS = ('xvfb', 'openbox', 'chromium', 'selkies')
 DISPLAY_TRIES = 3
+# Selkies' start line: "Selkies 2.1.0 starting: websockets transport, ..., encoder h264enc at 8-240 fps, ..."
+ENCODER_LINE = re.compile(rb'Selkies \S+ starting:.*?encoder (\S+)')
+ENCODER_SCAN = 256 * 1024  # the end of desktop.log where the latest start line is looked for
 
 
 class DesktopError(RuntimeError):
@@ -185,6 +193,17 @@ def _identify(member: str, pid: int) -> bool:
     return member in command
 
 
+def encoder_in_log(log_file: Path) -> str | None:
+    """The encoder Selkies said it picked at its latest start (the end of ``desktop.log``)."""
+    try:
+        with log_file.open('rb') as handle:
+            handle.seek(max(0, log_file.stat().st_size - ENCODER_SCAN))
+            found = ENCODER_LINE.findall(handle.read())
+    except OSError:
+        return None
+    return found[-1].decode(errors='replace').rstrip(',;.') if found else None
+
+
 def write_cookie(base: Path, display: int) -> None:
     """A fresh MIT-MAGIC-COOKIE for the display: X clients need it (Xvfb's ``-auth``)."""
     cookie = secrets.token_hex(16)
@@ -205,15 +224,17 @@ class Desktop:
 
 
 OnChange = Callable[[int, int | None], object]  # (instance id, display while up else None)
+OnNote = Callable[[int, str], object]  # (instance id, a line for the instance's log)
 
 
 class Desktops:
     """Every persistent instance's desktop unit, keyed by instance id. The supervisor calls
     ``start`` once the app is ready, ``stop`` when the run ends, ``resume`` at panel start."""
 
-    def __init__(self, settings: Settings, on_change: OnChange | None = None) -> None:
+    def __init__(self, settings: Settings, on_change: OnChange | None = None, on_note: OnNote | None = None) -> None:
         self.settings = settings
         self.on_change = on_change
+        self.on_note = on_note
         self._desktops: dict[int, Desktop] = {}
         self._programs: Programs | None = None
 
@@ -253,9 +274,9 @@ class Desktops:
             poll=0.1,
             before_start=before_start,
             identify=_identify,
-            on_running=lambda _unit: self._changed(instance_id, display),
+            on_running=lambda _unit: self._running(instance_id, instance.slug, display),
             on_exit=lambda _unit, ended: self._exited(instance_id, ended),
-            on_fatal=lambda _unit, exc: log.warning('Desktop of instance %s gave up: %s', instance_id, exc),
+            on_fatal=lambda _unit, exc: self._gave_up(instance_id, exc),
         )
         return Desktop(instance_id, instance.slug, display, unit)
 
@@ -271,10 +292,30 @@ class Desktops:
         if self.on_change is not None:
             self.on_change(instance_id, display)
 
+    def _note(self, instance_id: int, text: str) -> None:
+        """A ``[desktop]`` line in the instance's log."""
+        if self.on_note is not None:
+            self.on_note(instance_id, f'[desktop] {text}')
+
+    def _details(self, instance_id: int) -> str:
+        return f'details in {folder(self.settings, instance_id) / "desktop.log"}'
+
+    def _running(self, instance_id: int, slug: str, display: int) -> None:
+        encoder = encoder_in_log(folder(self.settings, instance_id) / 'desktop.log') or 'unknown'
+        log.info('Desktop of instance %s up on display :%s, encoder %s', instance_id, display, encoder)
+        self._note(instance_id, f'up on display :{display}, encoder {encoder}, streamed at /desktop/{slug}/')
+        self._changed(instance_id, display)
+
     def _exited(self, instance_id: int, ended: units.UnitExit) -> None:
-        log.warning('Desktop of instance %s: %s ended (code %s); %s', instance_id, ended.member, ended.code,
-                    'restarting it' if ended.restart_in is not None else 'not restarting')  # fmt: skip
+        delay = ended.restart_in
+        again = 'not restarting' if delay is None else f'restarting the desktop in {delay:.1f} s'
+        log.warning('Desktop of instance %s: %s ended (code %s); %s', instance_id, ended.member, ended.code, again)
+        self._note(instance_id, f'{ended.member} ended (code {ended.code}); {again}')
         self._changed(instance_id, None)
+
+    def _gave_up(self, instance_id: int, exc: BaseException) -> None:
+        log.warning('Desktop of instance %s gave up: %s', instance_id, exc)
+        self._note(instance_id, f'gave up: {exc} ({self._details(instance_id)})')
 
     def _taken(self) -> set[int]:
         return {desktop.display for desktop in self._desktops.values()}
@@ -293,6 +334,7 @@ class Desktops:
                 desktop = self._build(instance, display, app_url)
             except DesktopError as exc:
                 log.warning('%s: %s', instance.name, exc)
+                self._note(instance.id, f'not started: {exc}')
                 return
             self._desktops[instance.id] = desktop
             try:
@@ -302,11 +344,11 @@ class Desktops:
                 self._desktops.pop(instance.id, None)
                 log.warning('Desktop of %s did not start: %s (see %s)', instance.name, exc,
                             folder(self.settings, instance.id) / 'desktop.log')  # fmt: skip
+                self._note(instance.id, f'did not start on display :{display}: {exc} ({self._details(instance.id)})')
                 if exc.member != 'xvfb':
                     return
                 refused.add(display)
                 continue
-            log.info('Desktop of %s runs on display :%s', instance.name, display)
             return
 
     async def stop(self, instance_id: int) -> None:

@@ -107,6 +107,7 @@ class LocalExecutor:
 
     def start(self, instance: Instance, prepared: launch.Launch) -> RunHandle:
         prepared.exit_file.unlink(missing_ok=True)
+        launch.notes_fifo(self.settings, instance.name).parent.mkdir(parents=True, exist_ok=True)
         spec = self._spec(prepared)
         popen = units.spawn(spec)  # the runner's own start-up errors land in the instance's log
         return RunHandle(instance.name, popen.pid, processes.start_time(popen.pid), popen, spec)
@@ -120,6 +121,7 @@ class LocalExecutor:
             '--cursor-file', str(logs.cursor_path(prepared.log_path)),
             '--base', str(prepared.log_run_base),
             '--exit-file', str(prepared.exit_file),
+            '--notes', str(launch.notes_fifo(self.settings, prepared.instance_dir.name)),
             '--', launch.bash(), str(prepared.script),
         ]  # fmt: skip
         return units.ProcessSpec(
