@@ -184,7 +184,7 @@ class Panel:
 
     def login_link(self) -> str:
         """The one-time login link the panel printed (``Log in: <url>``)."""
-        return self._printed(r'Log in: (http://\S+)', 'one-time login link')
+        return self._printed(r'Log in: (https?://\S+)', 'one-time login link')
 
     def password(self) -> str:
         """The generated login password the panel printed once."""
