@@ -66,6 +66,8 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     https_only: bool = False  # plain HTTP on AIKORE_PORT redirects to HTTPS
+    # The persistent desktop's `selkies` program (a venv of its own); None: looked for (runtime.desktop).
+    selkies: Path | None = None
 
     # --- the data directory layout (DESIGN "Data directory") ---
     @property
@@ -140,6 +142,7 @@ class Settings:
             tls_cert=Path(env['AIKORE_TLS_CERT']).resolve() if env.get('AIKORE_TLS_CERT') else None,
             tls_key=Path(env['AIKORE_TLS_KEY']).resolve() if env.get('AIKORE_TLS_KEY') else None,
             https_only=_flag(env, 'AIKORE_HTTPS_ONLY'),
+            selkies=Path(env['AIKORE_SELKIES']).expanduser() if env.get('AIKORE_SELKIES') else None,
         )
 
 

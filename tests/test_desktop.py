@@ -18,8 +18,11 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from app.config import Settings
+from app.services.runtime import desktop
 from tests.helpers import REPO, Panel, blueprint, gone, wait_for
 from tests.netkit import auth, proxied_panel
 
@@ -315,3 +318,19 @@ def test_two_desktops_then_nothing_left(tmp_path: Path) -> None:
         panel.wait_status(first['id'], 'stopped', timeout=30)
     finally:
         panel.stop()
+
+
+def test_selkies_is_taken_from_its_own_venv(tmp_path: Path) -> None:
+    """AIKORE_SELKIES names Selkies' program in a venv of its own; its web client is found in that venv."""
+    venv = tmp_path / 'selkies-venv'
+    program = venv / 'bin' / 'selkies'
+    program.parent.mkdir(parents=True)
+    program.write_text('#!/bin/sh\n')
+    program.chmod(0o755)
+    settings = Settings.from_env({'AIKORE_DATA_DIR': str(tmp_path / 'data'), 'AIKORE_SELKIES': str(program)})
+    with pytest.raises(desktop.DesktopError, match='selkies web client'):
+        desktop.find_programs(settings)
+    web = venv / 'lib' / 'python3.11' / 'site-packages' / 'selkies' / 'selkies_web'
+    web.mkdir(parents=True)
+    programs = desktop.find_programs(settings)
+    assert (programs.selkies, programs.web_root) == (str(program), str(web))

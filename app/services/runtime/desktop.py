@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
 import re
@@ -53,7 +52,8 @@ log = logging.getLogger(__name__)
 FIRST_DISPLAY = 100
 LAST_DISPLAY = 499
 SCREEN = '1920x1080x24'
-FRAMERATE = 30
+FRAMERATE = 20  # capture and encode rate: a still screen with a viewer costs about this many captures/s
+FRAMERATE_RANGE = '8-60'  # what the viewer's own setting may pick instead
 X_WAIT = 15.0  # how long a member waits for the X socket before it gives up
 START_TIMEOUT = 40.0
 STOP_GRACE = 10.0  # Selkies takes 1-5 s to end on SIGTERM
@@ -80,17 +80,41 @@ class Programs:
     web_root: str
 
 
-def find_programs() -> Programs:
+REPO_SELKIES = Path(__file__).resolve().parents[3] / '.venv-selkies' / 'bin' / 'selkies'  # `make setup` makes it
+
+
+def find_selkies(settings: Settings) -> Path | None:
+    """Selkies lives in a venv of its own (its ~20 dependencies stay out of the panel's):
+    AIKORE_SELKIES, else the checkout's ``.venv-selkies``, else one beside the panel's Python
+    (an older install), else on PATH."""
+    beside = Path(sys.executable).with_name('selkies')
+    on_path = shutil.which('selkies')
+    for candidate in (settings.selkies, REPO_SELKIES, beside, Path(on_path) if on_path else None):
+        if candidate is not None and candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def web_client(selkies: Path) -> Path | None:
+    """Selkies' web client in the venv of ``selkies`` (given to it as ``--web-root``: else each
+    start copies 11 MB to /tmp)."""
+    venv = selkies.parent.parent
+    for found in sorted(venv.glob('lib/python3*/site-packages/selkies/selkies_web')):
+        if found.is_dir():
+            return found
+    return None
+
+
+def find_programs(settings: Settings) -> Programs:
     """The four programs and Selkies' web client; DesktopError names what is missing."""
     found = {name: shutil.which(name) for name in ('Xvfb', 'openbox', 'xauth')}
     found['chromium'] = shutil.which('chromium') or shutil.which('chromium-browser')
-    beside = Path(sys.executable).with_name('selkies')
-    found['selkies'] = str(beside) if beside.exists() else shutil.which('selkies')
-    spec = importlib.util.find_spec('selkies')
-    web_root = Path(spec.origin).parent / 'selkies_web' if spec and spec.origin else None
+    selkies = find_selkies(settings)
+    found['selkies'] = str(selkies) if selkies else None
+    web_root = web_client(selkies) if selkies else None
     missing = [name for name, path in found.items() if not path]
-    if web_root is None or not web_root.is_dir():
-        missing.append('selkies web client')
+    if selkies is not None and web_root is None:
+        missing.append(f'selkies web client (beside {selkies})')
     if missing:
         raise DesktopError(f'persistent desktop unavailable: {", ".join(missing)} not installed')
     return Programs(found['Xvfb'] or '', found['openbox'] or '', found['chromium'] or '', found['selkies'] or '',
@@ -166,14 +190,17 @@ def specs(programs: Programs, base: Path, display: int, slug: str, app_url: str)
     chromium = [
         programs.chromium, '--no-sandbox', '--test-type', '--disable-gpu', '--disable-dev-shm-usage',
         '--no-first-run', '--no-default-browser-check', '--password-store=basic', '--noerrdialogs',
-        '--disable-features=Translate', '--window-position=0,0', '--start-fullscreen',
+        '--disable-features=Translate,MediaRouter,OptimizationHints', '--window-position=0,0', '--start-fullscreen',
+        # Nothing in the background: no component updates, sync, pings or field trials waking it up.
+        '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-default-apps',
+        '--disable-extensions', '--no-pings', '--metrics-recording-only', '--disable-breakpad',
         f'--user-data-dir={base / "profile"}', '--kiosk', f'--app={app_url}',
     ]  # fmt: skip
     selkies = [
         programs.selkies, '--mode', 'websockets', '--unix-socket', str(base / 'selkies.sock'),
         '--enable-basic-auth', 'false', '--subfolder', f'/desktop/{slug}/',
         '--audio-enabled', 'false', '--microphone-enabled', 'false', '--gamepad-enabled', 'false',
-        '--webcam-enabled', 'false', '--file-transfers', 'none', '--framerate', str(FRAMERATE),
+        '--webcam-enabled', 'false', '--file-transfers', 'none', '--framerate', f'{FRAMERATE},{FRAMERATE_RANGE}',
         '--video-streaming-mode', 'false', '--enable-resize', 'false', '--web-root', programs.web_root,
     ]  # fmt: skip
     return [
@@ -252,7 +279,7 @@ class Desktops:
     def _build(self, instance: Instance, display: int, app_url: str) -> Desktop:
         assert instance.id is not None
         if self._programs is None:
-            self._programs = find_programs()
+            self._programs = find_programs(self.settings)
         base = folder(self.settings, instance.id)
         if len(str(socket_path(self.settings, instance.id))) > SOCKET_MAX:
             raise DesktopError(f'the desktop socket path under {base} is too long: choose a shorter AIKORE_DATA_DIR')
