@@ -172,3 +172,12 @@ def test_runner_copies_notes_into_its_log_on_lines_of_their_own(tmp_path: Path) 
     plain = tmp_path / 'plain'
     plain.write_text('')
     assert not logs.send_note(plain, 'not a FIFO') and plain.read_text() == ''
+
+
+def test_runner_without_a_notes_channel_runs_the_app_anyway(tmp_path: Path) -> None:
+    log = tmp_path / 'output.log'
+    command = [sys.executable, '-I', '-S', str(RUNNER), '--log', str(log), '--max-bytes', str(1 << 20)]
+    command += ['--backups', '2', '--cursor-file', str(logs.cursor_path(log)), '--base', '0']
+    command += ['--exit-file', str(tmp_path / 'exit'), '--notes', str(tmp_path / 'missing' / 'x.fifo')]
+    assert subprocess.run([*command, '--', 'bash', '-c', 'echo ran'], timeout=60, check=False).returncode == 0
+    assert log.read_text().startswith('[aikore] no channel for notes from the panel') and 'ran\n' in log.read_text()

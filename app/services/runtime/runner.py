@@ -209,6 +209,17 @@ class Notes:
             pass
 
 
+def open_notes(path: str | None, log: RotatingLog) -> Notes | None:
+    """The notes FIFO, or None (said in the log) where it cannot be made: the app runs anyway."""
+    if not path:
+        return None
+    try:
+        return Notes(path)
+    except OSError as exc:
+        log.write(f'[aikore] no channel for notes from the panel ({path}): {exc}\n'.encode())
+        return None
+
+
 def pump(read_fd: int, child_pid: int, log: RotatingLog, notes: Notes | None = None) -> int:
     """Copy the pipe to the log until the child exits, then drain what is left."""
     poller = select.poll()
@@ -273,7 +284,7 @@ def main(argv: list[str]) -> int:
     log = RotatingLog(
         options['log'], int(options['max-bytes']), int(options['backups']), options['cursor-file'], int(options['base'])
     )
-    notes = Notes(options['notes']) if options.get('notes') else None
+    notes = open_notes(options.get('notes'), log)
     read_fd, write_fd = os.pipe()
     child = spawn(command, write_fd)
     os.close(write_fd)
