@@ -24,7 +24,7 @@ RUN apt-get update \
  && rm -f /etc/nginx/sites-enabled/default
 
 # Persistent desktops, in a layer of their own: a virtual display, a window manager, the X
-# cookie tool and the kiosk browser (Selkies itself is a Python dependency, below).
+# cookie tool and the kiosk browser (Selkies, the streamer, gets a venv of its own below).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends xvfb openbox xauth chromium fonts-dejavu-core \
  && apt-get clean \
@@ -39,6 +39,12 @@ RUN groupadd -g 1000 aikore \
 # PIP_CERT: a CA bundle lent to the build by a TLS-intercepting proxy's machine
 # (`--volume <bundle>:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt`); empty by default.
 ARG PIP_CERT=
+# Selkies in a venv of its own (AIKORE_SELKIES): its ~20 dependencies stay out of the panel's.
+COPY container/selkies.txt /opt/aikore/selkies.txt
+RUN python3 -m venv /opt/aikore/selkies \
+ && /opt/aikore/selkies/bin/pip ${PIP_CERT:+--cert "$PIP_CERT"} install --no-cache-dir --disable-pip-version-check \
+      -r /opt/aikore/selkies.txt
+
 COPY pyproject.toml /opt/aikore/src/pyproject.toml
 RUN python3 -m venv /opt/aikore/venv \
  && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/opt/aikore/src/pyproject.toml', 'rb'))['project']['dependencies']))" \
@@ -67,6 +73,9 @@ ENV AIKORE_DATA_DIR=/config \
     AIKORE_PORT=9000 \
     AIKORE_PORT_RANGE=9001-9020 \
     AIKORE_NGINX=external \
+    AIKORE_HTTPS_PORT=9443 \
+    AIKORE_HTTPS_ONLY=1 \
+    AIKORE_SELKIES=/opt/aikore/selkies/bin/selkies \
     AIKORE_STOP_ON_EXIT=1 \
     AIKORE_STOP_GRACE=10 \
     PUID=1000 \

@@ -2,10 +2,13 @@
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+# Selkies (the persistent desktop's streamer) in a venv of its own: its dependencies stay out of the panel's.
+SELKIES_VENV  := .venv-selkies
+SELKIES_STAMP := $(SELKIES_VENV)/.installed
 
 .PHONY: setup run test test-deps lint typecheck pytest bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(SELKIES_STAMP)
 
 $(STAMP): pyproject.toml container/install-deps.sh
 	bash container/install-deps.sh
@@ -13,6 +16,11 @@ $(STAMP): pyproject.toml container/install-deps.sh
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(SELKIES_STAMP): container/selkies.txt
+	test -x $(SELKIES_VENV)/bin/python || python3 -m venv $(SELKIES_VENV)
+	$(SELKIES_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r container/selkies.txt
+	touch $(SELKIES_STAMP)
 
 run: setup
 	$(VENV)/bin/aikore
@@ -36,4 +44,4 @@ bench: setup
 	$(PYTHON) -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(SELKIES_VENV) .mypy_cache .ruff_cache .pytest_cache

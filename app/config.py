@@ -76,6 +76,8 @@ class Settings:
     slurm_data_dir: Path | None = None  # the data directory as the nodes see it (None: the same path)
     slurm_python: str | None = None  # the nodes' Python 3 for the job's gate (None: this panel's)
     slurm_poll: float = 2.0  # seconds between two looks at the queue
+    # The persistent desktop's `selkies` program (a venv of its own); None: looked for (runtime.desktop).
+    selkies: Path | None = None
 
     # --- the data directory layout (DESIGN "Data directory") ---
     @property
@@ -158,6 +160,7 @@ class Settings:
             slurm_data_dir=Path(env['AIKORE_SLURM_DATA_DIR']) if env.get('AIKORE_SLURM_DATA_DIR') else None,
             slurm_python=env.get('AIKORE_SLURM_PYTHON') or None,
             slurm_poll=_seconds_between(env, 'AIKORE_SLURM_POLL', 2.0, 0.05, 60.0),
+            selkies=Path(env['AIKORE_SELKIES']).expanduser() if env.get('AIKORE_SELKIES') else None,
         )
 
 

@@ -47,7 +47,9 @@ async def startup() -> None:
         for problem in core.problems:
             log.warning('  - %s', problem)
     try:
-        link = login_link(settings, core.sessions.new_login_link_token())
+        proxy = core.network.proxy
+        https = settings.https_only and proxy is not None and proxy.certificate is not None
+        link = login_link(settings, core.sessions.new_login_link_token(), https=https)
     except Exception as exc:  # a login link is a convenience: the password still works
         log.error('Cannot make a one-time login link: %s', exc, exc_info=exc)
         core.add_problem(f'One-time login link failed: {exc}')
@@ -55,8 +57,12 @@ async def startup() -> None:
     log.warning('Log in: %s (one-time link, valid for an hour)', link)
 
 
-def login_link(settings: Settings, token: str) -> str:
+def login_link(settings: Settings, token: str, https: bool = False) -> str:
+    """``https``: the proxy serves HTTPS and plain HTTP redirects there (AIKORE_HTTPS_ONLY), so
+    the link goes there at once (the session is made where the user stays)."""
     host = settings.public_host or ('localhost' if settings.host in {'0.0.0.0', '::'} else settings.host)
+    if https and settings.https_port is not None:
+        return f'https://{host}:{settings.https_port}/login?once={token}'
     return f'http://{host}:{settings.port}/login?once={token}'
 
 

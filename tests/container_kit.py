@@ -14,6 +14,7 @@ import fcntl
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -195,18 +196,30 @@ class Container:
     config: Path
     name: str = field(default_factory=lambda: f'aikore-test-{uuid.uuid4().hex[:8]}')
     port: int = field(default_factory=free_port)
+    https_port: int = field(default_factory=free_port)
     port_range: str = field(default_factory=public_range)
     token: str = ''
 
     @property
     def url(self) -> str:
+        """HTTPS: the image's default is AIKORE_HTTPS_ONLY=1 (plain HTTP redirects there)."""
+        return f'https://localhost:{self.https_port}'
+
+    @property
+    def plain_url(self) -> str:
         return f'http://127.0.0.1:{self.port}'
 
-    def run(self) -> None:
+    def trust(self) -> ssl.SSLContext:
+        """The container's generated certificate, trusted as its own authority (as a user would)."""
+        return ssl.create_default_context(cafile=str(self.config / 'tls' / 'cert.pem'))
+
+    def run(self, *env: str) -> None:
+        """``env``: more ``NAME=value`` settings."""
+        settings = [f'AIKORE_PORT={self.port}', f'AIKORE_HTTPS_PORT={self.https_port}',
+                    f'AIKORE_PORT_RANGE={self.port_range}', 'AIKORE_STOP_GRACE=5', *env]  # fmt: skip
         podman(
             'run', '-d', '--name', self.name, '--network', 'host', '--stop-timeout', str(STOP_TIMEOUT),
-            '-e', f'PUID={PUID}', '-e', f'PGID={PGID}', '-e', f'AIKORE_PORT={self.port}',
-            '-e', f'AIKORE_PORT_RANGE={self.port_range}', '-e', 'AIKORE_STOP_GRACE=5',
+            '-e', f'PUID={PUID}', '-e', f'PGID={PGID}', *[arg for item in settings for arg in ('-e', item)],
             '-v', f'{self.config}:/config', self.image,
         )  # fmt: skip
 
@@ -216,9 +229,13 @@ class Container:
         assert self.token, 'aikore token printed nothing'
 
     def healthy(self) -> bool:
+        """Plain HTTP, as the image's HEALTHCHECK asks (/api/health is never redirected); then the
+        HTTPS listener with the certificate the container generated."""
         try:
-            return httpx.get(f'{self.url}/api/health', timeout=1).status_code == 200
-        except httpx.HTTPError:
+            if httpx.get(f'{self.plain_url}/api/health', timeout=1).status_code != 200:
+                return False
+            return httpx.get(f'{self.url}/api/health', timeout=1, verify=self.trust()).status_code == 200
+        except (httpx.HTTPError, OSError, ssl.SSLError):
             return False
 
     def wait_healthy(self, timeout: float = 60) -> float:
@@ -232,7 +249,9 @@ class Container:
 
     def api(self, method: str, path: str, expected: int = 200, **kwargs: Any) -> Any:
         headers = {'Authorization': f'Bearer {self.token}'}
-        response = httpx.request(method, f'{self.url}/api{path}', headers=headers, timeout=15, **kwargs)
+        response = httpx.request(
+            method, f'{self.url}/api{path}', headers=headers, timeout=15, verify=self.trust(), **kwargs
+        )
         assert response.status_code == expected, response.text
         return response.json() if response.content else None
 
@@ -246,7 +265,7 @@ class Container:
     def proxied(self, slug: str) -> str | None:
         headers = {'Authorization': f'Bearer {self.token}'}
         try:
-            response = httpx.get(f'{self.url}/instance/{slug}/', headers=headers, timeout=2)
+            response = httpx.get(f'{self.url}/instance/{slug}/', headers=headers, timeout=2, verify=self.trust())
         except httpx.HTTPError:
             return None
         return response.text if response.status_code == 200 else None

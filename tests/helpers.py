@@ -177,14 +177,15 @@ class Panel:
         return self.log_file.read_text(errors='replace') if self.log_file.exists() else ''
 
     def _printed(self, pattern: str, what: str) -> str:
-        match = re.search(pattern, self.log_text())
-        if match is None:
+        """The latest panel's (panels on one data dir share the log file)."""
+        found = re.findall(pattern, self.log_text())
+        if not found:
             raise AssertionError(f'no {what} in the panel log ({pattern!r} not found)')
-        return match.group(1)
+        return str(found[-1])
 
     def login_link(self) -> str:
         """The one-time login link the panel printed (``Log in: <url>``)."""
-        return self._printed(r'Log in: (http://\S+)', 'one-time login link')
+        return self._printed(r'Log in: (https?://\S+)', 'one-time login link')
 
     def password(self) -> str:
         """The generated login password the panel printed once."""

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
-from playwright.sync_api import Browser, BrowserContext, Page
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from app.config import Settings
+from app.services.runtime import desktop
 from tests.helpers import REPO, Panel, blueprint, gone, wait_for
 from tests.netkit import auth, proxied_panel
 
@@ -109,6 +114,30 @@ def click_center(page: Page) -> None:
     page.mouse.click(640, 360)
 
 
+def log_text(panel: Panel, instance_id: int) -> str:
+    """The instance's log of the current run, as the API pages it."""
+    text, offset = '', 0
+    while True:
+        chunk = panel.client.get(f'/instances/{instance_id}/logs', params={'offset': offset}).json()
+        if not chunk['text']:
+            return text
+        text, offset = text + chunk['text'], chunk['next_offset']
+
+
+def wait_log(panel: Panel, instance_id: int, done: Callable[[str], bool], what: str) -> str:
+    """The instance's log once ``done`` holds for it."""
+
+    def ready() -> str | None:
+        text = log_text(panel, instance_id)
+        return text if done(text) else None
+
+    return wait_for(ready, 20, 0.1, what)
+
+
+def desktop_up_line(display: int) -> str:
+    return f'[desktop] up on display :{display}, encoder '
+
+
 def test_stream_click_and_teardown(browser: Browser, tmp_path: Path) -> None:
     """A persistent instance: the stream shows the app, a click reaches it; closing the viewer
     changes nothing; stopping leaves no process, socket or X lock."""
@@ -122,8 +151,22 @@ def test_stream_click_and_teardown(browser: Browser, tmp_path: Path) -> None:
         assert set(pids) == {'xvfb', 'openbox', 'chromium', 'selkies'}
         wait_for(lambda: app_state(panel, 'clicky')['loads'] >= 1, 30, 0.2, 'the kiosk to load the app')
         loads = app_state(panel, 'clicky')['loads']
+        # The desktop's status is in the instance's log: the API's and the dashboard's Logs view.
+        up_line = desktop_up_line(display)
+        text = wait_log(panel, instance['id'], lambda t: up_line in t, 'the desktop in the log')
+        assert 'encoder h264enc' in text or 'encoder x264' in text, text
+        assert text.count('[desktop] up on display') == 1, text
 
         context = logged_in(browser, panel)
+        dashboard = context.pages[0]
+        dashboard.locator('button', has_text=re.compile('^article$')).first.click()
+        expect(dashboard.locator('.xterm-rows')).to_contain_text(up_line.strip(), timeout=20000)
+        dashboard.close()
+        # A rename while the desktop runs is refused, like any running instance's (its stream's
+        # subfolder follows the slug): the desktop is left as it was.
+        renamed = panel.client.patch(f'/instances/{instance["id"]}', json={'name': 'other'})
+        assert renamed.status_code == 409, renamed.text
+        assert desktop_processes(data, instance['id']) == pids and all(not gone(pid) for pid in pids.values())
         page = open_desktop(context, panel, 'clicky')
         try:
             before = frame(page)
@@ -209,6 +252,9 @@ def test_access_xvfb_death_and_panel_kill(browser: Browser, tmp_path: Path) -> N
             return now if now['xvfb'] != pids['xvfb'] and panel.instance(instance['id'])['persistent_display'] else None
 
         pids = wait_for(restarted, 60, 0.1, 'the desktop to come back')
+        # The instance's log says what happened to the desktop.
+        text = wait_log(panel, instance['id'], lambda t: t.count('] up on') == 2, 'the restart in the log')
+        assert re.search(r'\[desktop\] \w+ ended \(code -?\d+\); restarting the desktop in ', text), text
         context = logged_in(browser, panel)
         page = open_desktop(context, panel, 'guarded')
         try:
@@ -259,5 +305,32 @@ def test_two_desktops_then_nothing_left(tmp_path: Path) -> None:
         ours = str(data / 'desktops')
         left = [p for p in psutil.process_iter(['cmdline']) if ours in ' '.join(p.info['cmdline'] or [])]
         assert left == [], left
+
+        # Renamed while stopped: the next start streams under the new slug.
+        assert panel.client.patch(f'/instances/{first["id"]}', json={'name': 'uno'}).status_code == 200
+        assert panel.client.post(f'/instances/{first["id"]}/start').status_code == 202
+        panel.wait_status(first['id'], 'started', timeout=30)
+        wait_desktop(panel, first['id'])
+        assert httpx.get(f'{panel.url}/desktop/uno/', headers=auth(panel)).status_code == 200
+        assert httpx.get(f'{panel.url}/desktop/one/', headers=auth(panel)).status_code != 200
+        wait_log(panel, first['id'], lambda t: 'streamed at /desktop/uno/' in t, 'the new slug in the log')
+        assert panel.client.post(f'/instances/{first["id"]}/stop').status_code == 202
+        panel.wait_status(first['id'], 'stopped', timeout=30)
     finally:
         panel.stop()
+
+
+def test_selkies_is_taken_from_its_own_venv(tmp_path: Path) -> None:
+    """AIKORE_SELKIES names Selkies' program in a venv of its own; its web client is found in that venv."""
+    venv = tmp_path / 'selkies-venv'
+    program = venv / 'bin' / 'selkies'
+    program.parent.mkdir(parents=True)
+    program.write_text('#!/bin/sh\n')
+    program.chmod(0o755)
+    settings = Settings.from_env({'AIKORE_DATA_DIR': str(tmp_path / 'data'), 'AIKORE_SELKIES': str(program)})
+    with pytest.raises(desktop.DesktopError, match='selkies web client'):
+        desktop.find_programs(settings)
+    web = venv / 'lib' / 'python3.11' / 'site-packages' / 'selkies' / 'selkies_web'
+    web.mkdir(parents=True)
+    programs = desktop.find_programs(settings)
+    assert (programs.selkies, programs.web_root) == (str(program), str(web))

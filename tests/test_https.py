@@ -55,6 +55,7 @@ def test_generated_then_user_certificate(tmp_path: Path) -> None:
         plain = httpx.get(f'http://localhost:{second.port}/api/instances')
         assert plain.status_code == 308 and plain.headers['location'] == f'https://localhost:{https}/api/instances'
         assert httpx.get(f'http://localhost:{second.port}/api/health').status_code == 200
+        assert second.login_link().startswith(f'https://127.0.0.1:{https}/login?once='), 'one login, on HTTPS'
     finally:
         if second is not None:
             second.stop()

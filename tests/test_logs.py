@@ -144,3 +144,40 @@ def test_a_reader_following_a_rotating_log_gets_every_line_once(tmp_path: Path) 
         writer.wait()
     assert resets == 0
     assert text.splitlines() == [str(n) for n in range(1, 200001)]
+
+
+def test_runner_copies_notes_into_its_log_on_lines_of_their_own(tmp_path: Path) -> None:
+    """The panel's lines (the desktop's status) reach the log through the runner's FIFO: the
+    runner stays the log's one writer, a note never splits a line, and the FIFO goes with the run."""
+    log, fifo, go = tmp_path / 'output.log', tmp_path / 'notes' / 'x.fifo', tmp_path / 'go'
+    fifo.parent.mkdir()
+    script = f'printf partial; while [ ! -e {go} ]; do sleep 0.05; done; echo done'
+    command = [sys.executable, '-I', '-S', str(RUNNER), '--log', str(log), '--max-bytes', str(1 << 20)]
+    command += ['--backups', '2', '--cursor-file', str(logs.cursor_path(log)), '--base', '0']
+    command += ['--exit-file', str(tmp_path / 'exit'), '--notes', str(fifo), '--', 'bash', '-c', script]
+    process = subprocess.Popen(command)
+    try:
+        wait_for(lambda: fifo.exists() and log.exists() and 'partial' in log.read_text(), what='the run')
+        assert logs.send_note(fifo, '[desktop] one')
+        assert logs.send_note(fifo, '[desktop] two\nstill one line')
+        wait_for(lambda: log.read_text().endswith('line\n'), what='the notes in the log')
+        go.touch()
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        process.wait()
+    assert log.read_text() == 'partial\n[desktop] one\n[desktop] two still one line\ndone\n'
+    assert not fifo.exists()
+    assert not logs.send_note(fifo, 'nobody reads this')
+    plain = tmp_path / 'plain'
+    plain.write_text('')
+    assert not logs.send_note(plain, 'not a FIFO') and plain.read_text() == ''
+
+
+def test_runner_without_a_notes_channel_runs_the_app_anyway(tmp_path: Path) -> None:
+    log = tmp_path / 'output.log'
+    command = [sys.executable, '-I', '-S', str(RUNNER), '--log', str(log), '--max-bytes', str(1 << 20)]
+    command += ['--backups', '2', '--cursor-file', str(logs.cursor_path(log)), '--base', '0']
+    command += ['--exit-file', str(tmp_path / 'exit'), '--notes', str(tmp_path / 'missing' / 'x.fifo')]
+    assert subprocess.run([*command, '--', 'bash', '-c', 'echo ran'], timeout=60, check=False).returncode == 0
+    assert log.read_text().startswith('[aikore] no channel for notes from the panel') and 'ran\n' in log.read_text()

@@ -20,15 +20,19 @@ local user cannot drive the display either.
 
 The unit's state file (``unit.json`` in that folder) lets a panel killed with SIGKILL take the
 four processes back (:meth:`Desktops.resume`).
+
+Status and errors go to the instance's own log as ``[desktop] ...`` lines (``on_note``: the
+supervisor hands them to the instance's runner, the one writer of that log); the four programs'
+own output stays in ``desktop.log`` in the desktop's folder, which those lines name on failure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -48,7 +52,8 @@ log = logging.getLogger(__name__)
 FIRST_DISPLAY = 100
 LAST_DISPLAY = 499
 SCREEN = '1920x1080x24'
-FRAMERATE = 30
+FRAMERATE = 20  # capture and encode rate: a still screen with a viewer costs about this many captures/s
+FRAMERATE_RANGE = '8-60'  # what the viewer's own setting may pick instead
 X_WAIT = 15.0  # how long a member waits for the X socket before it gives up
 START_TIMEOUT = 40.0
 STOP_GRACE = 10.0  # Selkies takes 1-5 s to end on SIGTERM
@@ -57,6 +62,9 @@ X_SOCKETS = Path('/tmp/.X11-unix')  # noqa: S108 - where X servers put their soc
 POLICY = units.RestartPolicy(units.RestartMode.ALWAYS, backoff=0.5, max_backoff=30.0, start_retries=8)
 MEMBERS = ('xvfb', 'openbox', 'chromium', 'selkies')
 DISPLAY_TRIES = 3
+# Selkies' start line: "Selkies 2.1.0 starting: websockets transport, ..., encoder h264enc at 8-240 fps, ..."
+ENCODER_LINE = re.compile(rb'Selkies \S+ starting:.*?encoder (\S+)')
+ENCODER_SCAN = 256 * 1024  # the end of desktop.log where the latest start line is looked for
 
 
 class DesktopError(RuntimeError):
@@ -72,17 +80,41 @@ class Programs:
     web_root: str
 
 
-def find_programs() -> Programs:
+REPO_SELKIES = Path(__file__).resolve().parents[3] / '.venv-selkies' / 'bin' / 'selkies'  # `make setup` makes it
+
+
+def find_selkies(settings: Settings) -> Path | None:
+    """Selkies lives in a venv of its own (its ~20 dependencies stay out of the panel's):
+    AIKORE_SELKIES, else the checkout's ``.venv-selkies``, else one beside the panel's Python
+    (an older install), else on PATH."""
+    beside = Path(sys.executable).with_name('selkies')
+    on_path = shutil.which('selkies')
+    for candidate in (settings.selkies, REPO_SELKIES, beside, Path(on_path) if on_path else None):
+        if candidate is not None and candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def web_client(selkies: Path) -> Path | None:
+    """Selkies' web client in the venv of ``selkies`` (given to it as ``--web-root``: else each
+    start copies 11 MB to /tmp)."""
+    venv = selkies.parent.parent
+    for found in sorted(venv.glob('lib/python3*/site-packages/selkies/selkies_web')):
+        if found.is_dir():
+            return found
+    return None
+
+
+def find_programs(settings: Settings) -> Programs:
     """The four programs and Selkies' web client; DesktopError names what is missing."""
     found = {name: shutil.which(name) for name in ('Xvfb', 'openbox', 'xauth')}
     found['chromium'] = shutil.which('chromium') or shutil.which('chromium-browser')
-    beside = Path(sys.executable).with_name('selkies')
-    found['selkies'] = str(beside) if beside.exists() else shutil.which('selkies')
-    spec = importlib.util.find_spec('selkies')
-    web_root = Path(spec.origin).parent / 'selkies_web' if spec and spec.origin else None
+    selkies = find_selkies(settings)
+    found['selkies'] = str(selkies) if selkies else None
+    web_root = web_client(selkies) if selkies else None
     missing = [name for name, path in found.items() if not path]
-    if web_root is None or not web_root.is_dir():
-        missing.append('selkies web client')
+    if selkies is not None and web_root is None:
+        missing.append(f'selkies web client (beside {selkies})')
     if missing:
         raise DesktopError(f'persistent desktop unavailable: {", ".join(missing)} not installed')
     return Programs(found['Xvfb'] or '', found['openbox'] or '', found['chromium'] or '', found['selkies'] or '',
@@ -158,14 +190,17 @@ def specs(programs: Programs, base: Path, display: int, slug: str, app_url: str)
     chromium = [
         programs.chromium, '--no-sandbox', '--test-type', '--disable-gpu', '--disable-dev-shm-usage',
         '--no-first-run', '--no-default-browser-check', '--password-store=basic', '--noerrdialogs',
-        '--disable-features=Translate', '--window-position=0,0', '--start-fullscreen',
+        '--disable-features=Translate,MediaRouter,OptimizationHints', '--window-position=0,0', '--start-fullscreen',
+        # Nothing in the background: no component updates, sync, pings or field trials waking it up.
+        '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-default-apps',
+        '--disable-extensions', '--no-pings', '--metrics-recording-only', '--disable-breakpad',
         f'--user-data-dir={base / "profile"}', '--kiosk', f'--app={app_url}',
     ]  # fmt: skip
     selkies = [
         programs.selkies, '--mode', 'websockets', '--unix-socket', str(base / 'selkies.sock'),
         '--enable-basic-auth', 'false', '--subfolder', f'/desktop/{slug}/',
         '--audio-enabled', 'false', '--microphone-enabled', 'false', '--gamepad-enabled', 'false',
-        '--webcam-enabled', 'false', '--file-transfers', 'none', '--framerate', str(FRAMERATE),
+        '--webcam-enabled', 'false', '--file-transfers', 'none', '--framerate', f'{FRAMERATE},{FRAMERATE_RANGE}',
         '--video-streaming-mode', 'false', '--enable-resize', 'false', '--web-root', programs.web_root,
     ]  # fmt: skip
     return [
@@ -183,6 +218,17 @@ def _identify(member: str, pid: int) -> bool:
     except psutil.Error:
         return False
     return member in command
+
+
+def encoder_in_log(log_file: Path) -> str | None:
+    """The encoder Selkies said it picked at its latest start (the end of ``desktop.log``)."""
+    try:
+        with log_file.open('rb') as handle:
+            handle.seek(max(0, log_file.stat().st_size - ENCODER_SCAN))
+            found = ENCODER_LINE.findall(handle.read())
+    except OSError:
+        return None
+    return found[-1].decode(errors='replace').rstrip(',;.') if found else None
 
 
 def write_cookie(base: Path, display: int) -> None:
@@ -205,15 +251,17 @@ class Desktop:
 
 
 OnChange = Callable[[int, int | None], object]  # (instance id, display while up else None)
+OnNote = Callable[[int, str], object]  # (instance id, a line for the instance's log)
 
 
 class Desktops:
     """Every persistent instance's desktop unit, keyed by instance id. The supervisor calls
     ``start`` once the app is ready, ``stop`` when the run ends, ``resume`` at panel start."""
 
-    def __init__(self, settings: Settings, on_change: OnChange | None = None) -> None:
+    def __init__(self, settings: Settings, on_change: OnChange | None = None, on_note: OnNote | None = None) -> None:
         self.settings = settings
         self.on_change = on_change
+        self.on_note = on_note
         self._desktops: dict[int, Desktop] = {}
         self._programs: Programs | None = None
 
@@ -231,7 +279,7 @@ class Desktops:
     def _build(self, instance: Instance, display: int, app_url: str) -> Desktop:
         assert instance.id is not None
         if self._programs is None:
-            self._programs = find_programs()
+            self._programs = find_programs(self.settings)
         base = folder(self.settings, instance.id)
         if len(str(socket_path(self.settings, instance.id))) > SOCKET_MAX:
             raise DesktopError(f'the desktop socket path under {base} is too long: choose a shorter AIKORE_DATA_DIR')
@@ -253,9 +301,9 @@ class Desktops:
             poll=0.1,
             before_start=before_start,
             identify=_identify,
-            on_running=lambda _unit: self._changed(instance_id, display),
+            on_running=lambda _unit: self._running(instance_id, instance.slug, display),
             on_exit=lambda _unit, ended: self._exited(instance_id, ended),
-            on_fatal=lambda _unit, exc: log.warning('Desktop of instance %s gave up: %s', instance_id, exc),
+            on_fatal=lambda _unit, exc: self._gave_up(instance_id, exc),
         )
         return Desktop(instance_id, instance.slug, display, unit)
 
@@ -271,10 +319,30 @@ class Desktops:
         if self.on_change is not None:
             self.on_change(instance_id, display)
 
+    def _note(self, instance_id: int, text: str) -> None:
+        """A ``[desktop]`` line in the instance's log."""
+        if self.on_note is not None:
+            self.on_note(instance_id, f'[desktop] {text}')
+
+    def _details(self, instance_id: int) -> str:
+        return f'details in {folder(self.settings, instance_id) / "desktop.log"}'
+
+    def _running(self, instance_id: int, slug: str, display: int) -> None:
+        encoder = encoder_in_log(folder(self.settings, instance_id) / 'desktop.log') or 'unknown'
+        log.info('Desktop of instance %s up on display :%s, encoder %s', instance_id, display, encoder)
+        self._note(instance_id, f'up on display :{display}, encoder {encoder}, streamed at /desktop/{slug}/')
+        self._changed(instance_id, display)
+
     def _exited(self, instance_id: int, ended: units.UnitExit) -> None:
-        log.warning('Desktop of instance %s: %s ended (code %s); %s', instance_id, ended.member, ended.code,
-                    'restarting it' if ended.restart_in is not None else 'not restarting')  # fmt: skip
+        delay = ended.restart_in
+        again = 'not restarting' if delay is None else f'restarting the desktop in {delay:.1f} s'
+        log.warning('Desktop of instance %s: %s ended (code %s); %s', instance_id, ended.member, ended.code, again)
+        self._note(instance_id, f'{ended.member} ended (code {ended.code}); {again}')
         self._changed(instance_id, None)
+
+    def _gave_up(self, instance_id: int, exc: BaseException) -> None:
+        log.warning('Desktop of instance %s gave up: %s', instance_id, exc)
+        self._note(instance_id, f'gave up: {exc} ({self._details(instance_id)})')
 
     def _taken(self) -> set[int]:
         return {desktop.display for desktop in self._desktops.values()}
@@ -293,6 +361,7 @@ class Desktops:
                 desktop = self._build(instance, display, app_url)
             except DesktopError as exc:
                 log.warning('%s: %s', instance.name, exc)
+                self._note(instance.id, f'not started: {exc}')
                 return
             self._desktops[instance.id] = desktop
             try:
@@ -302,11 +371,11 @@ class Desktops:
                 self._desktops.pop(instance.id, None)
                 log.warning('Desktop of %s did not start: %s (see %s)', instance.name, exc,
                             folder(self.settings, instance.id) / 'desktop.log')  # fmt: skip
+                self._note(instance.id, f'did not start on display :{display}: {exc} ({self._details(instance.id)})')
                 if exc.member != 'xvfb':
                     return
                 refused.add(display)
                 continue
-            log.info('Desktop of %s runs on display :%s', instance.name, display)
             return
 
     async def stop(self, instance_id: int) -> None:

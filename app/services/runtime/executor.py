@@ -108,12 +108,14 @@ class LocalExecutor:
 
     def start(self, instance: Instance, prepared: launch.Launch) -> RunHandle:
         prepared.exit_file.unlink(missing_ok=True)
+        launch.notes_fifo(self.settings, instance.name).parent.mkdir(parents=True, exist_ok=True)
         spec = self._spec(prepared)
         popen = units.spawn(spec)  # the runner's own start-up errors land in the instance's log
         return RunHandle(instance.name, popen.pid, processes.start_time(popen.pid), popen, spec)
 
     def _spec(self, prepared: launch.Launch) -> units.ProcessSpec:
-        command = runner_command(self.settings, prepared)
+        notes = launch.notes_fifo(self.settings, prepared.instance_dir.name)
+        command = runner_command(self.settings, prepared, notes)
         return units.ProcessSpec(
             'runner', command, cwd=prepared.instance_dir, env=prepared.env, output=prepared.log_path
         )
@@ -183,8 +185,10 @@ class LocalExecutor:
             await processes.end_group(handle_pid, self.settings.stop_grace, GROUP_POLL)
 
 
-def runner_command(settings: Settings, prepared: launch.Launch) -> list[str]:
-    """``runner.py`` around the launch script (also what a Slurm job runs under its gate)."""
+def runner_command(settings: Settings, prepared: launch.Launch, notes: Path | None = None) -> list[str]:
+    """``runner.py`` around the launch script (also what a Slurm job runs under its gate);
+    ``notes``: the FIFO through which the panel adds its own lines (``[desktop] …``) to the log."""
+    extra = ['--notes', str(notes)] if notes is not None else []
     return [
         sys.executable, '-I', '-S', str(RUNNER),
         '--log', str(prepared.log_path),
@@ -193,6 +197,7 @@ def runner_command(settings: Settings, prepared: launch.Launch) -> list[str]:
         '--cursor-file', str(logs.cursor_path(prepared.log_path)),
         '--base', str(prepared.log_run_base),
         '--exit-file', str(prepared.exit_file),
+        *extra,
         '--', launch.bash(), str(prepared.script),
     ]  # fmt: skip
 

@@ -45,6 +45,13 @@ def exit_file(settings: Settings, name: str) -> Path:
     return instance_dir(settings, name) / 'run' / EXIT_FILE
 
 
+def notes_fifo(settings: Settings, name: str) -> Path:
+    """The FIFO through which the panel adds lines to a running instance's log (``runner.py``
+    makes it, copies its lines into the log, removes it at the end). Outside the instance's
+    folder: a folder copy must never meet a FIFO."""
+    return settings.data_dir / 'notes' / f'{name}.fifo'
+
+
 def restart_marker(settings: Settings, name: str) -> Path:
     return instance_dir(settings, name) / 'run' / RESTART_FILE
 

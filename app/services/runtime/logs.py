@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,28 @@ LOG_FILE = 'output.log'
 CURSOR_FILE = 'cursor.json'
 MAX_READ_BYTES = 1024 * 1024
 ROTATION_WAIT = 2.0  # seconds
+
+
+NOTE_MAX = 4000  # below PIPE_BUF (4096): one write, never mixed with another note
+
+
+def send_note(fifo: Path, line: str) -> bool:
+    """Have the runner put ``line`` (one line, the ``\\n`` is added) into the log it writes.
+    False when no runner reads ``fifo`` (the run is over, or its runner predates notes) or its
+    pipe is full; never blocks."""
+    data = line.replace('\n', ' ').encode('utf-8', errors='replace')[:NOTE_MAX] + b'\n'
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:  # ENXIO: no reader; ENOENT: no FIFO
+        return False
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        return os.write(fd, data) == len(data)
+    except OSError:  # EAGAIN: the pipe is full; EPIPE: the runner just ended
+        return False
+    finally:
+        os.close(fd)
 
 
 def log_path(instance_dir: Path) -> Path:

@@ -7,8 +7,16 @@ needs nothing from the panel: if the panel dies (even SIGKILL), the instance kee
 running and logging, and the next panel reads the exit file.
 
 Run as ``python -I -S runner.py --log F --max-bytes N --backups K --cursor-file F --base N
---exit-file F -- cmd...``;
+--exit-file F [--notes FIFO] -- cmd...``;
 stdlib only, imported by nothing, so it starts in a few milliseconds.
+
+Notes: the panel has lines of its own for this log (the persistent desktop's status and errors).
+It must not append to ``output.log`` itself (this process is its only writer: readers count
+bytes, and rotation renames the file under a second writer), so the runner makes a FIFO
+(``--notes``) and copies whole lines from it into the log, between the app's chunks and starting
+on a line of their own. A panel writes a line with one ``write`` of less than PIPE_BUF bytes, so
+two notes never mix. The FIFO is opened read-write, so it never reads as ended when no panel has
+it open (a panel killed and restarted just opens it again).
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ class RotatingLog:
         self.fd = self._open()
         self.size = os.fstat(self.fd).st_size
         self.lost = 0  # bytes of output dropped while the disk was full (said in the log afterwards)
+        self.at_line_start = True  # the last byte written ended a line (a note starts on its own)
         self.run_base = run_base
         self.file_base = run_base - self.size
         self.save_cursor()
@@ -97,7 +106,13 @@ class RotatingLog:
         self.lost = 0
         return True
 
+    def note(self, line: bytes) -> None:
+        """A whole line of the panel's, on a line of its own."""
+        self.write(line if self.at_line_start else b'\n' + line)
+
     def _append(self, data: bytes) -> bool:
+        if data:
+            self.at_line_start = data.endswith(b'\n')
         view = memoryview(data)
         try:
             while view:
@@ -162,10 +177,55 @@ def exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def pump(read_fd: int, child_pid: int, log: RotatingLog) -> int:
+class Notes:
+    """The FIFO the panel writes its lines to; whole lines go to the log."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:  # noqa: SIM105 - contextlib would cost this process start-up time
+            os.unlink(path)  # a FIFO an earlier run left (its runner was killed)
+        except FileNotFoundError:
+            pass
+        os.mkfifo(path, 0o600)
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self.pending = b''
+
+    def read(self, log: RotatingLog) -> None:
+        try:
+            data = os.read(self.fd, CHUNK)
+        except BlockingIOError:
+            return
+        self.pending += data
+        end = self.pending.rfind(b'\n') + 1
+        if end:
+            log.note(self.pending[:end])
+            self.pending = self.pending[end:]
+
+    def close(self) -> None:
+        os.close(self.fd)
+        try:  # noqa: SIM105
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def open_notes(path: str | None, log: RotatingLog) -> Notes | None:
+    """The notes FIFO, or None (said in the log) where it cannot be made: the app runs anyway."""
+    if not path:
+        return None
+    try:
+        return Notes(path)
+    except OSError as exc:
+        log.write(f'[aikore] no channel for notes from the panel ({path}): {exc}\n'.encode())
+        return None
+
+
+def pump(read_fd: int, child_pid: int, log: RotatingLog, notes: Notes | None = None) -> int:
     """Copy the pipe to the log until the child exits, then drain what is left."""
     poller = select.poll()
     poller.register(read_fd, select.POLLIN)
+    if notes is not None:
+        poller.register(notes.fd, select.POLLIN)
     pidfd = os.pidfd_open(child_pid)
     poller.register(pidfd, select.POLLIN)
     status: int | None = None
@@ -176,6 +236,9 @@ def pump(read_fd: int, child_pid: int, log: RotatingLog) -> int:
         if status is not None and not events:
             break  # child gone and the pipe stayed quiet: grandchildren may hold it open
         for fd, _ in events:
+            if notes is not None and fd == notes.fd:
+                notes.read(log)
+                continue
             if fd == pidfd:
                 poller.unregister(pidfd)
                 os.close(pidfd)
@@ -221,10 +284,13 @@ def main(argv: list[str]) -> int:
     log = RotatingLog(
         options['log'], int(options['max-bytes']), int(options['backups']), options['cursor-file'], int(options['base'])
     )
+    notes = open_notes(options.get('notes'), log)
     read_fd, write_fd = os.pipe()
     child = spawn(command, write_fd)
     os.close(write_fd)
-    code = pump(read_fd, child, log)
+    code = pump(read_fd, child, log, notes)
+    if notes is not None:
+        notes.close()
     log.say_lost()  # if there is room now
     write_exit_file(options['exit-file'], code)
     return code

@@ -30,7 +30,7 @@ from ..catalog.rows import InstanceRows
 from ..errors import Conflict, InvalidInput, NotFound, ServiceError
 from ..files import disk_full
 from ..tasks import BackgroundTasks
-from . import launch
+from . import launch, logs
 from .desktop import Desktops
 from .executor import LocalExecutor, RunHandle
 from .executor import read_exit_file as read_exit_file  # where tests and tools look for it
@@ -96,7 +96,7 @@ class Supervisor:
         self._pending_restarts: dict[int, asyncio.Task[None]] = {}
         self._background = BackgroundTasks('Supervisor')
         self._reserved_ports: set[int] = set()
-        self.desktops = Desktops(settings, on_change=self._desktop_changed)
+        self.desktops = Desktops(settings, on_change=self._desktop_changed, on_note=self._desktop_note)
 
     # ------------------------------------------------------------------ queries
 
@@ -304,6 +304,13 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await run.desktop_task
         await self.desktops.stop(instance_id)
+
+    def _desktop_note(self, instance_id: int, line: str) -> None:
+        """A desktop line in the instance's log, through its runner (the log's one writer); once
+        the run is over there is no runner: the panel's log (where Desktops logged it) has it."""
+        run = self._runs.get(instance_id)
+        if run is not None:
+            logs.send_note(launch.notes_fifo(self.settings, run.name), line)
 
     def _desktop_changed(self, instance_id: int, display: int | None) -> None:
         self._spawn_task(self._record_display(instance_id, display))
