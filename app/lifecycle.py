@@ -18,6 +18,7 @@ class InstanceStatus(StrEnum):
     STALLED = 'stalled'
     STOPPING = 'stopping'
     ERROR = 'error'
+    INSTALLING = 'installing'  # a clone's folder is being copied (no process; delete = cancel)
 
     @property
     def is_running(self) -> bool:
@@ -36,6 +37,7 @@ TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
     S.STALLED: frozenset({S.STARTED, S.STOPPING, S.STOPPED, S.ERROR}),
     S.STARTED: frozenset({S.STOPPING, S.STOPPED, S.ERROR}),
     S.STOPPING: frozenset({S.STOPPED, S.ERROR}),
+    S.INSTALLING: frozenset({S.STOPPED, S.ERROR}),  # copied, or failed (or the panel stopped mid-copy)
 }
 
 RUNNING = frozenset({S.STARTING, S.STARTED, S.STALLED, S.STOPPING})  # a process may exist
@@ -44,7 +46,7 @@ READY = frozenset({S.STARTED})  # Open / View URLs exist
 ACTIVATABLE = frozenset({S.STARTING, S.STARTED, S.STALLED})  # the port is mapped once the app serves
 STARTABLE = frozenset(s for s, targets in TRANSITIONS.items() if S.STARTING in targets)
 DELETABLE = frozenset(S) - RUNNING  # also: renaming and changing the blueprint
-BUSY = frozenset({S.STARTING, S.STOPPING})  # on the way to another state (the dashboard shows a spinner)
+BUSY = frozenset({S.STARTING, S.STOPPING, S.INSTALLING})  # on the way to another state (the dashboard shows a spinner)
 
 
 class IllegalTransition(Exception):

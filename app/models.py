@@ -122,10 +122,48 @@ class InstancePublic(InstanceBase):
     restart_required: bool | None = None
     # How the app lives under /instance/<slug>/ (its launch.sh metadata, else its blueprint's): keep | strip | none
     path_mode: str = 'keep'
+    # Set on a satellite: the instance whose code, launch script and environment it runs.
+    parent_id: int | None = None
 
     @field_serializer('created_at')
     def _created_at_iso(self, value: datetime) -> str:
         return iso_utc(value)
+
+
+class CloneRequest(SQLModel):
+    """A clone: a new name; the other fields default to the source's (the public port to a free one)."""
+
+    name: str
+    gpu_ids: list[int] | None = None
+    public_port: int | None = None
+    output_path: str | None = None
+    autostart: bool | None = None
+    access_pattern: AccessPattern | None = None
+    restart_policy: RestartPolicy | None = None
+
+
+class SatelliteCreate(SQLModel):
+    """A satellite of an instance: its own name, GPUs, public port and output folder."""
+
+    name: str
+    gpu_ids: list[int] = Field(default_factory=list)
+    public_port: int | None = None
+    output_path: str | None = None
+    autostart: bool = False
+    access_pattern: AccessPattern = AccessPattern.PORT
+    restart_policy: RestartPolicy = RestartPolicy.NEVER
+
+
+class VersionsReport(BaseModel):
+    """What runs inside an instance's environment (None: absent or unknown)."""
+
+    environment: str | None  # the venv or conda env checked; None: none found, the system python3 was
+    python: str | None
+    torch: str | None
+    cuda: str | None  # the CUDA runtime torch was built with
+    xformers: str | None
+    driver: str | None  # the NVIDIA driver of the host
+    pip_check: list[str] | None  # `pip check` problems; None when pip is not there
 
 
 class TrashEntry(BaseModel):

@@ -19,6 +19,7 @@ STATUS_COLORS = {
     InstanceStatus.STALLED: 'orange-9',
     InstanceStatus.STOPPING: 'amber-8',
     InstanceStatus.ERROR: 'negative',
+    InstanceStatus.INSTALLING: 'blue-7',
 }
 GB = 1024**3
 

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from ...config import Settings
 from ...lifecycle import DELETABLE, STARTABLE
+from ...lifecycle import InstanceStatus as S
 from ...models import (
     NAME_MAX,
     AccessPattern,
@@ -46,6 +47,7 @@ from ..runtime.desktop import folder as desktop_folder
 from ..runtime.supervisor import Supervisor
 from . import store, validation
 from .blueprints import BlueprintStore, write_script_atomic
+from .copies import CopyJobs
 from .rows import InstanceRows
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ class InstanceService:
         self.access_patterns = access_patterns  # path and subdomain need the proxy (AIKORE_NGINX)
         self.removed: EventBus[int] = EventBus('instances-removed')  # ids of deleted instances
         self.catalog_lock = asyncio.Lock()
+        self.copies = CopyJobs()  # clones being copied (``families.py`` starts them; a delete cancels)
 
     # ------------------------------------------------------------------ reading
 
@@ -112,10 +115,7 @@ class InstanceService:
         gpu_ids = validation.gpu_ids(data.gpu_ids, self.gpu_count())
         port = validation.public_port(data.public_port, self.settings.port_range)
         output = validation.output_path(data.output_path) if data.output_path is not None else name
-        self._ensure_name_free(name)
-        folder = launch.instance_dir(self.settings, name)
-        if folder.exists():
-            raise Conflict(f'Folder {folder} already exists; move it away or choose another name')
+        folder = self.claim_folder(name)
         instance = Instance(
             name=name,
             slug=name.lower(),
@@ -171,10 +171,15 @@ class InstanceService:
                     raise Conflict(f'Stop {current.name!r} before changing its blueprint')
                 blueprint_change = blueprint.path
                 changes['blueprint'] = blueprint.name
+        if current.status == S.INSTALLING and ('name' in sent or 'blueprint' in sent):
+            raise Conflict(f'{current.name!r} is being copied: wait for it, or delete it to cancel the copy')
+        if current.parent_id is not None and sent.get('blueprint', current.blueprint) != current.blueprint:
+            raise Conflict(f'{current.name!r} is a satellite: it runs the blueprint of its parent')
         if 'name' in sent and sent['name'] != current.name:
             name = validation.instance_name(sent['name'])
             if running:
                 raise Conflict(f'Stop {current.name!r} before renaming it')
+            self._refuse_if_parent(current, 'rename')
             self._ensure_name_free(name, except_id=current.id)
             self._rename_folder(current.name, name)
             changes.update(name=name, slug=name.lower())
@@ -185,6 +190,19 @@ class InstanceService:
             self._replace_script(changes.get('name', current.name), blueprint_change)
         return changes
 
+    def claim_folder(self, name: str) -> Path:
+        """The folder of a new instance named ``name`` (blocking; hold ``catalog_lock``): refused when
+        the name is taken or the folder exists."""
+        self._ensure_name_free(name)
+        folder = launch.instance_dir(self.settings, name)
+        if folder.exists():
+            raise Conflict(f'Folder {folder} already exists; move it away or choose another name')
+        return folder
+
+    def access_pattern(self, pattern: AccessPattern) -> AccessPattern:
+        """``pattern`` if this panel serves it, else refused (422)."""
+        return self._access_pattern(pattern)
+
     def _access_pattern(self, pattern: AccessPattern) -> AccessPattern:
         if pattern not in self.access_patterns:
             raise InvalidInput(
@@ -192,6 +210,17 @@ class InstanceService:
                 "nginx not installed): use 'port'"
             )
         return pattern
+
+    def _refuse_if_parent(self, instance: Instance, action: str) -> None:
+        """A parent's satellites run its folder: it may not move or go while they exist."""
+        satellites = store.satellites_of(self.engine, instance.id or 0)
+        if satellites:
+            names = [satellite.name for satellite in satellites]
+            raise Conflict(
+                f'Cannot {action} {instance.name!r}: its satellites {", ".join(names)} run from its folder; '
+                'delete them first',
+                satellites=names,
+            )
 
     def _rename_folder(self, old: str, new: str) -> None:
         source, target = launch.instance_dir(self.settings, old), launch.instance_dir(self.settings, new)
@@ -255,7 +284,10 @@ class InstanceService:
     # ------------------------------------------------------------------ script and logs
 
     async def read_script(self, instance_id: int) -> str:
+        """The instance's launch script (a satellite's: its parent's, which it runs)."""
         instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+        if instance.parent_id is not None:
+            instance = await asyncio.to_thread(store.get, self.engine, instance.parent_id)
         script = launch.script_path(self.settings, instance.name)
         try:
             return await asyncio.to_thread(script.read_text, encoding='utf-8', errors='replace')
@@ -266,6 +298,10 @@ class InstanceService:
         text = validation.script_text(body)
         async with self.rows.hold(instance_id):  # a delete or rename never moves the folder under it
             instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+            if instance.parent_id is not None:
+                raise Conflict(f'{instance.name!r} is a satellite: it runs the launch script of its parent')
+            if instance.status == S.INSTALLING:
+                raise Conflict(f'{instance.name!r} is being copied: wait for the copy to end')
             await asyncio.to_thread(self._write_script, instance.name, text)
 
     def _write_script(self, name: str, text: str) -> None:
@@ -296,10 +332,18 @@ class InstanceService:
     # ------------------------------------------------------------------ delete and trash
 
     async def delete(self, instance_id: int) -> None:
+        """Into the trash; a clone still being copied is cancelled and leaves nothing (no row, no folder)."""
+        await self.copies.cancel(instance_id)  # outside the lock: the copy's last step takes it
         async with self.rows.hold(instance_id), self.catalog_lock:
             instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+            if instance.status == S.INSTALLING:
+                await asyncio.to_thread(self._drop_unfinished, instance)
+                self.removed.publish(instance_id)
+                log.info('Cancelled the clone %s: its copy and its row are gone', instance.name)
+                return
             if self.supervisor.is_running(instance_id) or instance.status not in DELETABLE:
                 raise Conflict(f'Stop {instance.name!r} before deleting it (it is {instance.status})')
+            await asyncio.to_thread(self._refuse_if_parent, instance, 'delete')
             self.supervisor.forget(instance_id)
             entry = await asyncio.to_thread(self._move_to_trash, instance)
             await asyncio.to_thread(store.delete, self.engine, instance_id)
@@ -307,6 +351,10 @@ class InstanceService:
             await asyncio.to_thread(shutil.rmtree, desktop_folder(self.settings, instance_id), True)
         self.removed.publish(instance_id)
         log.info('Moved instance %s to the trash as %s', instance.name, entry)
+
+    def _drop_unfinished(self, instance: Instance) -> None:
+        shutil.rmtree(launch.instance_dir(self.settings, instance.name), ignore_errors=True)
+        store.delete(self.engine, instance.id or 0)
 
     def _move_to_trash(self, instance: Instance) -> str:
         entry = self.free_trash_name(instance.name)

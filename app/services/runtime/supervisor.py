@@ -138,11 +138,15 @@ class Supervisor:
         """The instance, and the internal ports every instance runs on or last ran on."""
         return store.get(self.engine, instance_id), store.route_ports(self.engine)
 
+    def _parent(self, instance: Instance) -> Instance | None:
+        """A satellite's parent (whose script, code and environment it runs), else None."""
+        return store.get(self.engine, instance.parent_id) if instance.parent_id is not None else None
+
     def _launch(self, instance: Instance, port: int, automatic: bool) -> tuple[launch.Launch, RunHandle, Instance]:
         """Prepare, spawn and record the run in one trip to a worker thread: when 20 instances
         start at once, every trip waits for a CPU, and the start call for every trip."""
         launch.restart_marker(self.settings, instance.name).unlink(missing_ok=True)
-        prepared = launch.prepare(self.settings, instance, self.blueprints.functions_path, port)
+        prepared = launch.prepare(self.settings, instance, self.blueprints.functions_path, port, self._parent(instance))
         handle = self.executor.start(instance, prepared)
         fields: dict[str, object] = {
             'pid': handle.pid,
@@ -421,7 +425,8 @@ class Supervisor:
             if instance.status == InstanceStatus.STOPPING:
                 self._begin_stop(run)
             elif instance.status != InstanceStatus.STARTED:
-                meta = await asyncio.to_thread(launch.read_meta, self.settings, instance)
+                parent = await asyncio.to_thread(self._parent, instance)
+                meta = await asyncio.to_thread(launch.read_meta, self.settings, instance, parent)
                 log_path = self.executor.log_path(instance.name)
                 waited = max(0.0, time.time() - (instance.pid_started_at or time.time()))
                 run.ready_task = self._spawn_task(
