@@ -45,7 +45,8 @@ SERVING = frozenset({S.STARTED, S.STALLED})  # the app answered once: its public
 READY = frozenset({S.STARTED})  # Open / View URLs exist
 ACTIVATABLE = frozenset({S.STARTING, S.STARTED, S.STALLED})  # the port is mapped once the app serves
 STARTABLE = frozenset(s for s, targets in TRANSITIONS.items() if S.STARTING in targets)
-DELETABLE = frozenset(S) - RUNNING  # also: renaming and changing the blueprint
+CANCELLABLE = frozenset({S.INSTALLING})  # deleting it cancels the copy and leaves nothing
+DELETABLE = frozenset(S) - RUNNING - CANCELLABLE  # into the trash; also: renaming and changing the blueprint
 BUSY = frozenset({S.STARTING, S.STOPPING, S.INSTALLING})  # on the way to another state (the dashboard shows a spinner)
 
 
