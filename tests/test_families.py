@@ -214,3 +214,20 @@ def test_rebuild_recreates_the_venv_at_the_next_start(family_panel: Panel, sourc
     assert not (src_dir / '.rebuild').exists()
     assert (venv / 'first-run').read_text() != marker
     stop(family_panel, source['id'])
+
+
+def test_a_copy_cut_short_by_the_panel_is_an_error_after_restart(family_panel: Panel, source: dict[str, Any]) -> None:
+    client = family_panel.client
+    assert client.post(f'/instances/{source["id"]}/cancel').status_code == 409, 'not being copied'
+    bulk = folder(family_panel, 'src') / 'bulk'
+    bulk.mkdir(exist_ok=True)
+    for index in range(20000):
+        (bulk / f'{index}.txt').write_text('x' * 64)
+    response = client.post(f'/instances/{source["id"]}/clone', json={'name': 'cut'})
+    assert response.status_code == 201, response.text
+    family_panel.kill()
+    family_panel.start()
+    clone = family_panel.instance(response.json()['id'])
+    assert clone['status'] == 'error'
+    assert 'cut short' in log_text(family_panel, clone['id'])
+    assert client.delete(f'/instances/{clone["id"]}').status_code == 204

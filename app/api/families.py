@@ -27,8 +27,8 @@ async def clone_instance(instance_id: int, data: CloneRequest, core: CoreDep, re
 
 @router.post('/{instance_id}/cancel', status_code=204)
 async def cancel_clone(instance_id: int, core: CoreDep) -> Response:
-    """Cancel a clone's copy: nothing of it is left (no folder, no instance). Same as DELETE."""
-    await core.instances.delete(instance_id)
+    """Cancel a clone's copy: nothing of it is left (no folder, no instance); 409 when it is not being copied."""
+    await core.instances.delete(instance_id, only_a_copy=True)
     return Response(status_code=204)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from ...config import Settings
-from ...lifecycle import DELETABLE, STARTABLE
+from ...lifecycle import DELETABLE, RUNNING, STARTABLE
 from ...lifecycle import InstanceStatus as S
 from ...models import (
     NAME_MAX,
@@ -140,7 +140,7 @@ class InstanceService:
         """Apply the fields that were sent; also answers whether a restart is needed to apply them."""
         async with self.rows.hold(instance_id), self.catalog_lock:
             current = await asyncio.to_thread(store.get, self.engine, instance_id)
-            running = self.supervisor.is_running(instance_id) or current.status not in DELETABLE
+            running = self.supervisor.is_running(instance_id) or current.status in RUNNING
             changes = await asyncio.to_thread(self._validated_changes, current, data, running)
             public = await self.rows.update(instance_id, **changes) if changes else store.to_public(current)
         restart_required = running and any(key in changes for key in RESTART_FIELDS)
@@ -331,11 +331,14 @@ class InstanceService:
 
     # ------------------------------------------------------------------ delete and trash
 
-    async def delete(self, instance_id: int) -> None:
-        """Into the trash; a clone still being copied is cancelled and leaves nothing (no row, no folder)."""
+    async def delete(self, instance_id: int, only_a_copy: bool = False) -> None:
+        """Into the trash; a clone still being copied is cancelled and leaves nothing (no row, no folder).
+        ``only_a_copy``: cancel a copy, refusing (409) when the instance is not being copied."""
         await self.copies.cancel(instance_id)  # outside the lock: the copy's last step takes it
         async with self.rows.hold(instance_id), self.catalog_lock:
             instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+            if only_a_copy and instance.status != S.INSTALLING:
+                raise Conflict(f'{instance.name!r} is not being copied (it is {instance.status}): nothing to cancel')
             if instance.status == S.INSTALLING:
                 await asyncio.to_thread(self._drop_unfinished, instance)
                 self.removed.publish(instance_id)
