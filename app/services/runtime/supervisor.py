@@ -140,7 +140,14 @@ class Supervisor:
 
     def _parent(self, instance: Instance) -> Instance | None:
         """A satellite's parent (whose script, code and environment it runs), else None."""
-        return store.get(self.engine, instance.parent_id) if instance.parent_id is not None else None
+        if instance.parent_id is None:
+            return None
+        try:
+            return store.get(self.engine, instance.parent_id)
+        except NotFound:
+            raise Conflict(
+                f'{instance.name!r} is a satellite of instance {instance.parent_id}, which no longer exists'
+            ) from None
 
     def _launch(self, instance: Instance, port: int, automatic: bool) -> tuple[launch.Launch, RunHandle, Instance]:
         """Prepare, spawn and record the run in one trip to a worker thread: when 20 instances
