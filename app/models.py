@@ -124,6 +124,8 @@ class InstancePublic(InstanceBase):
     path_mode: str = 'keep'
     # Set on a satellite: the instance whose code, launch script and environment it runs.
     parent_id: int | None = None
+    # While a clone is ``installing``: how far its copy got (e.g. "1200 files, 35 MB").
+    progress: str | None = None
 
     @field_serializer('created_at')
     def _created_at_iso(self, value: datetime) -> str:

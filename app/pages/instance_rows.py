@@ -27,6 +27,8 @@ GB = 1024**3
 def status_text(instance: InstancePublic) -> str:
     if instance.status == InstanceStatus.ERROR and instance.exit_code is not None:
         return f'error ({instance.exit_code})'
+    if instance.status == InstanceStatus.INSTALLING and instance.progress:
+        return f'installing · {instance.progress}'
     return str(instance.status)
 
 

@@ -49,15 +49,26 @@ class CopyStats:
     bytes: int = 0
     environments: int = 0  # environment folders left out
 
+    @property
+    def text(self) -> str:
+        return f'{self.files} files, {self.bytes / 1024**2:.1f} MB'
+
 
 def is_environment(folder: Path) -> bool:
     """A venv or a conda env (by the files their tools write)."""
     return (folder / 'pyvenv.cfg').is_file() or (folder / 'conda-meta').is_dir()
 
 
-def copy_folder(source: Path, target: Path, stop: threading.Event, say: Callable[[str], None]) -> CopyStats:
+def copy_folder(
+    source: Path,
+    target: Path,
+    stop: threading.Event,
+    say: Callable[[str], None],
+    progress: Callable[[CopyStats], None] = lambda _stats: None,
+) -> CopyStats:
     """Copy ``source`` into ``target`` (which exists) but what the module docstring lists
-    (blocking). Files that vanish mid-copy (a running source) are skipped."""
+    (blocking). Files that vanish mid-copy (a running source) are skipped. ``say`` gets log
+    lines, ``progress`` the counts, about once a second."""
     stats = CopyStats()
     last = time.monotonic()
     for root, dirs, files in os.walk(source):
@@ -86,7 +97,8 @@ def copy_folder(source: Path, target: Path, stop: threading.Event, say: Callable
             stats.files += 1
             if time.monotonic() - last >= PROGRESS_EVERY:
                 last = time.monotonic()
-                say(f'Copied {stats.files} files ({stats.bytes / 1024**2:.1f} MB) ...')
+                say(f'Copied {stats.text} ...')
+                progress(stats)
     return stats
 
 
@@ -128,12 +140,17 @@ class CopyJobs:
     def __init__(self) -> None:
         self._jobs: dict[int, tuple[asyncio.Task[Any], threading.Event]] = {}
         self._tasks = BackgroundTasks('Clone copies')
+        self.progress: dict[int, str] = {}  # how far each copy got, shown with its row
 
     def start(self, instance_id: int, job: Callable[[threading.Event], Coroutine[Any, Any, None]]) -> None:
         stop = threading.Event()
         task = self._tasks.spawn(job(stop))
         self._jobs[instance_id] = (task, stop)
-        task.add_done_callback(lambda _task: self._jobs.pop(instance_id, None))
+        task.add_done_callback(lambda _task: self._forget(instance_id))
+
+    def _forget(self, instance_id: int) -> None:
+        self._jobs.pop(instance_id, None)
+        self.progress.pop(instance_id, None)
 
     def running(self, instance_id: int) -> bool:
         return instance_id in self._jobs

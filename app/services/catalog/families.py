@@ -27,7 +27,7 @@ from ...models import CloneRequest, Instance, InstancePublic, SatelliteCreate
 from ..errors import Conflict, NotFound
 from ..runtime import launch
 from . import store, validation
-from .copies import CopyCancelled, append_line, copy_folder, rewrite_paths
+from .copies import CopyCancelled, CopyStats, append_line, copy_folder, rewrite_paths
 from .instances import InstanceService
 from .rows import TransitionRefused
 
@@ -93,11 +93,18 @@ class FamilyService:
     async def _copy(self, clone_id: int, source: Path, target: Path, stop: threading.Event) -> None:
         """The background copy; its end is the row's next status."""
 
+        loop = asyncio.get_running_loop()
+
         def say(line: str) -> None:
             append_line(target, line)
 
+        def progress(stats: CopyStats) -> None:  # in the copy's thread
+            with contextlib.suppress(NotFound):
+                row = store.get(self.engine, clone_id)
+                loop.call_soon_threadsafe(self._show_progress, row, stats.text)
+
         try:
-            stats = await asyncio.to_thread(copy_folder, source, target, stop, say)
+            stats = await asyncio.to_thread(copy_folder, source, target, stop, say, progress)
             rewritten = await asyncio.to_thread(rewrite_paths, target / launch.LAUNCH_SCRIPT, source, target)
         except CopyCancelled:
             return  # the delete that cancelled it removes the row and the folder
@@ -106,7 +113,7 @@ class FamilyService:
             await asyncio.to_thread(say, f'The copy failed: {exc}. Delete this clone and try again.')
             await self._end(clone_id, S.ERROR)
             return
-        summary = f'Copied {stats.files} files ({stats.bytes / 1024**2:.1f} MB)'
+        summary = f'Copied {stats.text}'
         if rewritten:
             summary += f'; {rewritten} path(s) to {source} in launch.sh now point to {target}'
         await asyncio.to_thread(say, summary)
@@ -116,6 +123,12 @@ class FamilyService:
             'at the first start',
         )
         await self._end(clone_id, S.STOPPED)
+
+    def _show_progress(self, row: Instance, text: str) -> None:
+        if row.id is None or not self.instances.copies.running(row.id):
+            return  # ended meanwhile: its last status is what the row shows
+        self.instances.copies.progress[row.id] = text
+        self.rows.events.publish(store.to_public(row).model_copy(update={'progress': text}))
 
     async def _end(self, clone_id: int, status: S) -> None:
         with contextlib.suppress(NotFound, TransitionRefused):  # deleted (cancelled) meanwhile

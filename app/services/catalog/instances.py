@@ -84,7 +84,14 @@ class InstanceService:
     # ------------------------------------------------------------------ reading
 
     async def list_all(self) -> list[InstancePublic]:
-        return [store.to_public(row) for row in await asyncio.to_thread(store.list_all, self.engine)]
+        return [self._public(row) for row in await asyncio.to_thread(store.list_all, self.engine)]
+
+    def _public(self, row: Instance) -> InstancePublic:
+        """The row as answered: with how far its copy got while it is a clone being copied."""
+        public = store.to_public(row)
+        if row.status == S.INSTALLING and row.id is not None:
+            public.progress = self.copies.progress.get(row.id)
+        return public
 
     async def shell_spec(self, instance_id: int) -> ShellSpec:
         """A bash in the instance's folder with the environment of a run (its current GPUs and port)."""
@@ -98,7 +105,7 @@ class InstanceService:
         return store.to_public(row) if row is not None else None
 
     async def get(self, instance_id: int) -> InstancePublic:
-        return store.to_public(await asyncio.to_thread(store.get, self.engine, instance_id))
+        return self._public(await asyncio.to_thread(store.get, self.engine, instance_id))
 
     # ------------------------------------------------------------------ create / update
 
