@@ -108,9 +108,13 @@ class FamilyService:
             rewritten = await asyncio.to_thread(rewrite_paths, target / launch.LAUNCH_SCRIPT, source, target)
         except CopyCancelled:
             return  # the delete that cancelled it removes the row and the folder
-        except OSError as exc:
-            log.warning('Copying %s into %s failed: %s', source.name, target.name, exc)
-            await asyncio.to_thread(say, f'The copy failed: {exc}. Delete this clone and try again.')
+        except Exception as exc:  # never left `installing`: the row says it failed, the log says why
+            if isinstance(exc, OSError):
+                log.warning('Copying %s into %s failed: %s', source.name, target.name, exc)
+            else:
+                log.error('Copying %s into %s failed', source.name, target.name, exc_info=exc)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(say, f'The copy failed: {exc}. Delete this clone and try again.')
             await self._end(clone_id, S.ERROR)
             return
         summary = f'Copied {stats.text}'
