@@ -22,15 +22,15 @@ def test_row_menu_clones_and_shows_satellites(browser: Browser, panel: Panel) ->
     action(page, moon, 'more_vert').click()
     expect(page.locator('.q-menu .q-item', has_text='Pins…')).to_have_class(re.compile('disabled'))
     page.keyboard.press('Escape')
+    expect(page.locator('.q-menu')).to_have_count(0, timeout=10000)
 
     action(page, base, 'more_vert').click()
     page.locator('.q-menu .q-item', has_text='Clone…').click()
     dialog = page.get_by_role('dialog')
-    dialog.get_by_label('Name').fill('base-copy')
+    expect(dialog.get_by_label('Name')).to_have_value('base-copy', timeout=15000)  # the suggested name
     dialog.get_by_role('button', name='Clone').click()
-    expect(page.get_by_text('Copying base into base-copy')).to_be_visible(timeout=10000)
     copy = page.locator('.aikore-grid tr').filter(has=page.locator('input[aria-label="Name"][value="base-copy"]'))
-    expect(copy).to_have_count(1, timeout=10000)
+    expect(copy).to_have_count(1, timeout=20000)
     expect(copy).to_contain_text('stopped', timeout=20000)
     page.context.close()
     assert errors_logged(panel) == []
