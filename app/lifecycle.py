@@ -19,6 +19,7 @@ class InstanceStatus(StrEnum):
     STALLED = 'stalled'
     STOPPING = 'stopping'
     ERROR = 'error'
+    INSTALLING = 'installing'  # a clone's folder is being copied (no process; delete = cancel)
 
     @property
     def is_running(self) -> bool:
@@ -39,6 +40,7 @@ TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
     S.STALLED: frozenset({S.STARTED, S.STOPPING, S.STOPPED, S.ERROR}),
     S.STARTED: frozenset({S.STOPPING, S.STOPPED, S.ERROR}),
     S.STOPPING: frozenset({S.STOPPED, S.ERROR}),
+    S.INSTALLING: frozenset({S.STOPPED, S.ERROR}),  # copied, or failed (or the panel stopped mid-copy)
 }
 
 # a process (or a cluster job) may exist
@@ -47,9 +49,10 @@ SERVING = frozenset({S.STARTED, S.STALLED})  # the app answered once: its public
 READY = frozenset({S.STARTED})  # Open / View URLs exist
 ACTIVATABLE = frozenset({S.STARTING, S.STARTED, S.STALLED})  # the port is mapped once the app serves
 STARTABLE = frozenset(s for s, targets in TRANSITIONS.items() if S.STARTING in targets) - RUNNING
-DELETABLE = frozenset(S) - RUNNING  # also: renaming and changing the blueprint
+CANCELLABLE = frozenset({S.INSTALLING})  # deleting it cancels the copy and leaves nothing
+DELETABLE = frozenset(S) - RUNNING - CANCELLABLE  # into the trash; also: renaming and changing the blueprint
 QUEUED = frozenset({S.QUEUED})  # waiting for a cluster's resources
-BUSY = frozenset({S.STARTING, S.STOPPING})  # on the way to another state (the dashboard shows a spinner)
+BUSY = frozenset({S.STARTING, S.STOPPING, S.INSTALLING})  # on the way to another state (the dashboard shows a spinner)
 
 
 class IllegalTransition(Exception):

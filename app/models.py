@@ -156,6 +156,10 @@ class InstancePublic(InstanceBase):
     node: str | None = None
     status_detail: str | None = None
     cluster_unreachable_since: datetime | None = None
+    # Set on a satellite: the instance whose code, launch script and environment it runs.
+    parent_id: int | None = None
+    # While a clone is ``installing``: how far its copy got (e.g. "1200 files, 35 MB").
+    progress: str | None = None
 
     @field_serializer('created_at')
     def _created_at_iso(self, value: datetime) -> str:
@@ -164,6 +168,42 @@ class InstancePublic(InstanceBase):
     @field_serializer('cluster_unreachable_since')
     def _unreachable_iso(self, value: datetime | None) -> str | None:
         return iso_utc(value) if value is not None else None
+
+
+class CloneRequest(SQLModel):
+    """A clone: a new name; the other fields default to the source's (the public port to a free one)."""
+
+    name: str
+    gpu_ids: list[int] | None = None
+    public_port: int | None = None
+    output_path: str | None = None
+    autostart: bool | None = None
+    access_pattern: AccessPattern | None = None
+    restart_policy: RestartPolicy | None = None
+
+
+class SatelliteCreate(SQLModel):
+    """A satellite of an instance: its own name, GPUs, public port and output folder."""
+
+    name: str
+    gpu_ids: list[int] = Field(default_factory=list)
+    public_port: int | None = None
+    output_path: str | None = None
+    autostart: bool = False
+    access_pattern: AccessPattern = AccessPattern.PORT
+    restart_policy: RestartPolicy = RestartPolicy.NEVER
+
+
+class VersionsReport(BaseModel):
+    """What runs inside an instance's environment (None: absent or unknown)."""
+
+    environment: str | None  # the venv or conda env checked; None: none found, the system python3 was
+    python: str | None
+    torch: str | None
+    cuda: str | None  # the CUDA runtime torch was built with
+    xformers: str | None
+    driver: str | None  # the NVIDIA driver of the host
+    pip_check: list[str] | None  # `pip check` problems; None when pip is not there
 
 
 class TrashEntry(BaseModel):

@@ -16,6 +16,8 @@
 # folder, then runs it on 127.0.0.1:$WEBUI_PORT.
 #   <instance>/ComfyUI   the git checkout (models/* link to the shared $MODELS_DIR)
 #   <instance>/env       the Python venv (touch <instance>/.rebuild to recreate it)
+#   A satellite runs this script from its parent's folder with the parent's code
+#   and venv; its user, input and temp folders live in $AIKORE_SATELLITE_DIR.
 #   $INSTANCE_OUTPUT_DIR generated images
 #
 # Settings: set them here or in the environment.
@@ -88,14 +90,17 @@ fi
 #    entry imports but the requirements omit (older refs: 0.3.64 needs requests)
 #    (torchaudio is left out: ComfyUI runs without it, and PyPI's build would not
 #    match the torch installed above)
-REQUIREMENTS="$INSTANCE_DIR/comfyui-requirements.txt"
-grep -viE '^[[:space:]]*torchaudio([^[:alnum:]_-]|$)' "$APP_DIR/requirements.txt" >"$REQUIREMENTS" || true
-aikore_pip_install_requirements "$REQUIREMENTS"
-mapfile -t MISSING < <(aikore_missing_imports "$APP_DIR" main.py server.py execution.py nodes.py folder_paths.py \
-  'comfy/*.py' 'comfy_execution/*.py' 'app/*.py')
-if ((${#MISSING[@]})); then
-  aikore_log "ComfyUI imports modules its requirements do not install; installing: ${MISSING[*]}"
-  python -m pip install "${MISSING[@]}" || aikore_die "cannot install ${MISSING[*]}"
+#    (a satellite uses its parent's environment as it is)
+if ! aikore_is_satellite; then
+  REQUIREMENTS="$INSTANCE_DIR/comfyui-requirements.txt"
+  grep -viE '^[[:space:]]*torchaudio([^[:alnum:]_-]|$)' "$APP_DIR/requirements.txt" >"$REQUIREMENTS" || true
+  aikore_pip_install_requirements "$REQUIREMENTS"
+  mapfile -t MISSING < <(aikore_missing_imports "$APP_DIR" main.py server.py execution.py nodes.py folder_paths.py \
+    'comfy/*.py' 'comfy_execution/*.py' 'app/*.py')
+  if ((${#MISSING[@]})); then
+    aikore_log "ComfyUI imports modules its requirements do not install; installing: ${MISSING[*]}"
+    python -m pip install "${MISSING[@]}" || aikore_die "cannot install ${MISSING[*]}"
+  fi
 fi
 
 # 5. Shared models and per-instance outputs
@@ -108,6 +113,12 @@ mkdir -p -- "$INSTANCE_OUTPUT_DIR"
 cd "$APP_DIR"
 CPU_ARGS=()
 [[ "$COMFYUI_CPU" == 1 ]] && CPU_ARGS=(--cpu)
+# A satellite keeps its writable state in its own folder, never in the parent's checkout.
+if aikore_is_satellite; then
+  mkdir -p -- "$AIKORE_SATELLITE_DIR/user" "$AIKORE_SATELLITE_DIR/input" "$AIKORE_SATELLITE_DIR/temp"
+  CPU_ARGS+=(--user-directory "$AIKORE_SATELLITE_DIR/user" --input-directory "$AIKORE_SATELLITE_DIR/input"
+    --temp-directory "$AIKORE_SATELLITE_DIR/temp")
+fi
 aikore_log "Starting ComfyUI on http://127.0.0.1:${WEBUI_PORT} (GPUs: $(aikore_gpus_shown)${CPU_ARGS[*]:+, CPU only})"
 # shellcheck disable=SC2086 # COMFYUI_ARGS is split into separate arguments on purpose
 exec python main.py --listen 127.0.0.1 --port "$WEBUI_PORT" \

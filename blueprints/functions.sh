@@ -8,7 +8,8 @@
 # <data>/instances/<name>/launch.sh, so it cannot find this file relatively).
 #
 # Every helper is safe under `set -euo pipefail`; sourcing this file defines
-# functions only and changes no shell option. Messages go to stdout with an
+# functions, changes no shell option, and exports PIP_CONSTRAINT when the
+# instance has package pins (aikore_apply_pins). Messages go to stdout with an
 # "[aikore]" prefix and ANSI colours (set NO_COLOR=1 to drop the colours);
 # aikore_die writes to stderr so that its message is not swallowed when it is
 # called inside $(...). The panel logs stdout and stderr together, in order.
@@ -38,6 +39,64 @@ aikore_warn() {
 aikore_die() {
   _aikore_print '1;31' "ERROR: $*" >&2
   exit 1
+}
+
+# aikore_is_satellite : return 0 when this run is a satellite: it runs its
+# parent's launch.sh, code and environment (INSTANCE_DIR is the parent's folder)
+# with its own GPUs, port, logs and outputs; its own writable folder is
+# AIKORE_SATELLITE_DIR. A satellite never changes the parent's files: the
+# helpers below then only use what the parent installed.
+aikore_is_satellite() {
+  [[ -n "${AIKORE_SATELLITE_DIR:-}" ]]
+}
+
+# aikore_apply_pins : export PIP_CONSTRAINT=<instance>/pins.txt when that file
+# exists (package pins kept by the panel, pip constraints syntax), so every pip
+# install honours it and an update never replaces a pinned package. Called
+# when this file is sourced and again when an environment is activated.
+aikore_apply_pins() {
+  local pins="${INSTANCE_DIR:-$PWD}/pins.txt"
+  if [[ -f "$pins" ]]; then
+    export PIP_CONSTRAINT="$pins"
+    if [[ -z "${_AIKORE_PINS_SAID:-}" ]]; then
+      _AIKORE_PINS_SAID=1
+      aikore_log "Package pins from $pins apply to every pip install (PIP_CONSTRAINT)"
+    fi
+  fi
+}
+
+# Internal: when a rebuild was requested (the marker "$INSTANCE_DIR/.rebuild",
+# written by the panel's "Rebuild environment"), remove environment DIR so that
+# it is created again; the marker is removed once the new env exists
+# (_aikore_rebuild_done). Never in a satellite: the environment is the parent's.
+_aikore_rebuild_env() {
+  local dir=$1
+  if ! aikore_is_satellite && [[ -e "${INSTANCE_DIR:-$PWD}/.rebuild" && -e "$dir" ]]; then
+    aikore_warn "rebuild requested: removing the environment $dir to create it again"
+    rm -rf -- "${dir:?}"
+  fi
+}
+
+_aikore_rebuild_done() {
+  if ! aikore_is_satellite; then
+    rm -f -- "${INSTANCE_DIR:-$PWD}/.rebuild"
+  fi
+}
+
+# Internal: in a satellite, activate the parent's environment DIR as it is, or die.
+_aikore_satellite_env() {
+  local dir=$1 kind=$2
+  if [[ "$kind" == venv && -f "$dir/bin/activate" && -x "$dir/bin/python" ]]; then
+    _aikore_source_lenient "$dir/bin/activate" || aikore_die "cannot activate the venv in $dir"
+  elif [[ "$kind" == conda && -d "$dir/conda-meta" ]]; then
+    export CONDA_PREFIX="$dir" CONDA_DEFAULT_ENV="$dir" CONDA_SHLVL=1
+    export PATH="$dir/bin:$PATH"
+    unset PYTHONHOME
+    hash -r
+  else
+    aikore_die "this satellite runs the environment $dir of ${AIKORE_PARENT_NAME:-its parent}, which does not exist yet: start the parent once"
+  fi
+  aikore_log "Satellite: using $(python --version 2>&1) from the parent's environment $dir"
 }
 
 # aikore_pick_python CANDIDATE... : print the first interpreter on PATH that
@@ -171,6 +230,12 @@ _aikore_git_checkout() {
 aikore_git_sync() {
   local url=${1:?aikore_git_sync: URL required} dir=${2:?aikore_git_sync: DIR required} ref=${3:-}
   local current_url
+  if aikore_is_satellite; then
+    [[ -e "$dir/.git" ]] ||
+      aikore_die "this satellite runs the code in $dir of ${AIKORE_PARENT_NAME:-its parent}, which is not there yet: start the parent once"
+    aikore_log "Satellite: running the parent's checkout $dir as it is"
+    return 0
+  fi
   command -v git >/dev/null 2>&1 || aikore_die "git is not installed"
 
   if [[ ! -e "$dir/.git" ]]; then
@@ -230,6 +295,11 @@ _aikore_source_lenient() {
 # venv (e.g. its base interpreter is gone) is recreated.
 aikore_venv_create() {
   local dir=${1:?aikore_venv_create: DIR required} python=${2:-python3}
+  if aikore_is_satellite; then
+    _aikore_satellite_env "$dir" venv
+    return 0
+  fi
+  _aikore_rebuild_env "$dir"
   if [[ -f "$dir/bin/activate" && -x "$dir/bin/python" ]] && "$dir/bin/python" -c 'import sys' >/dev/null 2>&1; then
     :
   else
@@ -243,6 +313,8 @@ aikore_venv_create() {
     "$dir/bin/python" -m pip install --quiet --upgrade pip || aikore_warn "cannot upgrade pip (offline?)"
   fi
   _aikore_source_lenient "$dir/bin/activate" || aikore_die "cannot activate the venv in $dir"
+  _aikore_rebuild_done
+  aikore_apply_pins
   aikore_log "Using $(python --version 2>&1) from $dir"
 }
 
@@ -271,6 +343,11 @@ _aikore_find_conda() {
 # or conda unless it exists, then activate it; die when no such tool exists.
 aikore_conda_create() {
   local dir=${1:?aikore_conda_create: DIR required} pyver=${2:-3.11} tool script
+  if aikore_is_satellite; then
+    _aikore_satellite_env "$dir" conda
+    return 0
+  fi
+  _aikore_rebuild_env "$dir"
   tool=$(_aikore_find_conda) ||
     aikore_die "this blueprint needs conda, mamba or micromamba and none was found; install Miniforge or micromamba, or use a venv (aikore_venv_create)"
   if [[ ! -d "$dir/conda-meta" ]]; then
@@ -291,6 +368,8 @@ aikore_conda_create() {
     done
   fi
   hash -r
+  _aikore_rebuild_done
+  aikore_apply_pins
   aikore_log "Using $(python --version 2>&1) from conda env $dir"
 }
 
@@ -321,6 +400,10 @@ aikore_pip_install_requirements() {
   shift
   # shellcheck disable=SC2034 # read by blueprints after the call
   AIKORE_PIP_RAN=0
+  if aikore_is_satellite; then
+    aikore_log "Satellite: the parent's environment is used as it is (no install from $file)"
+    return 0
+  fi
   [[ -f "$file" ]] || aikore_die "requirements file not found: $file"
   if [[ -z "${VIRTUAL_ENV:-}" && -z "${CONDA_PREFIX:-}" ]]; then
     aikore_warn "no venv or conda env is active; pip installs into $(command -v python || echo '?')"
@@ -386,6 +469,12 @@ _aikore_merge_dir() {
 aikore_link_dir() {
   local link=${1:?aikore_link_dir: LINK required} target=${2:?aikore_link_dir: TARGET required}
   [[ "$target" == /* ]] || target="$PWD/$target"
+  if aikore_is_satellite; then
+    mkdir -p -- "$target"
+    [[ -L "$link" && "$(readlink -- "$link")" == "$target" ]] ||
+      aikore_warn "Satellite: $link is not linked to $target; the parent's folder is left as it is"
+    return 0
+  fi
   mkdir -p -- "$target"
   if [[ -L "$link" ]]; then
     if [[ "$(readlink -- "$link")" == "$target" ]]; then
@@ -431,6 +520,9 @@ aikore_link_models() {
 #   if aikore_rebuild_requested; then rm -rf -- "${VENV_DIR:?}"; fi
 aikore_rebuild_requested() {
   local flag="${INSTANCE_DIR:-$PWD}/.rebuild"
+  if aikore_is_satellite; then
+    return 1 # the parent's marker is for the parent's own next start
+  fi
   if [[ -e "$flag" ]]; then
     rm -f -- "$flag"
     aikore_warn "rebuild requested ($flag): the environment will be recreated"
@@ -438,3 +530,6 @@ aikore_rebuild_requested() {
   fi
   return 1
 }
+
+# Sourcing this file applies the instance's package pins (see aikore_apply_pins).
+aikore_apply_pins

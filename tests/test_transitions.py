@@ -43,6 +43,8 @@ ALLOWED = {
     (S.QUEUED, S.STOPPING),
     (S.QUEUED, S.STOPPED),
     (S.QUEUED, S.ERROR),
+    (S.INSTALLING, S.STOPPED),  # a clone's copy ended
+    (S.INSTALLING, S.ERROR),  # it failed, or the panel stopped during it
 }
 
 
@@ -68,6 +70,8 @@ def test_named_groups() -> None:
     assert {S.STOPPED, S.ERROR} == lifecycle.DELETABLE
     assert S.STARTING in lifecycle.ACTIVATABLE and S.STOPPING not in lifecycle.ACTIVATABLE
     assert {S.STARTED, S.STALLED} == lifecycle.SERVING and {S.STARTED} == lifecycle.READY
+    assert S.INSTALLING in lifecycle.BUSY and S.INSTALLING in lifecycle.CANCELLABLE
+    assert S.INSTALLING not in lifecycle.STARTABLE | lifecycle.RUNNING
     assert set(lifecycle.TRANSITIONS) == set(S)  # every status has a row in the table
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from ..services.errors import ServiceError
 from ..services.files import disk_full
-from . import account, blueprints, disk, instances, network, orphans, slurm, system, trash
+from . import account, blueprints, disk, families, instances, network, orphans, slurm, system, trash
 from .deps import TokenAuthMiddleware, json_body_only
 from .openapi_doc import build_schema
 
@@ -27,7 +27,7 @@ def create_api() -> FastAPI:
         openapi_url=None,
         dependencies=[Depends(json_body_only)],
     )
-    for module in (system, instances, blueprints, trash, orphans, network, account, disk, slurm):
+    for module in (system, instances, families, blueprints, trash, orphans, network, account, disk, slurm):
         api.include_router(module.router)
     api.add_middleware(TokenAuthMiddleware)
     api.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]

@@ -83,7 +83,7 @@ def _complete(operation: dict[str, Any], method: str, path: str) -> None:
 def _document_limits(schemas: dict[str, Any]) -> None:
     """The rules the services apply, shown in the schema (the services still answer with their
     own sentence when a value breaks them)."""
-    for model in ('InstanceCreate', 'InstanceUpdate'):
+    for model in ('InstanceCreate', 'InstanceUpdate', 'CloneRequest', 'SatelliteCreate'):
         name = schemas.get(model, {}).get('properties', {}).get('name')
         if name is not None:
             target = next((option for option in name.get('anyOf', []) if option.get('type') == 'string'), name)

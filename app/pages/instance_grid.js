@@ -42,10 +42,11 @@ export default {
       <template v-slot:body="props">
         <q-tr :props="props" :class="{ 'aikore-selected': props.row.id === current }" :data-id="props.row.id"
               @click="pick(props.row)">
-          <q-td key="name" :props="props">
+          <q-td key="name" :props="props" :class="{ 'aikore-satellite': !!props.row.parent }">
             <input class="aikore-cell" :value="value(props.row, 'name')" :disabled="!props.row.renamable"
                    :title="props.row.renamable ? 'Name' : props.row.rename_title" aria-label="Name"
                    @input="edit(props.row, 'name', $event.target.value)">
+            <div v-if="props.row.parent" class="text-xs opacity-60">satellite of {{ props.row.parent }}</div>
           </q-td>
           <q-td key="blueprint" :props="props">
             <div class="font-medium">{{ props.row.blueprint }}</div>
@@ -114,6 +115,18 @@ export default {
                   <i class="material-icons notranslate" aria-hidden="true">{{ action.icon }}</i>
                 </button>
               </span>
+              <button type="button" class="aikore-action aikore-more" aria-label="More actions"
+                      title="Clone, satellite, environment" @click.stop>
+                <i class="material-icons notranslate" aria-hidden="true">more_vert</i>
+                <q-menu auto-close>
+                  <q-list dense style="min-width: 13rem">
+                    <q-item v-for="item in more(props.row)" :key="item.name" clickable :disable="!item.enabled"
+                            :title="item.title" @click="act(props.row, item.name)">
+                      <q-item-section>{{ item.label }}</q-item-section>
+                    </q-item>
+                  </q-list>
+                </q-menu>
+              </button>
             </span>
           </q-td>
         </q-tr>
@@ -201,6 +214,17 @@ export default {
         { name: "terminal", icon: "terminal", label: "Terminal", title: "Terminal", enabled: true },
         { name: "delete", icon: "delete", label: "Delete", title: row.delete_title || "Delete", color: "text-negative",
           enabled: row.can_delete },
+      ];
+    },
+    // The row's menu: clone, satellite and environment actions (titles say why one is off).
+    more(row) {
+      const family = row.family || {};
+      return [
+        { name: "clone", label: "Clone…", enabled: !!family.can_clone, title: family.clone_title || "" },
+        { name: "satellite", label: "New satellite…", enabled: !!family.can_satellite, title: family.satellite_title || "" },
+        { name: "rebuild", label: "Rebuild environment…", enabled: !!family.own_env, title: family.env_title || "" },
+        { name: "versions", label: "Versions", enabled: !!family.can_check, title: "" },
+        { name: "pins", label: "Pins…", enabled: !!family.own_env, title: family.env_title || "" },
       ];
     },
     pick(row) {

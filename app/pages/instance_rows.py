@@ -20,6 +20,7 @@ STATUS_COLORS = {
     InstanceStatus.STALLED: 'orange-9',
     InstanceStatus.STOPPING: 'amber-8',
     InstanceStatus.ERROR: 'negative',
+    InstanceStatus.INSTALLING: 'blue-7',
 }
 GB = 1024**3
 
@@ -30,6 +31,8 @@ def status_text(instance: InstancePublic) -> str:
         text = f'error ({instance.exit_code})'
     elif instance.status in lifecycle.QUEUED and instance.status_detail:
         text = instance.status_detail
+    elif instance.status == InstanceStatus.INSTALLING and instance.progress:
+        text = f'installing · {instance.progress}'
     else:
         text = str(instance.status)
     if instance.cluster_unreachable_since is not None:
@@ -71,7 +74,7 @@ def actions(instance: InstancePublic) -> dict[str, Any]:
     running = status in lifecycle.RUNNING
     stopping = status == InstanceStatus.STOPPING
     startable = status in lifecycle.STARTABLE
-    deletable = status in lifecycle.DELETABLE
+    deletable = status in lifecycle.DELETABLE or status in lifecycle.CANCELLABLE
     return {
         'running': running,
         'can_start_stop': not stopping if running else startable,
@@ -114,10 +117,27 @@ def shared_text(others: list[str]) -> str:
     return f'Public port shared with {names}: only one of them can be active at a time'
 
 
+def family(instance: InstancePublic, parent: str) -> dict[str, Any]:
+    """What the row's menu may do (clone, satellite, environment), with the reason when not."""
+    installing = instance.status in lifecycle.CANCELLABLE
+    satellite = instance.parent_id is not None
+    busy = f'{instance.name} is being copied' if installing else ''
+    return {
+        'can_clone': not installing and not satellite,
+        'clone_title': busy or (f'A satellite has no folder of its own: clone {parent}' if satellite else ''),
+        'can_satellite': not installing and not satellite,
+        'satellite_title': busy or ('A satellite cannot have satellites' if satellite else ''),
+        'own_env': not installing and not satellite,
+        'env_title': busy or (f'A satellite runs the environment of {parent}' if satellite else ''),
+        'can_check': not installing,
+    }
+
+
 def row_data(
-    instance: InstancePublic, category: str, usage: str = '', sharing: list[str] | None = None
+    instance: InstancePublic, category: str, usage: str = '', sharing: list[str] | None = None, parent: str = ''
 ) -> dict[str, Any]:
-    """One row as the browser shows it; ``sharing``: the other instances on its public port."""
+    """One row as the browser shows it; ``sharing``: the other instances on its public port;
+    ``parent``: the name of the instance a satellite runs from."""
     renamable = instance.status in lifecycle.DELETABLE
     return {
         'id': instance.id,
@@ -142,6 +162,8 @@ def row_data(
         'restart_policy': instance.restart_policy.value,
         'renamable': renamable,
         'rename_title': '' if renamable else f'Stop {instance.name} to rename it',
+        'parent': parent,
+        'family': family(instance, parent),
         **actions(instance),
         **activation(instance),
     }

@@ -24,6 +24,7 @@ from ..services.catalog.instances import RESTART_FIELDS
 from ..services.core import Core
 from ..services.errors import Conflict, InvalidInput, ServiceError
 from ..services.monitoring.sampler import Sample
+from . import family_dialogs
 from .feedback import attempt, confirm, notify
 from .instance_rows import ACCESS_LABELS, row_data, usage_text
 
@@ -72,6 +73,7 @@ select.aikore-cell { width: auto; }
 .aikore-action:focus-visible { outline: 2px solid var(--q-primary); }
 .aikore-action:disabled { opacity: 0.2; filter: grayscale(1); cursor: not-allowed; }
 .aikore-action .material-icons { font-size: 18px; }
+.aikore-grid td.aikore-satellite { padding-left: 1.2rem !important; }
 @media (max-width: 599px) {
   .aikore-grid .aikore-minor { display: none; }
   .aikore-grid .aikore-actions { flex-wrap: wrap; max-width: 106px; white-space: normal; }
@@ -167,7 +169,8 @@ class InstanceTable:
         port = instance.public_port
         sharing = [self.instances[key].name for key in self.by_port.get(port, ()) if key != instance.id] if port else []
         category = self.categories.get(instance.blueprint, '')
-        return row_data(instance, category, self.usage.get(instance.id, ''), sharing)
+        parent = self.instances.get(instance.parent_id) if instance.parent_id is not None else None
+        return row_data(instance, category, self.usage.get(instance.id, ''), sharing, parent.name if parent else '')
 
     def _index_port(self, instance_id: int, old: int | None, new: int | None) -> set[int]:
         """Moves an instance in the port index; answers the other instances whose sharing changed."""
@@ -358,6 +361,8 @@ class InstanceTable:
                 ui.navigate.to(instance.urls.open, new_tab=True)
         elif name == 'delete':
             self.confirm_delete(instance)
+        elif name in family_dialogs.ACTIONS:
+            await family_dialogs.ACTIONS[name](self.core, instance, list(self.instances.values()))
         else:
             log.warning('Unknown row action %r', name)
 
@@ -368,6 +373,16 @@ class InstanceTable:
             await attempt(self.core.instances.start(instance.id), f'Starting {instance.name}')
 
     def confirm_delete(self, instance: InstancePublic) -> None:
+        if instance.status in lifecycle.CANCELLABLE:
+            confirm(
+                f'Cancel the copy of {instance.name}? Nothing of it is kept.',
+                'Cancel the copy',
+                lambda: attempt(self.core.instances.delete(instance.id), f'The copy of {instance.name} was cancelled'),
+                color='negative',
+                cancel='Go on copying',
+                marker='confirm-delete',
+            )
+            return
         if instance.status not in lifecycle.DELETABLE:  # the button is disabled; a stale page may still ask
             notify(f'Stop {instance.name} before deleting it (it is {instance.status})', type='warning')
             return

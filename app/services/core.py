@@ -15,6 +15,8 @@ from ..models import InstancePublic
 from .access import auth
 from .access.sessions import Sessions
 from .catalog.blueprints import BlueprintStore
+from .catalog.environments import EnvironmentService
+from .catalog.families import FamilyService
 from .catalog.instances import InstanceService
 from .catalog.orphans import ORPHANS_PREFIX, OrphanFolders, orphans_problem
 from .catalog.rows import InstanceRows
@@ -46,6 +48,8 @@ class Core:
     monitor: Monitor
     network: Network
     disk: DiskUsage
+    families: FamilyService  # clones and satellites
+    environments: EnvironmentService  # rebuild, versions, pins
     log_streams: LogStreams = field(default_factory=LogStreams)
     terminals: Terminals = field(default_factory=Terminals)  # interactive shells (Terminal tab)
     ready: bool = False  # earlier runs re-adopted: requests may act on instances now
@@ -89,6 +93,8 @@ class Core:
             monitor=monitor,
             network=network,
             disk=DiskUsage(settings, engine),
+            families=FamilyService(instances),
+            environments=EnvironmentService(settings, engine, supervisor),
         )
 
     async def startup(self) -> None:
@@ -97,6 +103,7 @@ class Core:
         ``problems`` and the next step runs. Only a proxy that cannot serve the panel at all
         (``NginxError``) stops the start: the panel could not be reached."""
         await self._step('Re-adopting running instances', self._adopt)
+        await self._step('Clones cut short', self._recover_clones)
         await self._step('Looking for instance folders without an instance', self.check_orphans)
         await self._start_network()
         self.ready = True
@@ -107,6 +114,10 @@ class Core:
 
     async def _adopt(self) -> None:
         for problem in await self.supervisor.adopt_all():
+            self.add_problem(problem)
+
+    async def _recover_clones(self) -> None:
+        for problem in await self.families.recover():
             self.add_problem(problem)
 
     async def _autostart(self) -> None:
@@ -186,6 +197,7 @@ class Core:
         await self.monitor.stop()
         self.log_streams.shutdown()
         await self.terminals.close_all()
+        await self.instances.copies.cancel_all()
         await self.supervisor.shutdown()
         await self.network.shutdown()
         await asyncio.to_thread(self.engine.dispose)

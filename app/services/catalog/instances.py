@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from ...config import Settings
-from ...lifecycle import DELETABLE, STARTABLE
+from ...lifecycle import DELETABLE, RUNNING, STARTABLE
+from ...lifecycle import InstanceStatus as S
 from ...models import (
     NAME_MAX,
     AccessPattern,
@@ -48,6 +49,7 @@ from ..runtime.desktop import folder as desktop_folder
 from ..runtime.supervisor import Supervisor
 from . import store, validation
 from .blueprints import BlueprintStore, write_script_atomic
+from .copies import CopyJobs
 from .rows import InstanceRows
 
 log = logging.getLogger(__name__)
@@ -79,11 +81,19 @@ class InstanceService:
         self.access_patterns = access_patterns  # path and subdomain need the proxy (AIKORE_NGINX)
         self.removed: EventBus[int] = EventBus('instances-removed')  # ids of deleted instances
         self.catalog_lock = asyncio.Lock()
+        self.copies = CopyJobs()  # clones being copied (``families.py`` starts them; a delete cancels)
 
     # ------------------------------------------------------------------ reading
 
     async def list_all(self) -> list[InstancePublic]:
-        return [store.to_public(row) for row in await asyncio.to_thread(store.list_all, self.engine)]
+        return [self._public(row) for row in await asyncio.to_thread(store.list_all, self.engine)]
+
+    def _public(self, row: Instance) -> InstancePublic:
+        """The row as answered: with how far its copy got while it is a clone being copied."""
+        public = store.to_public(row)
+        if row.status == S.INSTALLING and row.id is not None:
+            public.progress = self.copies.progress.get(row.id)
+        return public
 
     async def shell_spec(self, instance_id: int) -> ShellSpec:
         """A bash in the instance's folder with the environment of a run (its current GPUs and port)."""
@@ -99,7 +109,7 @@ class InstanceService:
         return store.to_public(row) if row is not None else None
 
     async def get(self, instance_id: int) -> InstancePublic:
-        return store.to_public(await asyncio.to_thread(store.get, self.engine, instance_id))
+        return self._public(await asyncio.to_thread(store.get, self.engine, instance_id))
 
     # ------------------------------------------------------------------ create / update
 
@@ -118,10 +128,7 @@ class InstanceService:
         gpu_ids = validation.gpu_ids(data.gpu_ids, None if on_slurm else self.gpu_count())  # Slurm: a count
         port = validation.public_port(data.public_port, self.settings.port_range)
         output = validation.output_path(data.output_path) if data.output_path is not None else name
-        self._ensure_name_free(name)
-        folder = launch.instance_dir(self.settings, name)
-        if folder.exists():
-            raise Conflict(f'Folder {folder} already exists; move it away or choose another name')
+        folder = self.claim_folder(name)
         instance = Instance(
             name=name,
             slug=name.lower(),
@@ -150,7 +157,7 @@ class InstanceService:
         """Apply the fields that were sent; also answers whether a restart is needed to apply them."""
         async with self.rows.hold(instance_id), self.catalog_lock:
             current = await asyncio.to_thread(store.get, self.engine, instance_id)
-            running = self.supervisor.is_running(instance_id) or current.status not in DELETABLE
+            running = self.supervisor.is_running(instance_id) or current.status in RUNNING
             changes = await asyncio.to_thread(self._validated_changes, current, data, running)
             public = await self.rows.update(instance_id, **changes) if changes else store.to_public(current)
         restart_required = running and any(key in changes for key in RESTART_FIELDS)
@@ -203,10 +210,15 @@ class InstanceService:
                     raise Conflict(f'Stop {current.name!r} before changing its blueprint')
                 blueprint_change = blueprint.path
                 changes['blueprint'] = blueprint.name
+        if current.status == S.INSTALLING and ('name' in sent or 'blueprint' in sent):
+            raise Conflict(f'{current.name!r} is being copied: wait for it, or delete it to cancel the copy')
+        if current.parent_id is not None and sent.get('blueprint', current.blueprint) != current.blueprint:
+            raise Conflict(f'{current.name!r} is a satellite: it runs the blueprint of its parent')
         if 'name' in sent and sent['name'] != current.name:
             name = validation.instance_name(sent['name'])
             if running:
                 raise Conflict(f'Stop {current.name!r} before renaming it')
+            self._refuse_if_parent(current, 'rename')
             self._ensure_name_free(name, except_id=current.id)
             self._rename_folder(current.name, name)
             changes.update(name=name, slug=name.lower())
@@ -217,6 +229,19 @@ class InstanceService:
             self._replace_script(changes.get('name', current.name), blueprint_change)
         return changes
 
+    def claim_folder(self, name: str) -> Path:
+        """The folder of a new instance named ``name`` (blocking; hold ``catalog_lock``): refused when
+        the name is taken or the folder exists."""
+        self._ensure_name_free(name)
+        folder = launch.instance_dir(self.settings, name)
+        if folder.exists():
+            raise Conflict(f'Folder {folder} already exists; move it away or choose another name')
+        return folder
+
+    def access_pattern(self, pattern: AccessPattern) -> AccessPattern:
+        """``pattern`` if this panel serves it, else refused (422)."""
+        return self._access_pattern(pattern)
+
     def _access_pattern(self, pattern: AccessPattern) -> AccessPattern:
         if pattern not in self.access_patterns:
             raise InvalidInput(
@@ -224,6 +249,17 @@ class InstanceService:
                 "nginx not installed): use 'port'"
             )
         return pattern
+
+    def _refuse_if_parent(self, instance: Instance, action: str) -> None:
+        """A parent's satellites run its folder: it may not move or go while they exist."""
+        satellites = store.satellites_of(self.engine, instance.id or 0)
+        if satellites:
+            names = [satellite.name for satellite in satellites]
+            raise Conflict(
+                f'Cannot {action} {instance.name!r}: its satellites {", ".join(names)} run from its folder; '
+                'delete them first',
+                satellites=names,
+            )
 
     def _rename_folder(self, old: str, new: str) -> None:
         source, target = launch.instance_dir(self.settings, old), launch.instance_dir(self.settings, new)
@@ -287,7 +323,10 @@ class InstanceService:
     # ------------------------------------------------------------------ script and logs
 
     async def read_script(self, instance_id: int) -> str:
+        """The instance's launch script (a satellite's: its parent's, which it runs)."""
         instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+        if instance.parent_id is not None:
+            instance = await asyncio.to_thread(store.get, self.engine, instance.parent_id)
         script = launch.script_path(self.settings, instance.name)
         try:
             return await asyncio.to_thread(script.read_text, encoding='utf-8', errors='replace')
@@ -298,6 +337,10 @@ class InstanceService:
         text = validation.script_text(body)
         async with self.rows.hold(instance_id):  # a delete or rename never moves the folder under it
             instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+            if instance.parent_id is not None:
+                raise Conflict(f'{instance.name!r} is a satellite: it runs the launch script of its parent')
+            if instance.status == S.INSTALLING:
+                raise Conflict(f'{instance.name!r} is being copied: wait for the copy to end')
             await asyncio.to_thread(self._write_script, instance.name, text)
 
     def _write_script(self, name: str, text: str) -> None:
@@ -327,11 +370,22 @@ class InstanceService:
 
     # ------------------------------------------------------------------ delete and trash
 
-    async def delete(self, instance_id: int) -> None:
+    async def delete(self, instance_id: int, only_a_copy: bool = False) -> None:
+        """Into the trash; a clone still being copied is cancelled and leaves nothing (no row, no folder).
+        ``only_a_copy``: cancel a copy, refusing (409) when the instance is not being copied."""
+        await self.copies.cancel(instance_id)  # outside the lock: the copy's last step takes it
         async with self.rows.hold(instance_id), self.catalog_lock:
             instance = await asyncio.to_thread(store.get, self.engine, instance_id)
+            if only_a_copy and instance.status != S.INSTALLING:
+                raise Conflict(f'{instance.name!r} is not being copied (it is {instance.status}): nothing to cancel')
+            if instance.status == S.INSTALLING:
+                await asyncio.to_thread(self._drop_unfinished, instance)
+                self.removed.publish(instance_id)
+                log.info('Cancelled the clone %s: its copy and its row are gone', instance.name)
+                return
             if self.supervisor.is_running(instance_id) or instance.status not in DELETABLE:
                 raise Conflict(f'Stop {instance.name!r} before deleting it (it is {instance.status})')
+            await asyncio.to_thread(self._refuse_if_parent, instance, 'delete')
             self.supervisor.forget(instance_id)
             entry = await asyncio.to_thread(self._move_to_trash, instance)
             await asyncio.to_thread(store.delete, self.engine, instance_id)
@@ -339,6 +393,10 @@ class InstanceService:
             await asyncio.to_thread(shutil.rmtree, desktop_folder(self.settings, instance_id), True)
         self.removed.publish(instance_id)
         log.info('Moved instance %s to the trash as %s', instance.name, entry)
+
+    def _drop_unfinished(self, instance: Instance) -> None:
+        shutil.rmtree(launch.instance_dir(self.settings, instance.name), ignore_errors=True)
+        store.delete(self.engine, instance.id or 0)
 
     def _move_to_trash(self, instance: Instance) -> str:
         entry = self.free_trash_name(instance.name)

@@ -96,3 +96,10 @@ def route_ports(engine: Engine) -> dict[int, int]:
     query = select(Instance.id, Instance.internal_port).where(Instance.internal_port.is_not(None))  # type: ignore[union-attr]
     with session_scope(engine) as session:
         return {row[0]: row[1] for row in session.exec(query) if row[0] is not None and row[1] is not None}
+
+
+def satellites_of(engine: Engine, instance_id: int) -> list[Instance]:
+    """The satellites of an instance (rows whose ``parent_id`` is it)."""
+    with session_scope(engine) as session:
+        query = select(Instance).where(Instance.parent_id == instance_id).order_by(Instance.id)  # type: ignore[arg-type]
+        return list(session.exec(query))

@@ -27,7 +27,7 @@ SECRET_VARIABLES = ('AIKORE_API_TOKEN', 'AIKORE_PASSWORD')
 
 @dataclass(frozen=True)
 class Launch:
-    instance_dir: Path
+    instance_dir: Path  # where the script runs (a satellite's: its parent's folder)
     script: Path
     log_path: Path
     log_run_base: int  # the log cursor position where this run's output starts
@@ -80,17 +80,26 @@ def output_dir(settings: Settings, instance: Instance | InstancePublic) -> Path:
     return settings.outputs_dir / (instance.output_path or instance.name)
 
 
-def read_meta(settings: Settings, instance: Instance) -> BlueprintMeta:
-    script = script_path(settings, instance.name)
+def read_meta(settings: Settings, instance: Instance, parent: Instance | None = None) -> BlueprintMeta:
+    """The metadata of the script the instance runs (a satellite runs its parent's)."""
+    owner = parent or instance
+    script = script_path(settings, owner.name)
     if not script.is_file():
-        raise Conflict(f'{script} is missing: save a launch script for {instance.name!r} first')
-    return parse_metadata(script.read_text(encoding='utf-8', errors='replace'), instance.blueprint)
+        raise Conflict(f'{script} is missing: save a launch script for {owner.name!r} first')
+    return parse_metadata(script.read_text(encoding='utf-8', errors='replace'), owner.blueprint)
 
 
-def prepare(settings: Settings, instance: Instance, functions_path: Path, port: int) -> Launch:
-    """Create the run's folders and rotate the previous log (blocking: run in a thread)."""
+def prepare(
+    settings: Settings, instance: Instance, functions_path: Path, port: int, parent: Instance | None = None
+) -> Launch:
+    """Create the run's folders and rotate the previous log (blocking: run in a thread).
+
+    ``parent``: the instance is its satellite. It runs the parent's launch.sh in the parent's
+    folder (code and environment), while its logs, run state, temp files and outputs live in
+    its own folder, created here if missing (rows upgraded from the original AiKore carry
+    only ``parent_id``); ``AIKORE_SATELLITE_DIR`` tells the script and functions.sh so."""
     folder = instance_dir(settings, instance.name)
-    meta = read_meta(settings, instance)
+    meta = read_meta(settings, instance, parent)
     for sub in ('logs', 'run', 'tmp'):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     output = output_dir(settings, instance)
@@ -101,9 +110,12 @@ def prepare(settings: Settings, instance: Instance, functions_path: Path, port: 
     logs.rotate_for_new_run(log_file, settings.log_backups)
     # Readers must never pair the new file with the previous run's cursor.
     logs.write_cursor(log_file, logs.Cursor(run_base, run_base))
-    env = environment(settings, instance, port, folder, output, functions_path)
-    script, exit_path = script_path(settings, instance.name), exit_file(settings, instance.name)
-    return Launch(folder, script, log_file, run_base, exit_path, port, meta, env)
+    code_dir = instance_dir(settings, parent.name) if parent is not None else folder
+    env = environment(settings, instance, port, code_dir, output, functions_path)
+    if parent is not None:
+        env.update(AIKORE_SATELLITE_DIR=str(folder), AIKORE_PARENT_NAME=parent.name, TMPDIR=str(folder / 'tmp'))
+    script, exit_path = code_dir / LAUNCH_SCRIPT, exit_file(settings, instance.name)
+    return Launch(code_dir, script, log_file, run_base, exit_path, port, meta, env)
 
 
 def free_port(excluded: set[int], preferred: int | None = None) -> int:

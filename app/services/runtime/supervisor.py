@@ -215,6 +215,17 @@ class Supervisor:
         """The instance, and the internal ports every instance runs on or last ran on."""
         return store.get(self.engine, instance_id), store.route_ports(self.engine)
 
+    def _parent(self, instance: Instance) -> Instance | None:
+        """A satellite's parent (whose script, code and environment it runs), else None."""
+        if instance.parent_id is None:
+            return None
+        try:
+            return store.get(self.engine, instance.parent_id)
+        except NotFound:
+            raise Conflict(
+                f'{instance.name!r} is a satellite of instance {instance.parent_id}, which no longer exists'
+            ) from None
+
     def _launch(
         self, instance: Instance, port: int, automatic: bool, executor: AnyExecutor | None = None
     ) -> tuple[launch.Launch, RunHandle, Instance]:
@@ -222,8 +233,9 @@ class Supervisor:
         start at once, every trip waits for a CPU, and the start call for every trip."""
         executor = executor or self.executor
         launch.restart_marker(self.settings, instance.name).unlink(missing_ok=True)
-        self._restore_missing_script(instance)
-        prepared = launch.prepare(self.settings, instance, self.blueprints.functions_path, port)
+        parent = self._parent(instance)
+        self._restore_missing_script(parent or instance)  # a satellite runs its parent's script
+        prepared = launch.prepare(self.settings, instance, self.blueprints.functions_path, port, parent)
         handle = executor.start(instance, prepared)
         fields: dict[str, object] = {
             'pid': handle.pid,
@@ -535,7 +547,8 @@ class Supervisor:
             if instance.status == InstanceStatus.STOPPING:
                 self._begin_stop(run)
             elif instance.status != InstanceStatus.STARTED:
-                meta = await asyncio.to_thread(launch.read_meta, self.settings, instance)
+                parent = await asyncio.to_thread(self._parent, instance)
+                meta = await asyncio.to_thread(launch.read_meta, self.settings, instance, parent)
                 log_path = self.executor.log_path(instance.name)
                 waited = max(0.0, time.time() - (instance.pid_started_at or time.time()))
                 run.ready_task = self._spawn_task(

@@ -1,0 +1,233 @@
+"""Instance families and environments, with real panels and processes: a clone of an instance
+with a venv runs with a venv of its own (the source unchanged), a cancelled clone leaves
+nothing, a satellite runs from its parent's folder on its own port with its own log, a parent
+cannot be deleted or renamed, a rebuild re-creates the venv at the next start, versions reports
+the environment's Python and pins reach pip (PIP_CONSTRAINT)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.helpers import Panel, blueprint, wait_for
+
+# A blueprint with a real venv made by functions.sh; it says what it sees, then serves HTTP
+# from the venv's interpreter. A run that is not a satellite leaves a marker inside the venv.
+VENV_BLUEPRINT = blueprint(
+    'set -euo pipefail\n'
+    'source "$AIKORE_FUNCTIONS"\n'
+    'aikore_venv_create "$INSTANCE_DIR/venv" python3\n'
+    'if ! aikore_is_satellite && [[ ! -e "$VIRTUAL_ENV/first-run" ]]; then date +%s%N >"$VIRTUAL_ENV/first-run"; fi\n'
+    'echo "VENV=$VIRTUAL_ENV"\n'
+    'echo "PIN=${PIP_CONSTRAINT:-none}"\n'
+    'echo "SATELLITE=${AIKORE_SATELLITE_DIR:-none} OUTPUT=$INSTANCE_OUTPUT_DIR"\n'
+    'exec python -u -m http.server --bind 127.0.0.1 "$WEBUI_PORT"',
+    stall_timeout=120,
+    name='VenvApp',
+)
+START_TIMEOUT = 120.0  # a venv is created at the first start (several seconds on a busy machine)
+
+
+@pytest.fixture(scope='module')
+def family_panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Panel]:
+    # Offline: pip's self-upgrade in aikore_venv_create fails at once instead of retrying the network.
+    panel = Panel(tmp_path_factory.mktemp('families') / 'data', AIKORE_NGINX='off', PIP_NO_INDEX='1').start()
+    try:
+        panel.put_blueprint('VenvApp', VENV_BLUEPRINT)
+        yield panel
+    finally:
+        panel.stop()
+
+
+@pytest.fixture(scope='module')
+def source(family_panel: Panel) -> dict[str, Any]:
+    """A running instance whose venv exists (made at its first start)."""
+    instance = family_panel.create('src', 'VenvApp')
+    assert instance['parent_id'] is None
+    start(family_panel, instance['id'])
+    return instance
+
+
+def start(panel: Panel, instance_id: int) -> dict[str, Any]:
+    response = panel.client.post(f'/instances/{instance_id}/start')
+    assert response.status_code == 202, response.text
+    return panel.wait_status(instance_id, 'started', timeout=START_TIMEOUT)
+
+
+def stop(panel: Panel, instance_id: int) -> None:
+    assert panel.client.post(f'/instances/{instance_id}/stop').status_code == 202
+    panel.wait_status(instance_id, 'stopped', timeout=30)
+
+
+def log_text(panel: Panel, instance_id: int) -> str:
+    return str(panel.client.get(f'/instances/{instance_id}/logs').json()['text'])
+
+
+def said(panel: Panel, instance_id: int, key: str) -> str:
+    """The value the blueprint printed as ``KEY=value`` in its current run."""
+    found = wait_for(lambda: re.search(rf'^{key}=(\S+)', log_text(panel, instance_id), re.M), 20, what=key)
+    return found.group(1)
+
+
+def folder(panel: Panel, name: str) -> Path:
+    return panel.data_dir / 'instances' / name
+
+
+def test_pins_are_validated_and_reach_pip(family_panel: Panel, source: dict[str, Any]) -> None:
+    client = family_panel.client
+    pins_url = f'/instances/{source["id"]}/pins'
+    assert client.get(pins_url).text == ''
+    bad = client.put(pins_url, content=b'torch==2.7.1\nthis is not a requirement!\n')
+    assert bad.status_code == 422 and 'Line 2' in bad.json()['detail']
+    assert client.put(pins_url, content=b'# keep torch\ntorch==2.7.1\nnumpy<2\n').status_code == 204
+    assert 'numpy<2' in client.get(pins_url).text
+    pins = folder(family_panel, 'src') / 'pins.txt'
+    assert pins.read_text() == '# keep torch\ntorch==2.7.1\nnumpy<2\n'
+    stop(family_panel, source['id'])
+    start(family_panel, source['id'])
+    assert said(family_panel, source['id'], 'PIN') == str(pins)
+
+
+def test_versions_report_the_environments_python(family_panel: Panel, source: dict[str, Any]) -> None:
+    venv = folder(family_panel, 'src') / 'venv'
+    expected = subprocess.run(
+        [str(venv / 'bin' / 'python'), '-c', 'import platform; print(platform.python_version())'],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    response = family_panel.client.get(f'/instances/{source["id"]}/versions', timeout=90)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report['environment'] == str(venv.resolve())
+    assert report['python'] == expected
+    assert report['torch'] is None and report['xformers'] is None and report['cuda'] is None
+    assert report['pip_check'] == []
+
+
+def test_clone_of_a_running_instance_gets_its_own_venv(family_panel: Panel, source: dict[str, Any]) -> None:
+    client = family_panel.client
+    src_dir = folder(family_panel, 'src')
+    # An absolute path to the source's folder in its script is rewritten in the clone's.
+    script = client.get(f'/instances/{source["id"]}/script').text
+    script = script.replace('set -euo pipefail\n', f'set -euo pipefail\n# data lives in {src_dir}/data\n', 1)
+    assert client.put(f'/instances/{source["id"]}/script', content=script.encode()).status_code == 204
+    src_marker = (src_dir / 'venv' / 'first-run').read_text()
+    (src_dir / 'data').mkdir()
+    (src_dir / 'data' / 'notes.txt').write_text('kept')
+
+    response = client.post(f'/instances/{source["id"]}/clone', json={'name': 'copy'})
+    assert response.status_code == 201, response.text
+    clone = response.json()
+    assert clone['status'] == 'installing' and clone['blueprint'] == 'VenvApp'
+    family_panel.wait_status(clone['id'], 'stopped', timeout=60)
+
+    clone_dir = folder(family_panel, 'copy')
+    assert (clone_dir / 'data' / 'notes.txt').read_text() == 'kept'
+    assert (clone_dir / 'pins.txt').is_file()
+    assert not (clone_dir / 'venv').exists(), 'the environment is rebuilt, never copied'
+    assert f'# data lives in {clone_dir}/data' in (clone_dir / 'launch.sh').read_text()
+    assert 'Copied ' in log_text(family_panel, clone['id'])
+
+    start(family_panel, clone['id'])
+    assert said(family_panel, clone['id'], 'VENV') == str(clone_dir / 'venv')
+    assert said(family_panel, clone['id'], 'PIN') == str(clone_dir / 'pins.txt')
+    # The source is as it was, and still running.
+    assert (src_dir / 'venv' / 'first-run').read_text() == src_marker
+    assert f'{src_dir}/data' in (src_dir / 'launch.sh').read_text()
+    assert family_panel.instance(source['id'])['status'] == 'started'
+    stop(family_panel, clone['id'])
+
+
+def test_cancelled_clone_leaves_nothing(family_panel: Panel, source: dict[str, Any]) -> None:
+    bulk = folder(family_panel, 'src') / 'bulk'
+    bulk.mkdir(exist_ok=True)
+    for index in range(20000):  # enough files that the copy is still running when it is cancelled
+        (bulk / f'{index}.txt').write_text('x' * 64)
+    client = family_panel.client
+    response = client.post(f'/instances/{source["id"]}/clone', json={'name': 'doomed'})
+    assert response.status_code == 201, response.text
+    clone = response.json()
+    assert client.post(f'/instances/{clone["id"]}/cancel').status_code == 204
+    assert client.get(f'/instances/{clone["id"]}').status_code == 404
+    assert not folder(family_panel, 'doomed').exists()
+    assert not (family_panel.data_dir / 'trash' / 'doomed').exists()
+    assert 'doomed' not in [entry['name'] for entry in client.get('/trash').json()]
+
+
+def test_satellite_runs_the_parents_folder_on_its_own_port(family_panel: Panel, source: dict[str, Any]) -> None:
+    client = family_panel.client
+    parent_id = source['id']
+    src_dir = folder(family_panel, 'src')
+    before = sorted(path.name for path in src_dir.iterdir())
+    response = client.post(f'/instances/{parent_id}/satellites', json={'name': 'sat'})
+    assert response.status_code == 201, response.text
+    sat = response.json()
+    assert sat['parent_id'] == parent_id and sat['blueprint'] == 'VenvApp'
+    running = start(family_panel, sat['id'])
+    parent = family_panel.instance(parent_id)
+    assert parent['status'] == 'started' and running['internal_port'] != parent['internal_port']
+
+    sat_dir = folder(family_panel, 'sat')
+    assert said(family_panel, sat['id'], 'VENV') == str(src_dir / 'venv')
+    assert said(family_panel, sat['id'], 'SATELLITE') == str(sat_dir)
+    assert 'VENV=' in (sat_dir / 'logs' / 'output.log').read_text()
+    server = psutil.Process(running['pid']).children(recursive=True)[-1]
+    assert server.cwd() == str(src_dir)
+    assert sorted(path.name for path in src_dir.iterdir()) == before, 'nothing written into the parent'
+    assert [item['name'] for item in client.get(f'/instances/{parent_id}/satellites').json()] == ['sat']
+
+    # A parent with satellites is neither deleted nor renamed; no satellite of a satellite.
+    stop(family_panel, parent_id)
+    refused = client.delete(f'/instances/{parent_id}')
+    assert refused.status_code == 409 and refused.json()['satellites'] == ['sat']
+    assert client.patch(f'/instances/{parent_id}', json={'name': 'moved'}).status_code == 409
+    assert client.post(f'/instances/{sat["id"]}/satellites', json={'name': 'moon'}).status_code == 409
+    assert client.post(f'/instances/{sat["id"]}/clone', json={'name': 'twin'}).status_code == 409
+    assert src_dir.is_dir()
+
+    # Rebuilding the parent's environment stops its running satellites, once confirmed.
+    rebuild = client.post(f'/instances/{parent_id}/rebuild-env')
+    assert rebuild.status_code == 409 and rebuild.json()['satellites'] == ['sat']
+    assert family_panel.instance(sat['id'])['status'] == 'started'
+    confirmed = client.post(f'/instances/{parent_id}/rebuild-env', params={'stop_satellites': 'true'})
+    assert confirmed.status_code == 200 and confirmed.json()['stopped_satellites'] == ['sat']
+    assert family_panel.instance(sat['id'])['status'] == 'stopped'
+    assert (src_dir / '.rebuild').is_file()
+
+
+def test_rebuild_recreates_the_venv_at_the_next_start(family_panel: Panel, source: dict[str, Any]) -> None:
+    src_dir = folder(family_panel, 'src')
+    venv = src_dir / 'venv'
+    if not (src_dir / '.rebuild').exists():  # when run alone
+        assert family_panel.instance(source['id'])['status'] == 'started'
+        stop(family_panel, source['id'])
+        assert family_panel.client.post(f'/instances/{source["id"]}/rebuild-env').status_code == 200
+    marker = (venv / 'first-run').read_text()
+    assert family_panel.instance(source['id'])['status'] == 'stopped'
+    start(family_panel, source['id'])
+    assert 'rebuild requested' in log_text(family_panel, source['id'])
+    assert not (src_dir / '.rebuild').exists()
+    assert (venv / 'first-run').read_text() != marker
+    stop(family_panel, source['id'])
+
+
+def test_a_copy_cut_short_by_the_panel_is_an_error_after_restart(family_panel: Panel, source: dict[str, Any]) -> None:
+    client = family_panel.client
+    assert client.post(f'/instances/{source["id"]}/cancel').status_code == 409, 'not being copied'
+    bulk = folder(family_panel, 'src') / 'bulk'
+    bulk.mkdir(exist_ok=True)
+    for index in range(20000):
+        (bulk / f'{index}.txt').write_text('x' * 64)
+    response = client.post(f'/instances/{source["id"]}/clone', json={'name': 'cut'})
+    assert response.status_code == 201, response.text
+    family_panel.kill()
+    family_panel.start()
+    clone = family_panel.instance(response.json()['id'])
+    assert clone['status'] == 'error'
+    assert 'cut short' in log_text(family_panel, clone['id'])
+    assert client.delete(f'/instances/{clone["id"]}').status_code == 204
