@@ -152,3 +152,25 @@ def test_ports_and_urls_are_visible(browser: Browser, panel: Panel) -> None:
     page.get_by_role('button', name='Take over').click()
     expect(page.get_by_text(f'two is on public port {low}; one was deactivated')).to_be_visible(timeout=10000)
     page.context.close()
+
+
+def test_logs_show_a_separator_between_runs(browser: Browser, panel: Panel) -> None:
+    """A restart keeps the previous run's text in the Logs view, under a line that says which
+    run began and when; the log API's text of the new run starts with the same line."""
+    panel.put_blueprint('Quick', python_server_blueprint())
+    served = panel.create('twice', blueprint='Quick')['id']
+    panel.client.post(f'/instances/{served}/start')
+    panel.wait_status(served, 'started')
+    page = logged_in(browser, panel)
+    action(page, served, 'article').click()
+    rows = page.locator('.xterm-rows')
+    expect(rows).to_contain_text('run 1 started', timeout=10000)
+    expect(rows).to_contain_text('serving')
+    panel.client.post(f'/instances/{served}/restart')
+    expect(rows).to_contain_text(re.compile(r'──── run 2 started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d ────'), timeout=20000)
+    expect(rows).to_contain_text('run 1 started')  # the first run's text stays above the separator
+    panel.wait_status(served, 'started')
+    text = panel.client.get(f'/instances/{served}/logs').json()['text']
+    assert text.startswith('──── run 2 started ') and 'booting twice' in text, text
+    page.context.close()
+    assert errors_logged(panel) == []

@@ -144,3 +144,30 @@ def test_a_reader_following_a_rotating_log_gets_every_line_once(tmp_path: Path) 
         writer.wait()
     assert resets == 0
     assert text.splitlines() == [str(n) for n in range(1, 200001)]
+
+
+def test_the_banner_is_the_runs_first_line_and_its_number_is_kept(tmp_path: Path) -> None:
+    """The panel's "run N started" line is written by the runner as the run's first bytes, so
+    it counts in the cursor like any output; the run's number stays in the cursor."""
+    log, exit_file = tmp_path / 'output.log', tmp_path / 'exit'
+    banner = logs.run_banner(3, 0.0)
+    command = [sys.executable, '-I', '-S', str(RUNNER), '--log', str(log), '--max-bytes', str(1 << 20)]
+    command += ['--backups', '3', '--cursor-file', str(logs.cursor_path(log)), '--base', '0']
+    command += ['--exit-file', str(exit_file), '--run', '3', '--banner', banner, '--', 'echo', 'hello']
+    assert subprocess.run(command, timeout=60, check=False).returncode == 0
+    assert log.read_text() == f'{banner}\nhello\n'
+    assert banner.startswith('──── run 3 started ') and banner.endswith(' ────')
+    text, chunks = read_all(log)
+    assert text == log.read_text() and chunks[-1].next_offset == log.stat().st_size  # bytes, not characters
+    assert logs.read_cursor(log).run == 3
+
+
+def test_the_separator_starts_a_line_after_a_run_that_ended_mid_line(tmp_path: Path) -> None:
+    path = tmp_path / 'output.log'
+    assert not logs.ends_mid_line(path)  # no file yet
+    path.write_text('')
+    assert not logs.ends_mid_line(path)
+    path.write_text('10% done\r')
+    assert logs.ends_mid_line(path) and logs.run_banner(2, 0.0, True).startswith('\n──── run 2 started ')
+    path.write_text('done\n')
+    assert not logs.ends_mid_line(path)

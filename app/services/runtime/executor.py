@@ -120,6 +120,7 @@ class LocalExecutor:
             '--cursor-file', str(logs.cursor_path(prepared.log_path)),
             '--base', str(prepared.log_run_base),
             '--exit-file', str(prepared.exit_file),
+            *(['--run', str(prepared.log_run), '--banner', prepared.log_banner] if prepared.log_banner else []),
             '--', launch.bash(), str(prepared.script),
         ]  # fmt: skip
         return units.ProcessSpec(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class Launch:
     port: int
     meta: BlueprintMeta
     env: dict[str, str]
+    log_run: int = 0  # the run's number, counted in the log's cursor
+    log_banner: str = ''  # the run's first log line (``logs.run_banner``), written by the runner
 
 
 def instance_dir(settings: Settings, name: str) -> Path:
@@ -91,12 +94,14 @@ def prepare(settings: Settings, instance: Instance, functions_path: Path, port: 
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     log_file = logs.log_path(folder)
     run_base = logs.next_run_base(log_file)
+    run = logs.read_cursor(log_file).run + 1
+    banner = logs.run_banner(run, time.time(), logs.ends_mid_line(log_file))
     logs.rotate_for_new_run(log_file, settings.log_backups)
     # Readers must never pair the new file with the previous run's cursor.
-    logs.write_cursor(log_file, logs.Cursor(run_base, run_base))
+    logs.write_cursor(log_file, logs.Cursor(run_base, run_base, run=run))
     env = environment(settings, instance, port, folder, output, functions_path)
     script, exit_path = script_path(settings, instance.name), exit_file(settings, instance.name)
-    return Launch(folder, script, log_file, run_base, exit_path, port, meta, env)
+    return Launch(folder, script, log_file, run_base, exit_path, port, meta, env, run, banner)
 
 
 def free_port(excluded: set[int], preferred: int | None = None) -> int:

@@ -37,18 +37,41 @@ class Cursor:
     run_base: int = 0  # position of the current run's first byte
     file_base: int = 0  # position of output.log's first byte
     rotating: bool = False  # the runner is renaming the files: they and file_base disagree
+    run: int = 0  # the run's number (1 for the first run; 0: not known, a log from before runs were counted)
 
 
 def read_cursor(log: Path) -> Cursor:
     try:
         data = json.loads(cursor_path(log).read_text())
-        return Cursor(int(data['run_base']), int(data['file_base']), bool(data.get('rotating', False)))
+        rotating, run = bool(data.get('rotating', False)), int(data.get('run', 0))
+        return Cursor(int(data['run_base']), int(data['file_base']), rotating, run)
     except (OSError, ValueError, KeyError, TypeError):
         return Cursor()
 
 
 def write_cursor(log: Path, cursor: Cursor) -> None:
-    write_atomic(cursor_path(log), json.dumps({'run_base': cursor.run_base, 'file_base': cursor.file_base}) + '\n')
+    fields = {'run_base': cursor.run_base, 'file_base': cursor.file_base}
+    if cursor.run:
+        fields['run'] = cursor.run
+    write_atomic(cursor_path(log), json.dumps(fields) + '\n')
+
+
+def run_banner(run: int, started: float, after_partial_line: bool = False) -> str:
+    """The first line of a run's log: the separator a reader following the log sees between
+    two runs (cursor positions run on across runs, so a view just goes on into the next one).
+    ``after_partial_line``: the previous run ended mid-line; the separator starts a line of its own."""
+    when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))
+    return ('\n' if after_partial_line else '') + f'──── run {run} started {when} ────'
+
+
+def ends_mid_line(path: Path) -> bool:
+    """The file's last byte is not a line end (False for a missing or empty file)."""
+    try:
+        with path.open('rb') as handle:
+            handle.seek(-1, 2)
+            return handle.read(1) != b'\n'
+    except OSError:
+        return False
 
 
 def next_run_base(log: Path) -> int:
