@@ -171,3 +171,24 @@ def test_the_separator_starts_a_line_after_a_run_that_ended_mid_line(tmp_path: P
     assert logs.ends_mid_line(path) and logs.run_banner(2, 0.0, True).startswith('\n──── run 2 started ')
     path.write_text('done\n')
     assert not logs.ends_mid_line(path)
+
+
+def test_a_reader_at_the_end_of_a_run_goes_on_into_the_next(tmp_path: Path) -> None:
+    """Between the new run's set-up and its first output, a reader at the end of the last run
+    is told nothing new (no reset: a view keeps the last run's text), then reads the new run
+    from its separator on."""
+    _, log, _ = run_runner(tmp_path, 'echo first run')
+    _, chunks = read_all(log)
+    end = chunks[-1].next_offset
+    cursor = logs.begin_run(log, backups=3)
+    assert (cursor.run_base, cursor.run) == (end, 1)
+    assert logs.read_chunk(log, end) == LogChunk(text='', offset=end, next_offset=end, reset=False)
+    banner = logs.run_banner(cursor.run, 0.0)
+    log_, exit_file = str(log), str(tmp_path / 'exit')
+    command = [sys.executable, '-I', '-S', str(RUNNER), '--log', log_, '--max-bytes', str(1 << 20), '--backups', '3']
+    command += ['--cursor-file', str(logs.cursor_path(log)), '--base', str(end), '--exit-file', exit_file]
+    command += ['--run', str(cursor.run), '--banner', banner, '--', 'echo', 'second run']
+    subprocess.run(command, timeout=60, check=True)
+    chunk = logs.read_chunk(log, end)
+    assert not chunk.reset and chunk.text == f'{banner}\nsecond run\n'
+    assert logs.begin_run(log, backups=3).run == 2

@@ -93,15 +93,12 @@ def prepare(settings: Settings, instance: Instance, functions_path: Path, port: 
     output.mkdir(parents=True, exist_ok=True)
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     log_file = logs.log_path(folder)
-    run_base = logs.next_run_base(log_file)
-    run = logs.read_cursor(log_file).run + 1
-    banner = logs.run_banner(run, time.time(), logs.ends_mid_line(log_file))
-    logs.rotate_for_new_run(log_file, settings.log_backups)
-    # Readers must never pair the new file with the previous run's cursor.
-    logs.write_cursor(log_file, logs.Cursor(run_base, run_base, run=run))
+    after_partial_line = logs.ends_mid_line(log_file)
+    cursor = logs.begin_run(log_file, settings.log_backups)
+    banner = logs.run_banner(cursor.run, time.time(), after_partial_line)
     env = environment(settings, instance, port, folder, output, functions_path)
     script, exit_path = script_path(settings, instance.name), exit_file(settings, instance.name)
-    return Launch(folder, script, log_file, run_base, exit_path, port, meta, env, run, banner)
+    return Launch(folder, script, log_file, cursor.run_base, exit_path, port, meta, env, cursor.run, banner)
 
 
 def free_port(excluded: set[int], preferred: int | None = None) -> int:

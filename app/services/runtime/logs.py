@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...models import LogChunk
@@ -50,9 +50,11 @@ def read_cursor(log: Path) -> Cursor:
 
 
 def write_cursor(log: Path, cursor: Cursor) -> None:
-    fields = {'run_base': cursor.run_base, 'file_base': cursor.file_base}
+    fields: dict[str, int | bool] = {'run_base': cursor.run_base, 'file_base': cursor.file_base}
     if cursor.run:
         fields['run'] = cursor.run
+    if cursor.rotating:
+        fields['rotating'] = True
     write_atomic(cursor_path(log), json.dumps(fields) + '\n')
 
 
@@ -115,6 +117,26 @@ def skip(path: Path, offset: int, stop: int) -> tuple[int, int]:
         lines += chunk.text.count('\n')
         offset = chunk.next_offset
     return offset, lines
+
+
+def begin_run(path: Path, backups: int) -> Cursor:
+    """Set the log up for a new run: the previous run's file rotated away, an empty one in its
+    place, and the new run's cursor (its number one more). Readers wait while the files move
+    (``rotating``, as during the runner's rotations), so one that was at the end of the last
+    run just goes on into the new one: no reset, nothing cleared."""
+    previous = read_cursor(path)
+    run_base = next_run_base(path)
+    write_cursor(path, replace(previous, rotating=True))
+    try:
+        rotate_for_new_run(path, backups)
+        path.touch()
+    except OSError:
+        with contextlib.suppress(OSError):  # readers must not wait on a rotation that will not end
+            write_cursor(path, previous)
+        raise
+    cursor = Cursor(run_base, run_base, run=previous.run + 1)
+    write_cursor(path, cursor)
+    return cursor
 
 
 def rotate_for_new_run(path: Path, backups: int) -> None:
