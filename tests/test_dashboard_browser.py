@@ -174,3 +174,55 @@ def test_logs_show_a_separator_between_runs(browser: Browser, panel: Panel) -> N
     assert text.startswith('──── run 2 started ') and 'booting twice' in text, text
     page.context.close()
     assert errors_logged(panel) == []
+
+
+# Elements of the table cut short: text wider than the box that shows it, a select narrower
+# than its widest option and its arrow. The Open URL
+# is elided on purpose (its title and the copy button give it whole).
+CUT = """() => {
+  const cut = [];
+  for (const el of document.querySelectorAll('.aikore-grid th, .aikore-grid td, .aikore-grid td *')) {
+    if (!el.offsetParent || el.closest('.aikore-url')) continue;  // hidden; the Open URL is elided on purpose
+    if (el.tagName === 'OPTION') continue;
+    if (el.tagName === 'SELECT') {
+      const style = getComputedStyle(el);
+      const pen = (window.__pen = window.__pen || document.createElement('canvas').getContext('2d'));
+      pen.font = style.font;
+      const widest = Math.max(...[...el.options].map((option) => pen.measureText(option.text).width));
+      const needed = widest + parseFloat(style.paddingLeft) + parseFloat(style.paddingRight) + 14;  // + the arrow
+      if (el.clientWidth < needed) cut.push(`${el.ariaLabel} select ${el.clientWidth} < ${Math.ceil(needed)}`);
+    } else if (el.scrollWidth > el.clientWidth + 1) {
+      const what = el.ariaLabel || el.textContent.trim().slice(0, 30);
+      cut.push(`${el.tagName} ${what} ${el.scrollWidth} > ${el.clientWidth}`);
+    }
+  }
+  const middle = document.querySelector('.aikore-grid .q-table__middle');
+  if (middle.scrollWidth > middle.clientWidth) cut.push(`table ${middle.scrollWidth} > ${middle.clientWidth}`);
+  return cut;
+}"""
+
+
+def test_access_and_names_are_shown_whole(browser: Browser, panel: Panel) -> None:
+    """At a desktop's 1280 px the Access choice ("Subdomain"), the names and every cell show
+    their whole text, and the table needs no sideways scrolling; on a phone neither."""
+    panel.put_blueprint('Quick', python_server_blueprint())
+    ids = [
+        panel.create('sub-app', blueprint='Quick', access_pattern='subdomain')['id'],
+        panel.create('a-rather-long-instance-name', blueprint='Quick', access_pattern='path')['id'],
+        panel.create('plain', blueprint='Quick')['id'],
+    ]
+    for instance_id in ids:
+        panel.client.post(f'/instances/{instance_id}/start')
+    for instance_id in ids:
+        panel.wait_status(instance_id, 'started')
+    page = logged_in(browser, panel)
+    access = row(page, ids[0]).get_by_label('Access')
+    expect(access).to_have_value('subdomain')
+    expect(row(page, ids[0]).locator('.aikore-url a')).to_be_visible()
+    assert page.evaluate(CUT) == []
+    assert row(page, ids[1]).get_by_label('Name').input_value() == 'a-rather-long-instance-name'
+    page.set_viewport_size({'width': 390, 'height': 844})
+    expect(access).to_be_hidden()  # a phone shows name, status, port and actions
+    cut = page.evaluate(CUT)
+    assert all(text.startswith('INPUT Name') for text in cut), cut  # names shorten there, nothing else
+    page.context.close()

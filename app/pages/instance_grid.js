@@ -43,7 +43,8 @@ export default {
         <q-tr :props="props" :class="{ 'aikore-selected': props.row.id === current }" :data-id="props.row.id"
               @click="pick(props.row)">
           <q-td key="name" :props="props">
-            <input class="aikore-cell" :value="value(props.row, 'name')" :disabled="!props.row.renamable"
+            <input class="aikore-cell aikore-name" :value="value(props.row, 'name')" :disabled="!props.row.renamable"
+                   :style="{ '--chars': nameChars }"
                    :title="props.row.renamable ? 'Name' : props.row.rename_title" aria-label="Name"
                    @input="edit(props.row, 'name', $event.target.value)">
           </q-td>
@@ -141,6 +142,11 @@ export default {
   computed: {
     list() {
       return Object.values(this.byId);
+    },
+    // One width for every name field (the longest name, 8 to 30 characters): columns do not
+    // shift as rows scroll into view.
+    nameChars() {
+      return Math.min(Math.max(8, ...this.list.map((row) => row.name.length)), 30);
     },
     accessOptions() {
       return this.access_options;

@@ -55,6 +55,7 @@ STYLE = """
 .aikore-cell:focus { outline: 1px solid var(--q-primary); }
 .aikore-cell:disabled { opacity: 0.6; }
 .aikore-narrow { width: 4.5rem; }
+.aikore-grid .aikore-name { width: calc((var(--chars, 8) + 2) * 1ch); }
 select.aikore-cell { width: auto; }
 .body--dark select.aikore-cell option { background: #1d1d1d; }
 .aikore-shared { font-size: 16px; color: var(--q-warning); cursor: help; }
