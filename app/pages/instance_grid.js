@@ -27,7 +27,7 @@ const EDITABLE = ["name", "gpus", "autostart", "persistent", "port", "restart_po
 
 export default {
   template: `
-    <q-table ref="table" class="aikore-grid" :rows="list" :columns="columns" row-key="id" dense flat
+    <q-table class="aikore-grid" :rows="list" :columns="columns" row-key="id" dense flat
              virtual-scroll :virtual-scroll-item-size="36" :virtual-scroll-sticky-size-start="30"
              :rows-per-page-options="[0]" :pagination="{rowsPerPage: 0, sortBy: 'name'}" hide-bottom
              :filter="filter" :filter-method="filterRows" :data-count="list.length">
