@@ -18,13 +18,14 @@ from .api.app import create_api
 from .api.stray_paths import StrayApiPaths
 from .config import ConfigError, Settings
 from .db import SchemaError
-from .pages import blueprints_page, dashboard, downloads, login, speedups  # noqa: F401 - registers the pages
+from .pages import blueprints_page, dashboard, downloads, login, speedups, utility_css  # noqa: F401 - registers the pages
 from .pages.gate import SessionGate
 from .pages.security_headers import SecurityHeaders
 from .services.access import auth
 from .services.access.sessions import STORAGE_COOKIE
 
 speedups.install()
+utility_css.install()
 api = create_api()
 app.mount('/api', api)
 app.add_api_route('/metrics', metrics.endpoint, methods=['GET'], include_in_schema=False)  # token checked inside
@@ -71,7 +72,10 @@ def main(argv: list[str] | None = None) -> None:
         show=False,
         show_welcome_message=False,
         uvicorn_logging_level='warning',
-        unocss='wind3',  # Tailwind-compatible classes from UnoCSS's runtime: the page renders much faster
+        # The utility classes come as a stylesheet made ahead of time (pages/utility_css.py), not
+        # from a runtime in the browser (UnoCSS, Tailwind): the pages render much faster.
+        unocss=None,
+        tailwind=False,
     )
     if lifecycle.failure:
         sys.exit(f'aikore: {lifecycle.failure}')

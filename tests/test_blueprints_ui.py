@@ -152,7 +152,7 @@ async def test_opens_on_a_blueprint_and_creates_an_instance_from_it(ui_user: Use
     assert 'aikore.name = Demo' in editor(ui_user).value
     ui_user.find(marker='blueprint-Demo').click()
     ui_user.find(marker='blueprint-create-instance').click()
-    await ui_user.should_see(marker='create-name', retries=50)
+    await ui_user.should_see(marker='create-submit', retries=50)  # built last: the dialog is complete
     ui_user.find(marker='create-name').type('from-demo')
     ui_user.find(marker='create-submit').click()
     await ui_user.should_see('Created from-demo', retries=50)

@@ -152,3 +152,77 @@ def test_ports_and_urls_are_visible(browser: Browser, panel: Panel) -> None:
     page.get_by_role('button', name='Take over').click()
     expect(page.get_by_text(f'two is on public port {low}; one was deactivated')).to_be_visible(timeout=10000)
     page.context.close()
+
+
+def test_logs_show_a_separator_between_runs(browser: Browser, panel: Panel) -> None:
+    """A restart keeps the previous run's text in the Logs view, under a line that says which
+    run began and when; the log API's text of the new run starts with the same line."""
+    panel.put_blueprint('Quick', python_server_blueprint())
+    served = panel.create('twice', blueprint='Quick')['id']
+    panel.client.post(f'/instances/{served}/start')
+    panel.wait_status(served, 'started')
+    page = logged_in(browser, panel)
+    action(page, served, 'article').click()
+    rows = page.locator('.xterm-rows')
+    expect(rows).to_contain_text('run 1 started', timeout=10000)
+    expect(rows).to_contain_text('serving')
+    panel.client.post(f'/instances/{served}/restart')
+    expect(rows).to_contain_text(re.compile(r'──── run 2 started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d ────'), timeout=20000)
+    expect(rows).to_contain_text('run 1 started')  # the first run's text stays above the separator
+    panel.wait_status(served, 'started')
+    text = panel.client.get(f'/instances/{served}/logs').json()['text']
+    assert text.startswith('──── run 2 started ') and 'booting twice' in text, text
+    page.context.close()
+    assert errors_logged(panel) == []
+
+
+# Elements of the table cut short: text wider than the box that shows it, a select narrower
+# than its widest option and its arrow. The Open URL
+# is elided on purpose (its title and the copy button give it whole).
+CUT = """() => {
+  const cut = [];
+  for (const el of document.querySelectorAll('.aikore-grid th, .aikore-grid td, .aikore-grid td *')) {
+    if (!el.offsetParent || el.closest('.aikore-url')) continue;  // hidden; the Open URL is elided on purpose
+    if (el.tagName === 'OPTION') continue;
+    if (el.tagName === 'SELECT') {
+      const style = getComputedStyle(el);
+      const pen = (window.__pen = window.__pen || document.createElement('canvas').getContext('2d'));
+      pen.font = style.font;
+      const widest = Math.max(...[...el.options].map((option) => pen.measureText(option.text).width));
+      const needed = widest + parseFloat(style.paddingLeft) + parseFloat(style.paddingRight) + 14;  // + the arrow
+      if (el.clientWidth < needed) cut.push(`${el.ariaLabel} select ${el.clientWidth} < ${Math.ceil(needed)}`);
+    } else if (el.scrollWidth > el.clientWidth + 1) {
+      const what = el.ariaLabel || el.textContent.trim().slice(0, 30);
+      cut.push(`${el.tagName} ${what} ${el.scrollWidth} > ${el.clientWidth}`);
+    }
+  }
+  const middle = document.querySelector('.aikore-grid .q-table__middle');
+  if (middle.scrollWidth > middle.clientWidth) cut.push(`table ${middle.scrollWidth} > ${middle.clientWidth}`);
+  return cut;
+}"""
+
+
+def test_access_and_names_are_shown_whole(browser: Browser, panel: Panel) -> None:
+    """At a desktop's 1280 px the Access choice ("Subdomain"), the names and every cell show
+    their whole text, and the table needs no sideways scrolling; on a phone neither."""
+    panel.put_blueprint('Quick', python_server_blueprint())
+    ids = [
+        panel.create('sub-app', blueprint='Quick', access_pattern='subdomain')['id'],
+        panel.create('a-rather-long-instance-name', blueprint='Quick', access_pattern='path')['id'],
+        panel.create('plain', blueprint='Quick')['id'],
+    ]
+    for instance_id in ids:
+        panel.client.post(f'/instances/{instance_id}/start')
+    for instance_id in ids:
+        panel.wait_status(instance_id, 'started')
+    page = logged_in(browser, panel)
+    access = row(page, ids[0]).get_by_label('Access')
+    expect(access).to_have_value('subdomain')
+    expect(row(page, ids[0]).locator('.aikore-url a')).to_be_visible()
+    assert page.evaluate(CUT) == []
+    assert row(page, ids[1]).get_by_label('Name').input_value() == 'a-rather-long-instance-name'
+    page.set_viewport_size({'width': 390, 'height': 844})
+    expect(access).to_be_hidden()  # a phone shows name, status, port and actions
+    cut = page.evaluate(CUT)
+    assert all(text.startswith('INPUT Name') for text in cut), cut  # names shorten there, nothing else
+    page.context.close()

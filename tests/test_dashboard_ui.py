@@ -41,7 +41,7 @@ async def test_status_changes_appear_without_reload(ui_user: User) -> None:
 async def test_create_dialog_validates_and_creates(ui_user: User) -> None:
     await ui_user.open('/')
     ui_user.find('New instance').click()
-    await ui_user.should_see(marker='create-name', retries=50)
+    await ui_user.should_see(marker='create-submit', retries=50)  # built last: the dialog is complete
     ui_user.find(marker='create-name').type('bad name!')
     await ui_user.should_see('Invalid instance name', retries=50)
     ui_user.find(marker='create-submit').click()
@@ -62,7 +62,7 @@ async def test_create_dialog_shows_service_errors(ui_user: User) -> None:
     await core.instances.create(InstanceCreate(name='taken', blueprint='Demo'))
     await ui_user.open('/')
     ui_user.find('New instance').click()
-    await ui_user.should_see(marker='create-name', retries=50)
+    await ui_user.should_see(marker='create-submit', retries=50)  # built last: the dialog is complete
     ui_user.find(marker='create-name').type('TAKEN')
     ui_user.find(marker='create-submit').click()
     await ui_user.should_see("An instance named 'taken' already exists (names ignore case)", retries=50)
@@ -125,7 +125,7 @@ async def test_create_dialog_checks_inline(ui_user: User) -> None:
     low, high = core.settings.port_range
     await ui_user.open('/')
     ui_user.find('New instance').click()
-    await ui_user.should_see(marker='create-name', retries=50)
+    await ui_user.should_see(marker='create-submit', retries=50)  # the dialog is built in steps (awaits)
     ui_user.find(marker='create-submit').click()
     await ui_user.should_see('A name is required', retries=50)  # under the field, not "Invalid instance name ''"
     port = ui_user.find(marker='create-port').elements.pop()

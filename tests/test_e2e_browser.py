@@ -149,13 +149,13 @@ def test_seed_protocol_activation_conflict_and_access(browser: Browser, panel: P
     expect(toggles.nth(0)).to_have_text('Activate')
     assert [panel.instance(i)['active'] for i in ids] == [False, True]
 
-    page.get_by_text('Host:port').nth(1).click()  # step 5: the Open link follows the access pattern
-    page.get_by_role('option', name='Subdomain').click()
+    access = page.get_by_label('Access')
+    access.nth(1).select_option('Subdomain')  # step 5: the Open link follows the access pattern
     expect(page.locator('span:has(> button:has-text("open_in_new"))').nth(1)).to_have_attribute(
         'title', f'http://second.localhost:{panel.port}/'
     )
-    page.get_by_text('Subdomain').first.click()
-    page.get_by_role('option', name='Host:port').click()
+    expect(access.nth(1)).to_have_value('subdomain')
+    access.nth(1).select_option('Host:port')
     expect(page.locator('span:has(> button:has-text("open_in_new"))').nth(1)).to_have_attribute(
         'title', f'http://localhost:{low}/'
     )

@@ -181,3 +181,51 @@ def test_runner_without_a_notes_channel_runs_the_app_anyway(tmp_path: Path) -> N
     command += ['--exit-file', str(tmp_path / 'exit'), '--notes', str(tmp_path / 'missing' / 'x.fifo')]
     assert subprocess.run([*command, '--', 'bash', '-c', 'echo ran'], timeout=60, check=False).returncode == 0
     assert log.read_text().startswith('[aikore] no channel for notes from the panel') and 'ran\n' in log.read_text()
+
+
+def test_the_banner_is_the_runs_first_line_and_its_number_is_kept(tmp_path: Path) -> None:
+    """The panel's "run N started" line is written by the runner as the run's first bytes, so
+    it counts in the cursor like any output; the run's number stays in the cursor."""
+    log, exit_file = tmp_path / 'output.log', tmp_path / 'exit'
+    banner = logs.run_banner(3, 0.0)
+    command = [sys.executable, '-I', '-S', str(RUNNER), '--log', str(log), '--max-bytes', str(1 << 20)]
+    command += ['--backups', '3', '--cursor-file', str(logs.cursor_path(log)), '--base', '0']
+    command += ['--exit-file', str(exit_file), '--run', '3', '--banner', banner, '--', 'echo', 'hello']
+    assert subprocess.run(command, timeout=60, check=False).returncode == 0
+    assert log.read_text() == f'{banner}\nhello\n'
+    assert banner.startswith('──── run 3 started ') and banner.endswith(' ────')
+    text, chunks = read_all(log)
+    assert text == log.read_text() and chunks[-1].next_offset == log.stat().st_size  # bytes, not characters
+    assert logs.read_cursor(log).run == 3
+
+
+def test_the_separator_starts_a_line_after_a_run_that_ended_mid_line(tmp_path: Path) -> None:
+    path = tmp_path / 'output.log'
+    assert not logs.ends_mid_line(path)  # no file yet
+    path.write_text('')
+    assert not logs.ends_mid_line(path)
+    path.write_text('10% done\r')
+    assert logs.ends_mid_line(path) and logs.run_banner(2, 0.0, True).startswith('\n──── run 2 started ')
+    path.write_text('done\n')
+    assert not logs.ends_mid_line(path)
+
+
+def test_a_reader_at_the_end_of_a_run_goes_on_into_the_next(tmp_path: Path) -> None:
+    """Between the new run's set-up and its first output, a reader at the end of the last run
+    is told nothing new (no reset: a view keeps the last run's text), then reads the new run
+    from its separator on."""
+    _, log, _ = run_runner(tmp_path, 'echo first run')
+    _, chunks = read_all(log)
+    end = chunks[-1].next_offset
+    cursor = logs.begin_run(log, backups=3)
+    assert (cursor.run_base, cursor.run) == (end, 1)
+    assert logs.read_chunk(log, end) == LogChunk(text='', offset=end, next_offset=end, reset=False)
+    banner = logs.run_banner(cursor.run, 0.0)
+    log_, exit_file = str(log), str(tmp_path / 'exit')
+    command = [sys.executable, '-I', '-S', str(RUNNER), '--log', log_, '--max-bytes', str(1 << 20), '--backups', '3']
+    command += ['--cursor-file', str(logs.cursor_path(log)), '--base', str(end), '--exit-file', exit_file]
+    command += ['--run', str(cursor.run), '--banner', banner, '--', 'echo', 'second run']
+    subprocess.run(command, timeout=60, check=True)
+    chunk = logs.read_chunk(log, end)
+    assert not chunk.reset and chunk.text == f'{banner}\nsecond run\n'
+    assert logs.begin_run(log, backups=3).run == 2

@@ -35,7 +35,8 @@ def test_installed_wheel_finds_code_blueprints_and_templates(tmp_path: Path) -> 
     with zipfile.ZipFile(wheel) as archive:
         packed = {name for name in archive.namelist() if name.startswith('app/')}
         archive.extractall(tmp_path / 'site')
-    sources = {str(path.relative_to(REPO)) for path in (REPO / 'app').rglob('*') if path.suffix in {'.py', '.js'}}
+    suffixes = {'.py', '.js', '.css'}
+    sources = {str(path.relative_to(REPO)) for path in (REPO / 'app').rglob('*') if path.suffix in suffixes}
     assert sources - packed == set(), 'files of the package missing from the wheel'
     # The venv's own (editable) copy must not be what gets imported: the unpacked wheel comes first.
     env = {**os.environ, 'PYTHONPATH': str(tmp_path / 'site')}

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from app import lifecycle
 from app.config import ConfigError, Settings
-from app.models import InstancePublic
+from app.models import InstancePublic, InstanceStatus
+from app.pages.instance_rows import row_data
 from app.services.net.proxy import listen_address
 from app.services.net.urls import instance_urls, split_entry, why_unreachable
 
@@ -122,3 +124,16 @@ def test_a_persistent_instance_opens_its_desktop_once_it_is_up() -> None:
     assert urls('box.lan:9000', access_pattern='subdomain', **up) == (desktop, '/desktop/comfy/')
     assert urls('box.lan:9000', proxy=False, **up) == ('http://box.lan:9001/', 'http://box.lan:9001/')
     assert instance_urls(instance(**up), 'box.lan', True, 'https').open == 'https://box.lan/desktop/comfy/'
+
+
+@pytest.mark.parametrize('status', list(InstanceStatus))
+def test_every_status_has_a_row_on_the_dashboard(status: InstanceStatus) -> None:
+    """A status added to the lifecycle shows with its group's colour and the actions its groups
+    allow, without a line in the dashboard's code."""
+    row = row_data(instance(status=status, pid=None if status not in lifecycle.RUNNING else 10), 'Test')
+    assert row['status'] == str(status) and row['color']
+    assert row['busy'] == (status in lifecycle.BUSY)
+    assert row['can_delete'] == (status in lifecycle.DELETABLE) and row['renamable'] == row['can_delete']
+    assert row['can_start_stop'] == (status in lifecycle.STARTABLE or status in lifecycle.RUNNING - {'stopping'})
+    expected = {'error': 'negative', 'started': 'positive', 'stopped': 'grey-7', 'starting': 'amber-8'}
+    assert row['color'] == expected.get(status, row['color'])

@@ -23,6 +23,7 @@ from .trash_view import TrashView
 from .view_tab import ViewTab
 
 TABS = ('Logs', 'Script', 'View', 'Terminal', 'Trash')
+TOOLS_WAIT = 3.0  # seconds the tools wait for the browser to have painted the table
 # The page is exactly the window: the q-page gets its height from Quasar's min-height (the
 # window less the header), the content fills it without padding, and the panes take what the
 # problems banner leaves. On a phone the tools and the monitor stack and scroll.
@@ -163,6 +164,9 @@ async def dashboard() -> None:
     # Plotly) are big to load, and the first thing a person looks at is the table.
     tools_ready = False
     await client.connected()
+    await table.shown(TOOLS_WAIT)
+    if client.is_deleted:  # the browser left meanwhile
+        return
     with tab_panels['Logs']:
         logs = LogView(core)
     with tab_panels['Script']:

@@ -43,7 +43,8 @@ export default {
         <q-tr :props="props" :class="{ 'aikore-selected': props.row.id === current }" :data-id="props.row.id"
               @click="pick(props.row)">
           <q-td key="name" :props="props" :class="{ 'aikore-satellite': !!props.row.parent }">
-            <input class="aikore-cell" :value="value(props.row, 'name')" :disabled="!props.row.renamable"
+            <input class="aikore-cell aikore-name" :value="value(props.row, 'name')" :disabled="!props.row.renamable"
+                   :style="{ '--chars': nameChars }"
                    :title="props.row.renamable ? 'Name' : props.row.rename_title" aria-label="Name"
                    @input="edit(props.row, 'name', $event.target.value)">
             <div v-if="props.row.parent" class="text-xs opacity-60">satellite of {{ props.row.parent }}</div>
@@ -83,14 +84,17 @@ export default {
               <i v-if="props.row.port_shared" class="material-icons notranslate aikore-shared aikore-minor"
                  :title="props.row.port_shared" aria-label="Shared port">group_work</i>
               <span :title="props.row.activate_title">
-                <q-btn dense no-caps size="sm" :color="props.row.activate_color" :label="props.row.activate_label"
-                       :disable="!props.row.activate_enabled" @click.stop="send('activate', props.row)"></q-btn>
+                <button type="button" class="aikore-activate" :class="'bg-' + props.row.activate_color"
+                        :disabled="!props.row.activate_enabled" @click.stop="send('activate', props.row)">{{ props.row.activate_label }}</button>
               </span>
             </span>
           </q-td>
           <q-td key="access" :props="props">
-            <q-select dense borderless emit-value map-options options-dense :options="accessOptions"
-                      :model-value="props.row.access" @update:model-value="v => choose(props.row, v)"></q-select>
+            <select class="aikore-cell aikore-access" :value="props.row.access" aria-label="Access"
+                    :key="props.row.id + ':' + (revisions[props.row.id] || 0)"
+                    @change="choose(props.row, $event.target.value)">
+              <option v-for="option in accessOptions" :key="option.value" :value="option.value">{{ option.label }}</option>
+            </select>
             <div v-if="props.row.open_url" class="aikore-url">
               <a :href="props.row.open_url" target="_blank" rel="noopener" :title="props.row.open_url">{{ props.row.open_url }}</a>
               <button type="button" class="aikore-action aikore-copy" title="Copy the link" aria-label="Copy the link"
@@ -139,11 +143,23 @@ export default {
     policies: Array,
   },
   data() {
-    return { byId: this.index(this.rows), drafts: {}, filter: "", current: this.selected, columns: COLUMNS, copied: null };
+    return { byId: this.index(this.rows), drafts: {}, filter: "", current: this.selected, columns: COLUMNS, copied: null, revisions: {} };
+  },
+  mounted() {
+    // Once the first rows are painted (the frame after the one that drew them), the server
+    // sends the tools and charts, whose big libraries would otherwise compete with the table.
+    const painted = () => requestAnimationFrame(() => setTimeout(() => this.$emit("shown")));
+    const wait = () => (!this.list.length || this.$el.querySelector("tr[data-id]") ? painted() : requestAnimationFrame(wait));
+    requestAnimationFrame(wait);
   },
   computed: {
     list() {
       return Object.values(this.byId);
+    },
+    // One width for every name field (the longest name, 8 to 30 characters): columns do not
+    // shift as rows scroll into view.
+    nameChars() {
+      return Math.min(Math.max(8, ...this.list.map((row) => row.name.length)), 30);
     },
     accessOptions() {
       return this.access_options;
@@ -166,6 +182,8 @@ export default {
     // -- called by the server ------------------------------------------------------------
     upsert(row) {
       this.byId[row.id] = Object.assign(this.byId[row.id] || {}, row);
+      // A new element for the access choice: also shows the stored pattern again after a refusal.
+      this.revisions[row.id] = (this.revisions[row.id] || 0) + 1;
     },
     remove(id) {
       delete this.byId[id];

@@ -12,16 +12,24 @@ from ..services.monitoring.sampler import InstanceStats
 from ..services.net.urls import why_unreachable
 
 ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}
-STATUS_COLORS = {
-    InstanceStatus.STOPPED: 'grey-7',
-    InstanceStatus.QUEUED: 'indigo-5',
-    InstanceStatus.STARTING: 'amber-8',
-    InstanceStatus.STARTED: 'positive',
-    InstanceStatus.STALLED: 'orange-9',
-    InstanceStatus.STOPPING: 'amber-8',
-    InstanceStatus.ERROR: 'negative',
-    InstanceStatus.INSTALLING: 'blue-7',
-}
+
+
+def status_color(status: InstanceStatus) -> str:
+    """The status chip's colour, by the lifecycle's groups: a status added there (installing,
+    queued, ...) gets its group's colour without a line here."""
+    if status == InstanceStatus.ERROR:
+        return 'negative'
+    if status == InstanceStatus.STALLED:
+        return 'orange-9'
+    if status in lifecycle.READY:
+        return 'positive'
+    if status in lifecycle.BUSY:
+        return 'amber-8'
+    if status in lifecycle.RUNNING:
+        return 'light-blue-8'
+    return 'grey-7'
+
+
 GB = 1024**3
 
 
@@ -149,7 +157,7 @@ def row_data(
         'persistent': instance.persistent,
         'persistent_title': desktop_text(instance),
         'status': status_text(instance),
-        'color': STATUS_COLORS[instance.status],
+        'color': status_color(instance.status),
         'busy': instance.status in lifecycle.BUSY,
         'pid': where_text(instance),
         'executor': instance.executor.value,

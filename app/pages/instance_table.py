@@ -11,11 +11,13 @@ action come from ``lifecycle``; this module only turns them into labels, colours
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nicegui import events, ui
+from nicegui import events, helpers, ui
 
 from .. import lifecycle
 from ..models import AccessPattern, InstancePublic, InstanceUpdate, RestartPolicy
@@ -54,13 +56,20 @@ STYLE = """
 .aikore-cell:focus { outline: 1px solid var(--q-primary); }
 .aikore-cell:disabled { opacity: 0.6; }
 .aikore-narrow { width: 4.5rem; }
+.aikore-grid .aikore-name { width: calc((var(--chars, 8) + 2) * 1ch); }
 select.aikore-cell { width: auto; }
+.body--dark select.aikore-cell option { background: #1d1d1d; }
 .aikore-shared { font-size: 16px; color: var(--q-warning); cursor: help; }
 .aikore-url { display: flex; align-items: center; gap: 2px; font-size: 11px; max-width: 11rem; }
 .aikore-url a { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: inherit; opacity: 0.75; }
 .aikore-copy { width: 20px; height: 20px; flex: none; }
 .aikore-copy .material-icons { font-size: 14px; }
-.aikore-grid .q-select { min-width: 7.5rem; }
+select.aikore-access { width: auto; cursor: pointer; }
+.aikore-activate { border: 0; border-radius: 3px; padding: 2px 8px; font-size: 12px; line-height: 18px; color: white;
+  cursor: pointer; white-space: nowrap; box-shadow: 0 1px 3px rgba(0, 0, 0, 0.25); }
+.aikore-activate:hover:not(:disabled) { filter: brightness(1.15); }
+.aikore-activate:focus-visible { outline: 2px solid var(--q-primary); outline-offset: 1px; }
+.aikore-activate:disabled { opacity: 0.45; cursor: not-allowed; box-shadow: none; }
 .aikore-status, .aikore-port { display: inline-flex; align-items: center; gap: 4px; white-space: nowrap; }
 .aikore-actions { display: inline-flex; align-items: center; white-space: nowrap; position: relative; }
 .aikore-update { position: absolute; right: 100%; margin-right: 4px; border: 0; border-radius: 4px;
@@ -162,6 +171,8 @@ class InstanceTable:
         self.grid.on('access', self._on_access)
         self.grid.on('activate', self._on_activate)
         self.grid.on('pick', self._on_pick)
+        self._shown = asyncio.Event()
+        self.grid.on('shown', self._shown.set)
 
     # -- showing ---------------------------------------------------------------------
 
@@ -226,6 +237,14 @@ class InstanceTable:
         self.usage.pop(instance_id, None)
         self.grid.drop(instance_id)
         self.on_empty_change(not self.instances)
+
+    async def shown(self, timeout: float) -> None:
+        """Until the browser has painted the first rows, ``timeout`` at most; at once where no
+        browser draws (NiceGUI's user simulation)."""
+        if helpers.is_user_simulation():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._shown.wait(), timeout)
 
     def highlight(self, instance_id: int) -> None:
         self.grid.select(instance_id)

@@ -27,7 +27,7 @@ def content_security_policy(nonce: str) -> str:
         (
             "default-src 'self'",
             f"script-src 'self' 'nonce-{nonce}' 'unsafe-eval'",
-            "style-src 'self' 'unsafe-inline'",  # Quasar and UnoCSS set styles at run time
+            "style-src 'self' 'unsafe-inline'",  # Quasar sets styles at run time; the utility classes are inline
             "img-src 'self' data: blob:",
             "font-src 'self' data:",
             "connect-src 'self'",  # the page's own websocket and fetches (same host and port)

@@ -57,7 +57,9 @@ log = logging.getLogger(__name__)
 TRASH_RECORD = '.aikore-trash.json'
 # Changing these on a running instance takes effect at its next start.
 RESTART_FIELDS = ('gpu_ids', 'persistent', 'output_path')
-NON_NULLABLE = ('name', 'blueprint', 'gpu_ids', 'autostart', 'persistent', 'access_pattern', 'restart_policy', 'executor')
+NON_NULLABLE = (
+    'name', 'blueprint', 'gpu_ids', 'autostart', 'persistent', 'access_pattern', 'restart_policy', 'executor',
+)  # fmt: skip
 
 
 class InstanceService:

@@ -197,6 +197,7 @@ def runner_command(settings: Settings, prepared: launch.Launch, notes: Path | No
         '--cursor-file', str(logs.cursor_path(prepared.log_path)),
         '--base', str(prepared.log_run_base),
         '--exit-file', str(prepared.exit_file),
+        *(['--run', str(prepared.log_run), '--banner', prepared.log_banner] if prepared.log_banner else []),
         *extra,
         '--', launch.bash(), str(prepared.script),
     ]  # fmt: skip

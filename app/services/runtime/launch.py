@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class Launch:
     port: int
     meta: BlueprintMeta
     env: dict[str, str]
+    log_run: int = 0  # the run's number, counted in the log's cursor
+    log_banner: str = ''  # the run's first log line (``logs.run_banner``), written by the runner
 
 
 def instance_dir(settings: Settings, name: str) -> Path:
@@ -106,16 +109,15 @@ def prepare(
     output.mkdir(parents=True, exist_ok=True)
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     log_file = logs.log_path(folder)
-    run_base = logs.next_run_base(log_file)
-    logs.rotate_for_new_run(log_file, settings.log_backups)
-    # Readers must never pair the new file with the previous run's cursor.
-    logs.write_cursor(log_file, logs.Cursor(run_base, run_base))
+    after_partial_line = logs.ends_mid_line(log_file)
+    cursor = logs.begin_run(log_file, settings.log_backups)
+    banner = logs.run_banner(cursor.run, time.time(), after_partial_line)
     code_dir = instance_dir(settings, parent.name) if parent is not None else folder
     env = environment(settings, instance, port, code_dir, output, functions_path)
     if parent is not None:
         env.update(AIKORE_SATELLITE_DIR=str(folder), AIKORE_PARENT_NAME=parent.name, TMPDIR=str(folder / 'tmp'))
     script, exit_path = code_dir / LAUNCH_SCRIPT, exit_file(settings, instance.name)
-    return Launch(code_dir, script, log_file, run_base, exit_path, port, meta, env)
+    return Launch(code_dir, script, log_file, cursor.run_base, exit_path, port, meta, env, cursor.run, banner)
 
 
 def free_port(excluded: set[int], preferred: int | None = None) -> int:

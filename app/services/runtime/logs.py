@@ -14,7 +14,7 @@ import json
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...models import LogChunk
@@ -61,18 +61,43 @@ class Cursor:
     run_base: int = 0  # position of the current run's first byte
     file_base: int = 0  # position of output.log's first byte
     rotating: bool = False  # the runner is renaming the files: they and file_base disagree
+    run: int = 0  # the run's number (1 for the first run; 0: not known, a log from before runs were counted)
 
 
 def read_cursor(log: Path) -> Cursor:
     try:
         data = json.loads(cursor_path(log).read_text())
-        return Cursor(int(data['run_base']), int(data['file_base']), bool(data.get('rotating', False)))
+        rotating, run = bool(data.get('rotating', False)), int(data.get('run', 0))
+        return Cursor(int(data['run_base']), int(data['file_base']), rotating, run)
     except (OSError, ValueError, KeyError, TypeError):
         return Cursor()
 
 
 def write_cursor(log: Path, cursor: Cursor) -> None:
-    write_atomic(cursor_path(log), json.dumps({'run_base': cursor.run_base, 'file_base': cursor.file_base}) + '\n')
+    fields: dict[str, int | bool] = {'run_base': cursor.run_base, 'file_base': cursor.file_base}
+    if cursor.run:
+        fields['run'] = cursor.run
+    if cursor.rotating:
+        fields['rotating'] = True
+    write_atomic(cursor_path(log), json.dumps(fields) + '\n')
+
+
+def run_banner(run: int, started: float, after_partial_line: bool = False) -> str:
+    """The first line of a run's log: the separator a reader following the log sees between
+    two runs (cursor positions run on across runs, so a view just goes on into the next one).
+    ``after_partial_line``: the previous run ended mid-line; the separator starts a line of its own."""
+    when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))
+    return ('\n' if after_partial_line else '') + f'──── run {run} started {when} ────'
+
+
+def ends_mid_line(path: Path) -> bool:
+    """The file's last byte is not a line end (False for a missing or empty file)."""
+    try:
+        with path.open('rb') as handle:
+            handle.seek(-1, 2)
+            return handle.read(1) != b'\n'
+    except OSError:
+        return False
 
 
 def next_run_base(log: Path) -> int:
@@ -116,6 +141,26 @@ def skip(path: Path, offset: int, stop: int) -> tuple[int, int]:
         lines += chunk.text.count('\n')
         offset = chunk.next_offset
     return offset, lines
+
+
+def begin_run(path: Path, backups: int) -> Cursor:
+    """Set the log up for a new run: the previous run's file rotated away, an empty one in its
+    place, and the new run's cursor (its number one more). Readers wait while the files move
+    (``rotating``, as during the runner's rotations), so one that was at the end of the last
+    run just goes on into the new one: no reset, nothing cleared."""
+    previous = read_cursor(path)
+    run_base = next_run_base(path)
+    write_cursor(path, replace(previous, rotating=True))
+    try:
+        rotate_for_new_run(path, backups)
+        path.touch()
+    except OSError:
+        with contextlib.suppress(OSError):  # readers must not wait on a rotation that will not end
+            write_cursor(path, previous)
+        raise
+    cursor = Cursor(run_base, run_base, run=previous.run + 1)
+    write_cursor(path, cursor)
+    return cursor
 
 
 def rotate_for_new_run(path: Path, backups: int) -> None:

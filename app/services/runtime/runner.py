@@ -7,7 +7,9 @@ needs nothing from the panel: if the panel dies (even SIGKILL), the instance kee
 running and logging, and the next panel reads the exit file.
 
 Run as ``python -I -S runner.py --log F --max-bytes N --backups K --cursor-file F --base N
---exit-file F [--notes FIFO] -- cmd...``;
+--exit-file F [--run N --banner TEXT] [--notes FIFO] -- cmd...``; the banner (the panel's
+"run N started ..." line) is the run's first line, written by the runner so that it counts in
+the run's bytes like any output;
 stdlib only, imported by nothing, so it starts in a few milliseconds.
 
 Notes: the panel has lines of its own for this log (the persistent desktop's status and errors).
@@ -47,7 +49,7 @@ class RotatingLog:
     reader can find a position in the rotated files instead of losing it.
     """
 
-    def __init__(self, path: str, max_bytes: int, backups: int, cursor_file: str, run_base: int) -> None:
+    def __init__(self, path: str, max_bytes: int, backups: int, cursor_file: str, run_base: int, run: int = 0) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
@@ -57,6 +59,7 @@ class RotatingLog:
         self.lost = 0  # bytes of output dropped while the disk was full (said in the log afterwards)
         self.at_line_start = True  # the last byte written ended a line (a note starts on its own)
         self.run_base = run_base
+        self.run = run  # the run's number, kept in the cursor for the next run to count on
         self.file_base = run_base - self.size
         self.save_cursor()
 
@@ -64,8 +67,9 @@ class RotatingLog:
         """``rotating``: the files are about to be renamed; readers wait for the next save."""
         temp = f'{self.cursor_file}.tmp'
         flag = ', "rotating": true' if rotating else ''
+        run = f', "run": {self.run}' if self.run else ''
         with open(temp, 'w') as handle:
-            handle.write(f'{{"run_base": {self.run_base}, "file_base": {self.file_base}{flag}}}\n')
+            handle.write(f'{{"run_base": {self.run_base}, "file_base": {self.file_base}{run}{flag}}}\n')
         os.replace(temp, self.cursor_file)
 
     def _open(self) -> int:
@@ -282,8 +286,15 @@ def main(argv: list[str]) -> int:
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     log = RotatingLog(
-        options['log'], int(options['max-bytes']), int(options['backups']), options['cursor-file'], int(options['base'])
+        options['log'],
+        int(options['max-bytes']),
+        int(options['backups']),
+        options['cursor-file'],
+        int(options['base']),
+        int(options.get('run', '0')),
     )
+    if options.get('banner'):
+        log.write(os.fsencode(options['banner']) + b'\n')  # the bytes the panel passed
     notes = open_notes(options.get('notes'), log)
     read_fd, write_fd = os.pipe()
     child = spawn(command, write_fd)
