@@ -133,7 +133,8 @@ def test_every_status_has_a_row_on_the_dashboard(status: InstanceStatus) -> None
     row = row_data(instance(status=status, pid=None if status not in lifecycle.RUNNING else 10), 'Test')
     assert row['status'] == str(status) and row['color']
     assert row['busy'] == (status in lifecycle.BUSY)
-    assert row['can_delete'] == (status in lifecycle.DELETABLE) and row['renamable'] == row['can_delete']
+    assert row['can_delete'] == (status in lifecycle.DELETABLE | lifecycle.CANCELLABLE)  # installing: cancel
+    assert row['renamable'] == (status in lifecycle.DELETABLE)
     assert row['can_start_stop'] == (status in lifecycle.STARTABLE or status in lifecycle.RUNNING - {'stopping'})
     expected = {'error': 'negative', 'started': 'positive', 'stopped': 'grey-7', 'starting': 'amber-8'}
     assert row['color'] == expected.get(status, row['color'])
