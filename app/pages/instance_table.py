@@ -48,7 +48,7 @@ STYLE = """
 .aikore-grid .q-table__top { padding: 0 0 4px 0; }
 .aikore-grid thead tr th { position: sticky; top: 0; z-index: 1; background: var(--aikore-surface, white); }
 .body--dark .aikore-grid thead tr th { background: var(--q-dark-page, #121212); }
-.aikore-grid td, .aikore-grid th { padding: 2px 6px !important; height: 36px; }
+.aikore-grid td, .aikore-grid th { padding: 2px 4px !important; height: 36px; }
 .aikore-grid tr.aikore-selected td { background: rgba(25, 118, 210, 0.12); }
 .aikore-filter { border: 1px solid rgba(128, 128, 128, 0.4); border-radius: 4px; padding: 2px 8px; width: 18rem;
   max-width: 60vw; background: transparent; color: inherit; }
