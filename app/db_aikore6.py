@@ -44,14 +44,26 @@ def is_schema6(tables: set[str]) -> bool:
 
 
 def migrate(engine: Engine, data_dir: Path) -> None:
-    """Upgrade the rows (one transaction), then the folders beside the database."""
-    from .db import _migrated_names, _seed_gpu_ids  # app.db imports this module: shared rules, one place
+    """Upgrade the folders beside the database, then the rows (one transaction). Every folder
+    step can run again (nothing is overwritten), so a failed one (a file in the way, a full
+    disk) leaves the database untouched and the next start resumes from the beginning."""
+    from .db import SchemaError, _migrated_names, _seed_gpu_ids  # app.db imports this module
 
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         old_version = _old_version(conn)
         rows = [dict(row._mapping) for row in conn.exec_driver_sql('SELECT * FROM instances ORDER BY id')]
+    names = _migrated_names(rows)
+    try:
+        for row in rows:
+            _upgrade_folder(data_dir, str(row.get('name') or ''), names[row['id']], row)
+        import_custom_blueprints(data_dir)
+    except OSError as exc:
+        raise SchemaError(
+            f"Upgrading the original AiKore's folders in {data_dir} failed: {exc}. The database is "
+            'unchanged: fix this and start again to finish the upgrade.'
+        ) from exc
+    with engine.begin() as conn:
         _replace_table(conn)
-        names = _migrated_names(rows)
         ids = {row['id'] for row in rows}
         for row in rows:
             values = _row_values(row, names[row['id']], data_dir, _seed_gpu_ids(row.get('gpu_ids')))
@@ -64,9 +76,6 @@ def migrate(engine: Engine, data_dir: Path) -> None:
                 log.warning('Instance %s was a satellite of %s, which is gone: now standalone', row['name'], parent)
         conn.exec_driver_sql(f'DROP TABLE {META_TABLE}')
     log.info('Upgraded %d instance rows from the original AiKore (schema %s)', len(rows), old_version)
-    for row in rows:
-        _upgrade_folder(data_dir, str(row.get('name') or ''), names[row['id']], row)
-    import_custom_blueprints(data_dir)
 
 
 def _old_version(conn: Connection) -> str:

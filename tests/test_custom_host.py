@@ -95,3 +95,24 @@ def test_one_instance_per_custom_host_name(net: Panel) -> None:
     assert net.client.patch(f'/instances/{first["id"]}', json={'custom_hostname': 'one.example.lan'}).status_code == 200
     taken = net.client.patch(f'/instances/{second["id"]}', json={'custom_hostname': 'one.example.lan'})
     assert taken.status_code == 409 and 'first-host' in taken.json()['detail']
+
+
+def test_a_custom_host_never_takes_the_panels_or_another_instances_requests(net: Panel) -> None:
+    """The host the admin reaches the panel on, names under it, ``*.localhost``, and a name an
+    other instance's subdomain route answers for (``<its slug>.<anything>``) are refused."""
+    taker = net.create('taker')
+    net.create('victim')
+    url = f'/instances/{taker["id"]}'
+    browsed = {'Host': f'gpu-box.lan:{net.port}'}  # the name the admin's browser uses for the panel
+    cases = [
+        ('gpu-box.lan', browsed, 422, 'name of the panel itself'),
+        ('b.gpu-box.lan', browsed, 422, "under the panel's name"),
+        ('app.localhost', {}, 422, 'name of the panel itself'),
+        ('victim.example.lan', {}, 409, "'victim'"),
+    ]
+    for value, headers, status, words in cases:
+        response = net.client.patch(url, json={'custom_hostname': value}, headers=headers)
+        assert response.status_code == status, (value, response.text)
+        assert words in response.json()['detail'], (value, response.text)
+    assert net.instance(taker['id'])['custom_hostname'] is None
+    assert net.client.patch(url, json={'custom_hostname': 'taker.example.lan'}).status_code == 200  # its own slug

@@ -12,7 +12,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from app.db import SCHEMA_VERSION, prepare_database
+import pytest
+
+from app.db import SCHEMA_VERSION, SchemaError, prepare_database
 from tests.helpers import REPO, Panel
 from tests.test_migration import raw_rows, user_version, write_seed_db
 
@@ -126,6 +128,25 @@ def test_schema6_rows_and_folders_are_upgraded(tmp_path: Path) -> None:
     prepare_database(db).dispose()
     assert {row['id']: row for row in raw_rows(db)} == rows, 'a second start changes nothing'
     assert len(list(config.glob('*.bak'))) == 1
+
+
+def test_a_failed_folder_step_changes_nothing_and_the_next_start_finishes(tmp_path: Path) -> None:
+    """A file where the blueprints folder goes: the upgrade stops with a clear sentence before
+    the database changes; once it is moved away, the next start upgrades everything."""
+    config, elsewhere = tmp_path / 'config', tmp_path / 'elsewhere' / 'trainer-out'
+    write_schema6(config, elsewhere)
+    db = config / 'aikore.db'
+    original = raw_rows(db)
+    (config / 'blueprints').write_text('in the way')
+    with pytest.raises(SchemaError, match='The database is unchanged'):
+        prepare_database(db).dispose()
+    assert raw_rows(db) == original and user_version(db) == 0
+    (config / 'blueprints').unlink()
+    prepare_database(db).dispose()
+    assert user_version(db) == SCHEMA_VERSION
+    assert sorted(row['id'] for row in raw_rows(db)) == [1, 2, 3]
+    assert (config / 'blueprints' / 'MyDemo.sh').is_file()
+    assert 'torch==2.3.1+cu121' in (config / 'instances' / 'comfy-main' / 'pins.txt').read_text()
 
 
 def test_upgraded_instances_start(tmp_path: Path) -> None:

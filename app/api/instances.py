@@ -40,7 +40,7 @@ async def get_instance(instance_id: int, core: CoreDep, request: Request) -> Ins
 
 @router.patch('/{instance_id}')
 async def update_instance(instance_id: int, data: InstanceUpdate, core: CoreDep, request: Request) -> dict[str, Any]:
-    public, restart_required = await core.instances.update(instance_id, data)
+    public, restart_required = await core.instances.update(instance_id, data, request.headers.get('host'))
     return {**shown(core, request, public).model_dump(mode='json'), 'restart_required': restart_required}
 
 

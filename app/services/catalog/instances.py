@@ -155,25 +155,38 @@ class InstanceService:
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
-    async def update(self, instance_id: int, data: InstanceUpdate) -> tuple[InstancePublic, bool]:
-        """Apply the fields that were sent; also answers whether a restart is needed to apply them."""
+    async def update(
+        self, instance_id: int, data: InstanceUpdate, panel_host: str | None = None
+    ) -> tuple[InstancePublic, bool]:
+        """Apply the fields that were sent; also answers whether a restart is needed to apply them.
+        ``panel_host``: the host the request reached the panel on (never a custom host name)."""
         async with self.rows.hold(instance_id), self.catalog_lock:
             current = await asyncio.to_thread(store.get, self.engine, instance_id)
             running = self.supervisor.is_running(instance_id) or current.status in RUNNING
-            changes = await asyncio.to_thread(self._validated_changes, current, data, running)
+            changes = await asyncio.to_thread(self._validated_changes, current, data, running, panel_host)
             public = await self.rows.update(instance_id, **changes) if changes else store.to_public(current)
         restart_required = running and any(key in changes for key in RESTART_FIELDS)
         return public, restart_required
 
-    def _ensure_host_free(self, host: str | None, instance_id: int | None) -> None:
-        """One instance per custom host name (nginx would serve only one of them)."""
+    def _custom_host(self, value: str | None, current: Instance, panel_host: str | None) -> str | None:
+        """A valid custom host name no other instance has, and no other instance's subdomain
+        route (``<its slug>.<anything>``) would answer for."""
+        host = validation.custom_hostname(value, self.settings, panel_host)
         if host is None:
-            return
+            return None
+        label = host.split('.')[0]
         for other in store.list_all(self.engine):
-            if other.id != instance_id and other.custom_hostname == host:
+            if other.id == current.id:
+                continue
+            if other.custom_hostname == host:
                 raise Conflict(f'{other.name!r} already has the host name {host!r}')
+            if other.slug == label:
+                raise Conflict(f'{host!r} is where {other.name!r} answers ({label}.<host>): choose another host name')
+        return host
 
-    def _validated_changes(self, current: Instance, data: InstanceUpdate, running: bool) -> dict[str, Any]:
+    def _validated_changes(
+        self, current: Instance, data: InstanceUpdate, running: bool, panel_host: str | None = None
+    ) -> dict[str, Any]:
         sent = data.model_dump(exclude_unset=True)
         for key in NON_NULLABLE:
             if key in sent and sent[key] is None:
@@ -196,9 +209,7 @@ class InstanceService:
         if 'output_path' in sent:
             changes['output_path'] = validation.output_path(sent['output_path'] or current.name)
         if 'custom_hostname' in sent:
-            host = validation.custom_hostname(sent['custom_hostname'], self.settings)
-            self._ensure_host_free(host, current.id)
-            changes['custom_hostname'] = host
+            changes['custom_hostname'] = self._custom_host(sent['custom_hostname'], current, panel_host)
         for key in ('autostart', 'persistent', 'access_pattern', 'restart_policy'):
             if key in sent:
                 changes[key] = sent[key]

@@ -4,11 +4,12 @@ without passing one of these (DESIGN "Concepts")."""
 from __future__ import annotations
 
 import re
+import socket
 
 from ...config import Settings
 from ...models import INSTANCE_NAME_RE, NAME_MAX, OUTPUT_SEGMENT_RE
 from ..errors import InvalidInput, TooLarge
-from ..net.urls import panel_hosts, routable_alias
+from ..net.urls import panel_hosts, routable_alias, split_entry
 
 BLUEPRINT_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
 MAX_SCRIPT_BYTES = 256 * 1024
@@ -99,13 +100,22 @@ def _shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + '...'
 
 
-def custom_hostname(value: str | None, settings: Settings) -> str | None:
-    """An instance's own host name (nginx serves it there too), lower case; None clears it."""
+def custom_hostname(value: str | None, settings: Settings, panel_host: str | None = None) -> str | None:
+    """An instance's own host name (nginx serves it there too), lower case; None clears it.
+    Never a name the panel is reached on (an exact nginx server name would take the panel's
+    requests there) nor one under it (``<x>.<panel host>`` is an instance's subdomain route).
+    Runs in a worker thread: the machine's full name may need a DNS lookup."""
     text = (value or '').strip().lower().rstrip('.')
     if not text:
         return None
     if routable_alias(text) is None:
         raise InvalidInput(f'Invalid host name {_shown(text)}: letters, digits, dashes and dots (comfy.example.lan)')
-    if text in panel_hosts(settings):
+    panel = panel_hosts(settings) | {socket.getfqdn().lower()}
+    if panel_host:
+        panel.add(split_entry(panel_host.lower())[0])
+    if text in panel or text.endswith('.localhost'):
         raise InvalidInput(f'{_shown(text)} is a name of the panel itself: choose another host name')
+    under = next((name for name in panel if '.' in name and text.endswith(f'.{name}')), None)
+    if under is not None:
+        raise InvalidInput(f"{_shown(text)} is under the panel's name {under!r}, where instances have their own routes")
     return text
