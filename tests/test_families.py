@@ -231,3 +231,23 @@ def test_a_copy_cut_short_by_the_panel_is_an_error_after_restart(family_panel: P
     assert clone['status'] == 'error'
     assert 'cut short' in log_text(family_panel, clone['id'])
     assert client.delete(f'/instances/{clone["id"]}').status_code == 204
+
+
+def test_versions_check_runs_without_the_panels_secrets(family_panel: Panel) -> None:
+    """The environment's interpreter is instance code: it sees neither the API token nor the password."""
+    instance = family_panel.create('envspy', 'VenvApp')
+    venv = folder(family_panel, 'envspy') / 'venv'
+    (venv / 'bin').mkdir(parents=True)
+    (venv / 'pyvenv.cfg').write_text('home = /usr/bin\n')
+    seen = venv / 'seen.env'
+    python = venv / 'bin' / 'python'
+    python.write_text(f'#!/bin/sh\nenv >>{seen}\necho \'{{"python": "3.0.0", "pip": "1.0"}}\'\n')
+    python.chmod(0o755)
+    response = family_panel.client.get(f'/instances/{instance["id"]}/versions', timeout=90)
+    assert response.status_code == 200, response.text
+    assert response.json()['python'] == '3.0.0'
+    variables = seen.read_text()
+    assert variables.count('PIP_NO_INPUT=1') == 1, 'both the probe and pip check ran'
+    assert family_panel.token not in variables
+    assert 'AIKORE_API_TOKEN' not in variables and 'AIKORE_PASSWORD' not in variables
+    assert family_panel.client.delete(f'/instances/{instance["id"]}').status_code == 204

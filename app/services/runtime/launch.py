@@ -146,10 +146,15 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def without_secrets() -> dict[str, str]:
+    """The panel's environment less its secrets: the base of every environment instance code runs in."""
+    return {key: value for key, value in os.environ.items() if key not in SECRET_VARIABLES}
+
+
 def environment(
     settings: Settings, instance: Instance, port: int, folder: Path, output_dir: Path, functions_path: Path
 ) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in SECRET_VARIABLES}
+    env = without_secrets()
     env.update(
         WEBUI_PORT=str(port),
         INSTANCE_NAME=instance.name,
