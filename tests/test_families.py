@@ -181,6 +181,14 @@ def test_satellite_runs_the_parents_folder_on_its_own_port(family_panel: Panel, 
     assert sorted(path.name for path in src_dir.iterdir()) == before, 'nothing written into the parent'
     assert [item['name'] for item in client.get(f'/instances/{parent_id}/satellites').json()] == ['sat']
 
+    # Each run has its own notes FIFO, and the parent's outlives the satellite's run.
+    notes = family_panel.data_dir / 'notes'
+    wait_for(lambda: (notes / 'sat.fifo').is_fifo() and (notes / 'src.fifo').is_fifo(), 20, what='both FIFOs')
+    stop(family_panel, sat['id'])
+    wait_for(lambda: not (notes / 'sat.fifo').exists(), 20, what="the satellite's FIFO removed")
+    assert (notes / 'src.fifo').is_fifo(), "the parent's FIFO is its own"
+    start(family_panel, sat['id'])
+
     # A parent with satellites is neither deleted nor renamed; no satellite of a satellite.
     stop(family_panel, parent_id)
     refused = client.delete(f'/instances/{parent_id}')
