@@ -259,3 +259,30 @@ def test_versions_check_runs_without_the_panels_secrets(family_panel: Panel) -> 
     assert family_panel.token not in variables
     assert 'AIKORE_API_TOKEN' not in variables and 'AIKORE_PASSWORD' not in variables
     assert family_panel.client.delete(f'/instances/{instance["id"]}').status_code == 204
+
+
+def test_restore_keeps_the_parent_and_the_host_name_while_they_are_still_valid(family_panel: Panel) -> None:
+    client = family_panel.client
+    parent = family_panel.create('home', 'VenvApp')
+    made = client.post(f'/instances/{parent["id"]}/satellites', json={'name': 'orbit'})
+    assert made.status_code == 201, made.text
+    moon = made.json()
+    patched = client.patch(f'/instances/{moon["id"]}', json={'custom_hostname': 'orbit.example.lan'})
+    assert patched.status_code == 200, patched.text
+
+    assert client.delete(f'/instances/{moon["id"]}').status_code == 204
+    restored = client.post('/trash/orbit/restore')
+    assert restored.status_code == 201, restored.text
+    assert restored.json()['parent_id'] == parent['id']
+    assert restored.json()['custom_hostname'] == 'orbit.example.lan'
+
+    # Its parent gone and its host name taken meanwhile: it comes back on its own, without the name.
+    assert client.delete(f'/instances/{restored.json()["id"]}').status_code == 204
+    assert client.delete(f'/instances/{parent["id"]}').status_code == 204
+    other = family_panel.create('squatter', 'VenvApp')
+    assert client.patch(f'/instances/{other["id"]}', json={'custom_hostname': 'orbit.example.lan'}).status_code == 200
+    alone = client.post('/trash/orbit/restore')
+    assert alone.status_code == 201, alone.text
+    assert alone.json()['parent_id'] is None and alone.json()['custom_hostname'] is None
+    for instance_id in (alone.json()['id'], other['id']):
+        assert client.delete(f'/instances/{instance_id}').status_code == 204

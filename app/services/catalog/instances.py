@@ -468,6 +468,8 @@ class InstanceService:
             access_pattern=self._access_pattern(pattern),
             output_path=record.get('output_path') or entry,
             restart_policy=RestartPolicy(record.get('restart_policy') or 'never'),
+            parent_id=self._restored_parent(entry, record.get('parent_id')),
+            custom_hostname=self._restored_host(entry, record.get('custom_hostname')),
         )
         folder.rename(target)
         try:
@@ -477,6 +479,31 @@ class InstanceService:
             raise
         (target / TRASH_RECORD).unlink(missing_ok=True)
         return row
+
+    def _restored_parent(self, entry: str, parent_id: object) -> int | None:
+        """A restored satellite stays one while its parent exists; else it becomes an instance of its own."""
+        if parent_id is None:
+            return None
+        try:
+            parent: Instance | None = store.get(self.engine, int(str(parent_id)))
+        except (NotFound, ValueError):
+            parent = None
+        if parent is None or parent.parent_id is not None:
+            log.warning('%s was a satellite of an instance that is gone: restored as an instance of its own', entry)
+            return None
+        return parent.id
+
+    def _restored_host(self, entry: str, host: object) -> str | None:
+        """The custom host name it had, while it is still valid here and no other instance has it."""
+        if host is None:
+            return None
+        try:
+            checked = validation.custom_hostname(str(host), self.settings)
+            self._ensure_host_free(checked, None)
+        except (InvalidInput, Conflict) as exc:
+            log.warning('%s is restored without its host name %r: %s', entry, host, exc)
+            return None
+        return checked
 
     async def purge(self, entry: str) -> int:
         """Delete a trash entry for good; answers the bytes it freed (as ``du -sb`` counts them)."""
