@@ -207,6 +207,19 @@ def test_satellite_runs_the_parents_folder_on_its_own_port(family_panel: Panel, 
     assert family_panel.instance(sat['id'])['status'] == 'stopped'
     assert (src_dir / '.rebuild').is_file()
 
+    # While the rebuild is pending, no satellite starts on the environment it will delete...
+    refused = client.post(f'/instances/{sat["id"]}/start')
+    assert refused.status_code == 409 and "start 'src' first" in refused.json()['detail']
+    assert family_panel.instance(sat['id'])['status'] == 'stopped'
+    # ...and the parent does not rebuild under a running satellite (one started before the request).
+    (src_dir / '.rebuild').rename(src_dir / 'rebuild.held')
+    start(family_panel, sat['id'])
+    (src_dir / 'rebuild.held').rename(src_dir / '.rebuild')
+    refused = client.post(f'/instances/{parent_id}/start')
+    assert refused.status_code == 409 and refused.json()['satellites'] == ['sat']
+    assert family_panel.instance(parent_id)['status'] == 'stopped'
+    stop(family_panel, sat['id'])
+
 
 def test_rebuild_recreates_the_venv_at_the_next_start(family_panel: Panel, source: dict[str, Any]) -> None:
     src_dir = folder(family_panel, 'src')

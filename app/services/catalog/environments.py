@@ -38,7 +38,6 @@ from .copies import is_environment
 
 log = logging.getLogger(__name__)
 
-REBUILD_MARKER = '.rebuild'
 PINS_FILE = 'pins.txt'
 PINS_MAX = 64 * 1024
 CHECK_TIMEOUT = 60.0
@@ -102,7 +101,7 @@ class EnvironmentService:
             if row.id is not None:
                 await self.supervisor.stop(row.id)
                 await self.supervisor.wait_stopped(row.id)
-        marker = self.folder(owner) / REBUILD_MARKER
+        marker = launch.rebuild_marker(self.settings, owner.name)
         await asyncio.to_thread(write_atomic, marker, 'requested by the panel\n')
         log.info('Environment of %s marked for a rebuild at its next start', instance.name)
         return [row.name for row in running]
