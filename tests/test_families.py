@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -299,3 +300,28 @@ def test_restore_keeps_the_parent_and_the_host_name_while_they_are_still_valid(f
     assert alone.json()['parent_id'] is None and alone.json()['custom_hostname'] is None
     for instance_id in (alone.json()['id'], other['id']):
         assert client.delete(f'/instances/{instance_id}').status_code == 204
+
+
+def test_a_source_being_cloned_is_neither_deleted_nor_renamed_and_a_cancel_is_prompt(family_panel: Panel) -> None:
+    client = family_panel.client
+    source = family_panel.create('bigsrc', 'VenvApp')
+    with (folder(family_panel, 'bigsrc') / 'huge.bin').open('wb') as handle:
+        handle.truncate(2**40)  # 1 TiB of holes: the copy reads it for hours, writing nothing
+    response = client.post(f'/instances/{source["id"]}/clone', json={'name': 'bigcopy'})
+    assert response.status_code == 201, response.text
+    clone = response.json()
+    wait_for(lambda: (folder(family_panel, 'bigcopy') / 'huge.bin').exists(), 30, what='the copy under way')
+
+    deleted = client.delete(f'/instances/{source["id"]}')
+    assert deleted.status_code == 409 and 'being cloned' in deleted.json()['detail']
+    renamed = client.patch(f'/instances/{source["id"]}', json={'name': 'moved'})
+    assert renamed.status_code == 409 and 'being cloned' in renamed.json()['detail']
+    assert folder(family_panel, 'bigsrc').is_dir()
+
+    asked = time.monotonic()
+    assert client.post(f'/instances/{clone["id"]}/cancel', timeout=30).status_code == 204
+    assert time.monotonic() - asked < 10, 'the cancel waited for the whole file'
+    assert not folder(family_panel, 'bigcopy').exists()
+    assert client.patch(f'/instances/{source["id"]}', json={'name': 'moved'}).status_code == 200
+    (folder(family_panel, 'moved') / 'huge.bin').unlink()
+    assert client.delete(f'/instances/{source["id"]}').status_code == 204

@@ -220,6 +220,7 @@ class InstanceService:
             name = validation.instance_name(sent['name'])
             if running:
                 raise Conflict(f'Stop {current.name!r} before renaming it')
+            self._refuse_if_being_cloned(current, 'rename')
             self._refuse_if_parent(current, 'rename')
             self._ensure_name_free(name, except_id=current.id)
             self._rename_folder(current.name, name)
@@ -251,6 +252,11 @@ class InstanceService:
                 "nginx not installed): use 'port'"
             )
         return pattern
+
+    def _refuse_if_being_cloned(self, instance: Instance, action: str) -> None:
+        """A clone's copy reads the source's folder: it may not move or go meanwhile."""
+        if instance.id is not None and self.copies.copying_from(instance.id):
+            raise Conflict(f'Cannot {action} {instance.name!r}: it is being cloned; wait or cancel the clone')
 
     def _refuse_if_parent(self, instance: Instance, action: str) -> None:
         """A parent's satellites run its folder: it may not move or go while they exist."""
@@ -387,6 +393,7 @@ class InstanceService:
                 return
             if self.supervisor.is_running(instance_id) or instance.status not in DELETABLE:
                 raise Conflict(f'Stop {instance.name!r} before deleting it (it is {instance.status})')
+            self._refuse_if_being_cloned(instance, 'delete')
             await asyncio.to_thread(self._refuse_if_parent, instance, 'delete')
             self.supervisor.forget(instance_id)
             entry = await asyncio.to_thread(self._move_to_trash, instance)
