@@ -7,6 +7,7 @@ the environment's Python and pins reach pip (PIP_CONSTRAINT)."""
 from __future__ import annotations
 
 import re
+import resource
 import subprocess
 import time
 from collections.abc import Iterator
@@ -307,21 +308,33 @@ def test_a_source_being_cloned_is_neither_deleted_nor_renamed_and_a_cancel_is_pr
     source = family_panel.create('bigsrc', 'VenvApp')
     with (folder(family_panel, 'bigsrc') / 'huge.bin').open('wb') as handle:
         handle.truncate(2**40)  # 1 TiB of holes: the copy reads it for hours, writing nothing
-    response = client.post(f'/instances/{source["id"]}/clone', json={'name': 'bigcopy'})
-    assert response.status_code == 201, response.text
-    clone = response.json()
-    wait_for(lambda: (folder(family_panel, 'bigcopy') / 'huge.bin').exists(), 30, what='the copy under way')
-
-    deleted = client.delete(f'/instances/{source["id"]}')
-    assert deleted.status_code == 409 and 'being cloned' in deleted.json()['detail']
-    renamed = client.patch(f'/instances/{source["id"]}', json={'name': 'moved'})
-    assert renamed.status_code == 409 and 'being cloned' in renamed.json()['detail']
-    assert folder(family_panel, 'bigsrc').is_dir()
-
-    asked = time.monotonic()
-    assert client.post(f'/instances/{clone["id"]}/cancel', timeout=30).status_code == 204
-    assert time.monotonic() - asked < 10, 'the cancel waited for the whole file'
-    assert not folder(family_panel, 'bigcopy').exists()
+    # Should the copy write the holes, the panel's writes fail at 1 GiB instead of filling the disk.
+    assert family_panel.process is not None
+    pid = family_panel.process.pid
+    limits = resource.prlimit(pid, resource.RLIMIT_FSIZE, (2**30, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    try:
+        response = client.post(f'/instances/{source["id"]}/clone', json={'name': 'bigcopy'})
+        assert response.status_code == 201, response.text
+        clone = response.json()
+        wait_for(lambda: (folder(family_panel, 'bigcopy') / 'huge.bin').exists(), 30, what='the copy under way')
+        _refused_while_cloned(family_panel, source['id'], clone['id'])
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, limits)
     assert client.patch(f'/instances/{source["id"]}', json={'name': 'moved'}).status_code == 200
     (folder(family_panel, 'moved') / 'huge.bin').unlink()
     assert client.delete(f'/instances/{source["id"]}').status_code == 204
+
+
+def _refused_while_cloned(family_panel: Panel, source_id: int, clone_id: int) -> None:
+    """Delete and rename of the source are refused while its clone is copied; a cancel is prompt."""
+    client = family_panel.client
+
+    deleted = client.delete(f'/instances/{source_id}')
+    assert deleted.status_code == 409 and 'being cloned' in deleted.json()['detail']
+    renamed = client.patch(f'/instances/{source_id}', json={'name': 'moved'})
+    assert renamed.status_code == 409 and 'being cloned' in renamed.json()['detail']
+    assert folder(family_panel, 'bigsrc').is_dir()
+    asked = time.monotonic()
+    assert client.post(f'/instances/{clone_id}/cancel', timeout=30).status_code == 204
+    assert time.monotonic() - asked < 10, 'the cancel waited for the whole file'
+    assert not folder(family_panel, 'bigcopy').exists()
