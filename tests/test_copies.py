@@ -106,6 +106,8 @@ def test_a_stop_request_ends_the_copy_within_a_huge_file(tmp_path: Path) -> None
         asked = time.monotonic()
         worker.join(timeout=30)
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        for path in (source / 'huge.bin', target / 'huge.bin'):
+            path.unlink(missing_ok=True)
     assert not worker.is_alive() and time.monotonic() - asked < 5
     assert len(failures) == 1 and isinstance(failures[0], copies.CopyCancelled)
 
