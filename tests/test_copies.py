@@ -5,12 +5,15 @@ path segments of the source's folder are rewritten in launch.sh."""
 from __future__ import annotations
 
 import os
+import resource
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from app.services.catalog import copies
+from tests.helpers import wait_for
 
 
 def make_source(root: Path) -> Path:
@@ -52,6 +55,61 @@ def test_a_stop_request_ends_the_copy(tmp_path: Path) -> None:
     stop.set()
     with pytest.raises(copies.CopyCancelled):
         copies.copy_folder(source, tmp_path, stop, lambda _line: None)
+
+
+def test_files_are_copied_whole_holes_stay_holes_and_fifos_are_left_out(tmp_path: Path) -> None:
+    source, target = tmp_path / 'src', tmp_path / 'copy'
+    source.mkdir()
+    target.mkdir()
+    data = os.urandom(copies.CHUNK + 123)
+    with (source / 'sparse.bin').open('wb') as handle:
+        handle.write(data)
+        handle.seek(8 * copies.CHUNK)
+        handle.write(b'end')
+        handle.truncate(12 * copies.CHUNK + 5)  # ends in a hole
+    os.mkfifo(source / 'pipe')  # would block a copy that opened it
+    os.utime(source / 'sparse.bin', (1_000_000, 1_000_000))
+    stats = copies.copy_folder(source, target, threading.Event(), lambda _line: None)
+    assert sorted(path.name for path in target.iterdir()) == ['sparse.bin']
+    copied = target / 'sparse.bin'
+    assert copied.read_bytes() == (source / 'sparse.bin').read_bytes()
+    assert stats.bytes == copied.stat().st_size == 12 * copies.CHUNK + 5
+    assert copied.stat().st_blocks * 512 < 4 * copies.CHUNK, 'the holes were not written'
+    assert copied.stat().st_mtime == 1_000_000
+
+
+def test_a_stop_request_ends_the_copy_within_a_huge_file(tmp_path: Path) -> None:
+    source, target = tmp_path / 'src', tmp_path / 'copy'
+    source.mkdir()
+    target.mkdir()
+    with (source / 'huge.bin').open('wb') as handle:
+        handle.truncate(2**40)  # 1 TiB of holes: hours to read through
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def copy() -> None:
+        try:
+            copies.copy_folder(source, target, stop, lambda _line: None)
+        except BaseException as exc:
+            failures.append(exc)
+
+    # Should the copy write the holes or ignore the stop request, it fails at 1 GiB (EFBIG:
+    # Python ignores SIGXFSZ) instead of filling the disk.
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2**30, limits[1]))
+    worker = threading.Thread(target=copy, daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: (target / 'huge.bin').exists(), 10, what='the copy of the huge file under way')
+    finally:
+        stop.set()
+        asked = time.monotonic()
+        worker.join(timeout=30)
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        for path in (source / 'huge.bin', target / 'huge.bin'):
+            path.unlink(missing_ok=True)
+    assert not worker.is_alive() and time.monotonic() - asked < 5
+    assert len(failures) == 1 and isinstance(failures[0], copies.CopyCancelled)
 
 
 def test_only_whole_paths_to_the_source_are_rewritten(tmp_path: Path) -> None:

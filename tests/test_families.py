@@ -7,7 +7,9 @@ the environment's Python and pins reach pip (PIP_CONSTRAINT)."""
 from __future__ import annotations
 
 import re
+import resource
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,6 +183,14 @@ def test_satellite_runs_the_parents_folder_on_its_own_port(family_panel: Panel, 
     assert sorted(path.name for path in src_dir.iterdir()) == before, 'nothing written into the parent'
     assert [item['name'] for item in client.get(f'/instances/{parent_id}/satellites').json()] == ['sat']
 
+    # Each run has its own notes FIFO, and the parent's outlives the satellite's run.
+    notes = family_panel.data_dir / 'notes'
+    wait_for(lambda: (notes / 'sat.fifo').is_fifo() and (notes / 'src.fifo').is_fifo(), 20, what='both FIFOs')
+    stop(family_panel, sat['id'])
+    wait_for(lambda: not (notes / 'sat.fifo').exists(), 20, what="the satellite's FIFO removed")
+    assert (notes / 'src.fifo').is_fifo(), "the parent's FIFO is its own"
+    start(family_panel, sat['id'])
+
     # A parent with satellites is neither deleted nor renamed; no satellite of a satellite.
     stop(family_panel, parent_id)
     refused = client.delete(f'/instances/{parent_id}')
@@ -198,6 +208,19 @@ def test_satellite_runs_the_parents_folder_on_its_own_port(family_panel: Panel, 
     assert confirmed.status_code == 200 and confirmed.json()['stopped_satellites'] == ['sat']
     assert family_panel.instance(sat['id'])['status'] == 'stopped'
     assert (src_dir / '.rebuild').is_file()
+
+    # While the rebuild is pending, no satellite starts on the environment it will delete...
+    refused = client.post(f'/instances/{sat["id"]}/start')
+    assert refused.status_code == 409 and "start 'src' first" in refused.json()['detail']
+    assert family_panel.instance(sat['id'])['status'] == 'stopped'
+    # ...and the parent does not rebuild under a running satellite (one started before the request).
+    (src_dir / '.rebuild').rename(src_dir / 'rebuild.held')
+    start(family_panel, sat['id'])
+    (src_dir / 'rebuild.held').rename(src_dir / '.rebuild')
+    refused = client.post(f'/instances/{parent_id}/start')
+    assert refused.status_code == 409 and refused.json()['satellites'] == ['sat']
+    assert family_panel.instance(parent_id)['status'] == 'stopped'
+    stop(family_panel, sat['id'])
 
 
 def test_rebuild_recreates_the_venv_at_the_next_start(family_panel: Panel, source: dict[str, Any]) -> None:
@@ -231,3 +254,87 @@ def test_a_copy_cut_short_by_the_panel_is_an_error_after_restart(family_panel: P
     assert clone['status'] == 'error'
     assert 'cut short' in log_text(family_panel, clone['id'])
     assert client.delete(f'/instances/{clone["id"]}').status_code == 204
+
+
+def test_versions_check_runs_without_the_panels_secrets(family_panel: Panel) -> None:
+    """The environment's interpreter is instance code: it sees neither the API token nor the password."""
+    instance = family_panel.create('envspy', 'VenvApp')
+    venv = folder(family_panel, 'envspy') / 'venv'
+    (venv / 'bin').mkdir(parents=True)
+    (venv / 'pyvenv.cfg').write_text('home = /usr/bin\n')
+    seen = venv / 'seen.env'
+    python = venv / 'bin' / 'python'
+    python.write_text(f'#!/bin/sh\nenv >>{seen}\necho \'{{"python": "3.0.0", "pip": "1.0"}}\'\n')
+    python.chmod(0o755)
+    response = family_panel.client.get(f'/instances/{instance["id"]}/versions', timeout=90)
+    assert response.status_code == 200, response.text
+    assert response.json()['python'] == '3.0.0'
+    variables = seen.read_text()
+    assert variables.count('PIP_NO_INPUT=1') == 1, 'both the probe and pip check ran'
+    assert family_panel.token not in variables
+    assert 'AIKORE_API_TOKEN' not in variables and 'AIKORE_PASSWORD' not in variables
+    assert family_panel.client.delete(f'/instances/{instance["id"]}').status_code == 204
+
+
+def test_restore_keeps_the_parent_and_the_host_name_while_they_are_still_valid(family_panel: Panel) -> None:
+    client = family_panel.client
+    parent = family_panel.create('home', 'VenvApp')
+    made = client.post(f'/instances/{parent["id"]}/satellites', json={'name': 'orbit'})
+    assert made.status_code == 201, made.text
+    moon = made.json()
+    patched = client.patch(f'/instances/{moon["id"]}', json={'custom_hostname': 'orbit.example.lan'})
+    assert patched.status_code == 200, patched.text
+
+    assert client.delete(f'/instances/{moon["id"]}').status_code == 204
+    restored = client.post('/trash/orbit/restore')
+    assert restored.status_code == 201, restored.text
+    assert restored.json()['parent_id'] == parent['id']
+    assert restored.json()['custom_hostname'] == 'orbit.example.lan'
+
+    # Its parent gone and its host name taken meanwhile: it comes back on its own, without the name.
+    assert client.delete(f'/instances/{restored.json()["id"]}').status_code == 204
+    assert client.delete(f'/instances/{parent["id"]}').status_code == 204
+    other = family_panel.create('squatter', 'VenvApp')
+    assert client.patch(f'/instances/{other["id"]}', json={'custom_hostname': 'orbit.example.lan'}).status_code == 200
+    alone = client.post('/trash/orbit/restore')
+    assert alone.status_code == 201, alone.text
+    assert alone.json()['parent_id'] is None and alone.json()['custom_hostname'] is None
+    for instance_id in (alone.json()['id'], other['id']):
+        assert client.delete(f'/instances/{instance_id}').status_code == 204
+
+
+def test_a_source_being_cloned_is_neither_deleted_nor_renamed_and_a_cancel_is_prompt(family_panel: Panel) -> None:
+    client = family_panel.client
+    source = family_panel.create('bigsrc', 'VenvApp')
+    with (folder(family_panel, 'bigsrc') / 'huge.bin').open('wb') as handle:
+        handle.truncate(2**40)  # 1 TiB of holes: the copy reads it for hours, writing nothing
+    # Should the copy write the holes, the panel's writes fail at 1 GiB instead of filling the disk.
+    assert family_panel.process is not None
+    pid = family_panel.process.pid
+    limits = resource.prlimit(pid, resource.RLIMIT_FSIZE, (2**30, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    try:
+        response = client.post(f'/instances/{source["id"]}/clone', json={'name': 'bigcopy'})
+        assert response.status_code == 201, response.text
+        clone = response.json()
+        wait_for(lambda: (folder(family_panel, 'bigcopy') / 'huge.bin').exists(), 30, what='the copy under way')
+        _refused_while_cloned(family_panel, source['id'], clone['id'])
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, limits)
+    assert client.patch(f'/instances/{source["id"]}', json={'name': 'moved'}).status_code == 200
+    (folder(family_panel, 'moved') / 'huge.bin').unlink()
+    assert client.delete(f'/instances/{source["id"]}').status_code == 204
+
+
+def _refused_while_cloned(family_panel: Panel, source_id: int, clone_id: int) -> None:
+    """Delete and rename of the source are refused while its clone is copied; a cancel is prompt."""
+    client = family_panel.client
+
+    deleted = client.delete(f'/instances/{source_id}')
+    assert deleted.status_code == 409 and 'being cloned' in deleted.json()['detail']
+    renamed = client.patch(f'/instances/{source_id}', json={'name': 'moved'})
+    assert renamed.status_code == 409 and 'being cloned' in renamed.json()['detail']
+    assert folder(family_panel, 'bigsrc').is_dir()
+    asked = time.monotonic()
+    assert client.post(f'/instances/{clone_id}/cancel', timeout=30).status_code == 204
+    assert time.monotonic() - asked < 10, 'the cancel waited for the whole file'
+    assert not folder(family_panel, 'bigcopy').exists()

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 SKIPPED_ANYWHERE = frozenset({'__pycache__', '.cache', '.aikore-stamps'})
 SKIPPED_AT_TOP = frozenset({'logs', 'run', 'tmp', '.rebuild'})
 PROGRESS_EVERY = 1.0  # seconds between progress lines
+CHUNK = 1024 * 1024  # a file is copied chunk by chunk: a cancel never waits for a whole (multi-GB) file
+ZEROS = bytes(CHUNK)
 
 
 class CopyCancelled(Exception):
@@ -67,11 +70,13 @@ def copy_folder(
     progress: Callable[[CopyStats], None] = lambda _stats: None,
 ) -> CopyStats:
     """Copy ``source`` into ``target`` (which exists) but what the module docstring lists
-    (blocking). Files that vanish mid-copy (a running source) are skipped. ``say`` gets log
-    lines, ``progress`` the counts, about once a second."""
+    (blocking). Files and folders that vanish mid-copy (a running source) are skipped; any other
+    error (an unreadable folder) fails the copy: a clone is never silently partial. Special files
+    (FIFOs, sockets, devices) are left out. ``say`` gets log lines, ``progress`` the counts,
+    about once a second."""
     stats = CopyStats()
     last = time.monotonic()
-    for root, dirs, files in os.walk(source):
+    for root, dirs, files in os.walk(source, onerror=_unless_vanished):
         here = Path(root)
         into = target / here.relative_to(source)
         kept = []
@@ -93,7 +98,7 @@ def copy_folder(
                 raise CopyCancelled
             if here == source and name in SKIPPED_AT_TOP:
                 continue
-            stats.bytes += _copy_entry(here / name, into / name)
+            stats.bytes += _copy_entry(here / name, into / name, stop)
             stats.files += 1
             if time.monotonic() - last >= PROGRESS_EVERY:
                 last = time.monotonic()
@@ -102,16 +107,42 @@ def copy_folder(
     return stats
 
 
-def _copy_entry(source: Path, target: Path) -> int:
-    """Copy one file or link; answers the bytes copied (0 for a link or a vanished file)."""
+def _unless_vanished(error: OSError) -> None:
+    """``os.walk``'s error handler: a folder removed meanwhile is skipped, any other error raised."""
+    if not isinstance(error, FileNotFoundError):
+        raise error
+
+
+def _copy_entry(source: Path, target: Path, stop: threading.Event) -> int:
+    """Copy one file or link; answers the bytes copied (0 for a link, a special or vanished file)."""
     try:
         if source.is_symlink():
             os.symlink(os.readlink(source), target)
             return 0
-        shutil.copy2(source, target, follow_symlinks=False)
-        return target.stat().st_size
+        if not stat.S_ISREG(source.stat().st_mode):
+            return 0  # a FIFO would block the copy, a socket or device means nothing in a copy
+        size = _copy_file(source, target, stop)
+        shutil.copystat(source, target, follow_symlinks=False)
+        return size
     except FileNotFoundError:
         return 0  # removed by the running source meanwhile
+
+
+def _copy_file(source: Path, target: Path, stop: threading.Event) -> int:
+    """Copy a regular file chunk by chunk, checking ``stop`` between chunks; chunks of zeros
+    become holes (a sparse file stays sparse). Answers the bytes copied."""
+    size = 0
+    with source.open('rb') as reader, target.open('wb') as writer:
+        while chunk := reader.read(CHUNK):
+            if stop.is_set():
+                raise CopyCancelled
+            if chunk == ZEROS:
+                writer.seek(len(chunk), os.SEEK_CUR)
+            else:
+                writer.write(chunk)
+            size += len(chunk)
+        writer.truncate(size)
+    return size
 
 
 def rewrite_paths(script: Path, old: Path, new: Path) -> int:
@@ -139,21 +170,30 @@ class CopyJobs:
 
     def __init__(self) -> None:
         self._jobs: dict[int, tuple[asyncio.Task[Any], threading.Event]] = {}
+        self._sources: dict[int, int] = {}  # clone id -> the id of the instance it is copied from
         self._tasks = BackgroundTasks('Clone copies')
         self.progress: dict[int, str] = {}  # how far each copy got, shown with its row
 
-    def start(self, instance_id: int, job: Callable[[threading.Event], Coroutine[Any, Any, None]]) -> None:
+    def start(
+        self, instance_id: int, source_id: int, job: Callable[[threading.Event], Coroutine[Any, Any, None]]
+    ) -> None:
         stop = threading.Event()
         task = self._tasks.spawn(job(stop))
         self._jobs[instance_id] = (task, stop)
+        self._sources[instance_id] = source_id
         task.add_done_callback(lambda _task: self._forget(instance_id))
 
     def _forget(self, instance_id: int) -> None:
         self._jobs.pop(instance_id, None)
+        self._sources.pop(instance_id, None)
         self.progress.pop(instance_id, None)
 
     def running(self, instance_id: int) -> bool:
         return instance_id in self._jobs
+
+    def copying_from(self, source_id: int) -> bool:
+        """Whether a clone of ``source_id`` is being copied (its folder must stay where it is)."""
+        return source_id in list(self._sources.values())
 
     async def cancel(self, instance_id: int) -> bool:
         """Stop the copy of this instance and wait for it to end; False when none was running."""

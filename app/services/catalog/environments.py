@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -39,7 +38,6 @@ from .copies import is_environment
 
 log = logging.getLogger(__name__)
 
-REBUILD_MARKER = '.rebuild'
 PINS_FILE = 'pins.txt'
 PINS_MAX = 64 * 1024
 CHECK_TIMEOUT = 60.0
@@ -103,7 +101,7 @@ class EnvironmentService:
             if row.id is not None:
                 await self.supervisor.stop(row.id)
                 await self.supervisor.wait_stopped(row.id)
-        marker = self.folder(owner) / REBUILD_MARKER
+        marker = launch.rebuild_marker(self.settings, owner.name)
         await asyncio.to_thread(write_atomic, marker, 'requested by the panel\n')
         log.info('Environment of %s marked for a rebuild at its next start', instance.name)
         return [row.name for row in running]
@@ -187,8 +185,11 @@ def find_environment(settings: Settings, owner: Instance) -> Path | None:
 
 
 def _run_json(command: list[str]) -> dict[str, str | None]:
+    """The last line of the command's output as JSON; the command is instance code: no panel secrets."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False, env=launch.without_secrets()
+        )
         found = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout else {}
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
         log.warning('The version check with %s failed: %s', command[0], exc)
@@ -201,7 +202,7 @@ def _pip_check(python: str) -> list[str] | None:
         done = subprocess.run(
             [python, '-m', 'pip', 'check', '--disable-pip-version-check'],
             capture_output=True, text=True, timeout=CHECK_TIMEOUT, check=False,
-            env={**os.environ, 'PIP_NO_INPUT': '1'},
+            env={**launch.without_secrets(), 'PIP_NO_INPUT': '1'},
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning('pip check with %s failed: %s', python, exc)

@@ -45,13 +45,15 @@ class FamilyService:
 
     async def clone(self, source_id: int, data: CloneRequest) -> InstancePublic:
         """A new instance (``installing``) whose folder is copied from ``source_id``'s in the background."""
-        async with self.instances.catalog_lock:
+        async with self.instances.catalog_lock:  # held until the copy is known: no delete or rename between
             source, row = await asyncio.to_thread(self._clone_row, source_id, data)
+            clone_id = row.id or 0
+            source_dir = launch.instance_dir(self.settings, source.name)
+            target_dir = launch.instance_dir(self.settings, row.name)
+            self.instances.copies.start(
+                clone_id, source_id, lambda stop: self._copy(clone_id, source_dir, target_dir, stop)
+            )
         public = self.rows.publish(row)
-        clone_id = row.id or 0
-        source_dir = launch.instance_dir(self.settings, source.name)
-        target_dir = launch.instance_dir(self.settings, row.name)
-        self.instances.copies.start(clone_id, lambda stop: self._copy(clone_id, source_dir, target_dir, stop))
         log.info('Cloning %s into %s', source.name, row.name)
         return public
 

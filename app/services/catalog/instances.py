@@ -231,6 +231,7 @@ class InstanceService:
             name = validation.instance_name(sent['name'])
             if running:
                 raise Conflict(f'Stop {current.name!r} before renaming it')
+            self._refuse_if_being_cloned(current, 'rename')
             self._refuse_if_parent(current, 'rename')
             self._ensure_name_free(name, except_id=current.id)
             self._rename_folder(current.name, name)
@@ -262,6 +263,11 @@ class InstanceService:
                 "nginx not installed): use 'port'"
             )
         return pattern
+
+    def _refuse_if_being_cloned(self, instance: Instance, action: str) -> None:
+        """A clone's copy reads the source's folder: it may not move or go meanwhile."""
+        if instance.id is not None and self.copies.copying_from(instance.id):
+            raise Conflict(f'Cannot {action} {instance.name!r}: it is being cloned; wait or cancel the clone')
 
     def _refuse_if_parent(self, instance: Instance, action: str) -> None:
         """A parent's satellites run its folder: it may not move or go while they exist."""
@@ -398,6 +404,7 @@ class InstanceService:
                 return
             if self.supervisor.is_running(instance_id) or instance.status not in DELETABLE:
                 raise Conflict(f'Stop {instance.name!r} before deleting it (it is {instance.status})')
+            self._refuse_if_being_cloned(instance, 'delete')
             await asyncio.to_thread(self._refuse_if_parent, instance, 'delete')
             self.supervisor.forget(instance_id)
             entry = await asyncio.to_thread(self._move_to_trash, instance)
@@ -479,6 +486,8 @@ class InstanceService:
             access_pattern=self._access_pattern(pattern),
             output_path=record.get('output_path') or entry,
             restart_policy=RestartPolicy(record.get('restart_policy') or 'never'),
+            parent_id=self._restored_parent(entry, record.get('parent_id')),
+            custom_hostname=self._restored_host(entry, record.get('custom_hostname')),
         )
         folder.rename(target)
         try:
@@ -488,6 +497,31 @@ class InstanceService:
             raise
         (target / TRASH_RECORD).unlink(missing_ok=True)
         return row
+
+    def _restored_parent(self, entry: str, parent_id: object) -> int | None:
+        """A restored satellite stays one while its parent exists; else it becomes an instance of its own."""
+        if parent_id is None:
+            return None
+        try:
+            parent: Instance | None = store.get(self.engine, int(str(parent_id)))
+        except (NotFound, ValueError):
+            parent = None
+        if parent is None or parent.parent_id is not None:
+            log.warning('%s was a satellite of an instance that is gone: restored as an instance of its own', entry)
+            return None
+        return parent.id
+
+    def _restored_host(self, entry: str, host: object) -> str | None:
+        """The custom host name it had, while it is still valid here and no other instance has it."""
+        if host is None:
+            return None
+        try:
+            checked = validation.custom_hostname(str(host), self.settings)
+            self._ensure_host_free(checked, None)
+        except (InvalidInput, Conflict) as exc:
+            log.warning('%s is restored without its host name %r: %s', entry, host, exc)
+            return None
+        return checked
 
     async def purge(self, entry: str) -> int:
         """Delete a trash entry for good; answers the bytes it freed (as ``du -sb`` counts them)."""

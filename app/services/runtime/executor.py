@@ -108,13 +108,13 @@ class LocalExecutor:
 
     def start(self, instance: Instance, prepared: launch.Launch) -> RunHandle:
         prepared.exit_file.unlink(missing_ok=True)
-        launch.notes_fifo(self.settings, instance.name).parent.mkdir(parents=True, exist_ok=True)
-        spec = self._spec(prepared)
+        notes = launch.notes_fifo(self.settings, instance.name)  # the instance's: a satellite's is its own
+        notes.parent.mkdir(parents=True, exist_ok=True)
+        spec = self._spec(prepared, notes)
         popen = units.spawn(spec)  # the runner's own start-up errors land in the instance's log
         return RunHandle(instance.name, popen.pid, processes.start_time(popen.pid), popen, spec)
 
-    def _spec(self, prepared: launch.Launch) -> units.ProcessSpec:
-        notes = launch.notes_fifo(self.settings, prepared.instance_dir.name)
+    def _spec(self, prepared: launch.Launch, notes: Path) -> units.ProcessSpec:
         command = runner_command(self.settings, prepared, notes)
         return units.ProcessSpec(
             'runner', command, cwd=prepared.instance_dir, env=prepared.env, output=prepared.log_path

@@ -23,6 +23,7 @@ EXIT_FILE = 'exit'
 # Due time (Unix) of a pending on-failure restart, so one survives a panel restart.
 RESTART_FILE = 'restart-due'
 # Never handed to a blueprint: the panel's own credentials.
+REBUILD_MARKER = '.rebuild'
 SECRET_VARIABLES = ('AIKORE_API_TOKEN', 'AIKORE_PASSWORD')
 
 
@@ -53,6 +54,12 @@ def notes_fifo(settings: Settings, name: str) -> Path:
     makes it, copies its lines into the log, removes it at the end). Outside the instance's
     folder: a folder copy must never meet a FIFO."""
     return settings.data_dir / 'notes' / f'{name}.fifo'
+
+
+def rebuild_marker(settings: Settings, name: str) -> Path:
+    """Present while the instance's environment is to be re-created at its next start
+    (``functions.sh`` removes it then); satellites run that environment."""
+    return instance_dir(settings, name) / REBUILD_MARKER
 
 
 def restart_marker(settings: Settings, name: str) -> Path:
@@ -146,10 +153,15 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def without_secrets() -> dict[str, str]:
+    """The panel's environment less its secrets: the base of every environment instance code runs in."""
+    return {key: value for key, value in os.environ.items() if key not in SECRET_VARIABLES}
+
+
 def environment(
     settings: Settings, instance: Instance, port: int, folder: Path, output_dir: Path, functions_path: Path
 ) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in SECRET_VARIABLES}
+    env = without_secrets()
     env.update(
         WEBUI_PORT=str(port),
         INSTANCE_NAME=instance.name,

@@ -234,6 +234,7 @@ class Supervisor:
         executor = executor or self.executor
         launch.restart_marker(self.settings, instance.name).unlink(missing_ok=True)
         parent = self._parent(instance)
+        self._refuse_during_rebuild(instance, parent)
         self._restore_missing_script(parent or instance)  # a satellite runs its parent's script
         prepared = launch.prepare(self.settings, instance, self.blueprints.functions_path, port, parent)
         handle = executor.start(instance, prepared)
@@ -256,6 +257,27 @@ class Supervisor:
             executor.kill_now(handle)  # never leave a run nobody knows of
             raise
         return prepared, handle, row
+
+    def _refuse_during_rebuild(self, instance: Instance, parent: Instance | None) -> None:
+        """A pending rebuild deletes the environment at the owner's next start: never while a
+        satellite runs it, and no satellite starts until the owner has rebuilt it."""
+        if parent is not None:
+            if launch.rebuild_marker(self.settings, parent.name).exists():
+                raise Conflict(
+                    f'{instance.name!r} runs the environment of {parent.name!r}, which is to be rebuilt: '
+                    f'start {parent.name!r} first'
+                )
+            return
+        if not launch.rebuild_marker(self.settings, instance.name).exists():
+            return
+        satellites = store.satellites_of(self.engine, instance.id or 0)
+        running = [row.name for row in satellites if row.status in lifecycle.RUNNING or row.id in self._runs]
+        if running:
+            raise Conflict(
+                f'The environment of {instance.name!r} is to be rebuilt at this start, and its satellites '
+                f'{", ".join(running)} run it: stop them first',
+                satellites=running,
+            )
 
     def _restore_missing_script(self, instance: Instance) -> None:
         """An instance without a launch.sh (a row upgraded from an older panel's database, whose
