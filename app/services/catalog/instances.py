@@ -168,7 +168,7 @@ class InstanceService:
         restart_required = running and any(key in changes for key in RESTART_FIELDS)
         return public, restart_required
 
-    def _custom_host(self, value: str | None, current: Instance, panel_host: str | None) -> str | None:
+    def _custom_host(self, value: str | None, instance_id: int | None, panel_host: str | None = None) -> str | None:
         """A valid custom host name no other instance has, and no other instance's subdomain
         route (``<its slug>.<anything>``) would answer for."""
         host = validation.custom_hostname(value, self.settings, panel_host)
@@ -176,7 +176,7 @@ class InstanceService:
             return None
         label = host.split('.')[0]
         for other in store.list_all(self.engine):
-            if other.id == current.id:
+            if other.id == instance_id:
                 continue
             if other.custom_hostname == host:
                 raise Conflict(f'{other.name!r} already has the host name {host!r}')
@@ -209,7 +209,7 @@ class InstanceService:
         if 'output_path' in sent:
             changes['output_path'] = validation.output_path(sent['output_path'] or current.name)
         if 'custom_hostname' in sent:
-            changes['custom_hostname'] = self._custom_host(sent['custom_hostname'], current, panel_host)
+            changes['custom_hostname'] = self._custom_host(sent['custom_hostname'], current.id, panel_host)
         for key in ('autostart', 'persistent', 'access_pattern', 'restart_policy'):
             if key in sent:
                 changes[key] = sent[key]
@@ -516,8 +516,7 @@ class InstanceService:
         if host is None:
             return None
         try:
-            checked = validation.custom_hostname(str(host), self.settings)
-            self._ensure_host_free(checked, None)
+            checked = self._custom_host(str(host), None)
         except (InvalidInput, Conflict) as exc:
             log.warning('%s is restored without its host name %r: %s', entry, host, exc)
             return None
