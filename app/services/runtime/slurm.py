@@ -258,6 +258,8 @@ class SlurmExecutor:
             f'--chdir={self.node_path(prepared.instance_dir)}',
             '--export=ALL',
         ]
+        if self.settings.slurm_exclusive == 'user':  # the app's loopback port: no other user on the node
+            options.append('--exclusive=user')
         if instance.gpu_ids:
             options.append(f'--gres=gpu:{len(instance.gpu_ids)}')
         partition = instance.slurm_partition or self.settings.slurm_partition
