@@ -224,6 +224,9 @@ class InstanceService:
             self._ensure_name_free(name, except_id=current.id)
             self._rename_folder(current.name, name)
             changes.update(name=name, slug=name.lower())
+        if changes.get('executor') == Executor.SLURM:
+            # A job has no public port (its port number is on its node, not here): unmapped.
+            changes.update(public_port=None, active=False)
         changes = {key: value for key, value in changes.items() if getattr(current, key) != value}
         if 'public_port' in changes and current.active:
             changes['active'] = False  # unmapped from the old port; activate again on the new one
