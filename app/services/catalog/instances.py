@@ -182,6 +182,8 @@ class InstanceService:
         executor = sent.get('executor') or current.executor
         if executor != current.executor and running:
             raise Conflict(f'Stop {current.name!r} before changing where it runs')
+        if executor == Executor.SLURM and current.parent_id is not None:
+            raise Conflict(f"{current.name!r} is a satellite: it runs its parent's code here, not on Slurm")
         merged = {**current.model_dump(), **sent}
         if 'executor' in sent or executor == Executor.SLURM:
             slurm.check_options(self.settings, executor, {**merged, 'public_port': sent.get('public_port')})
