@@ -460,16 +460,23 @@ class InstanceService:
             gpus = [int(g) for g in record.get('gpu_ids') or []]
             public_port = int(record['public_port']) if record.get('public_port') is not None else None
             pattern = AccessPattern(record.get('access_pattern') or 'port')
+            executor = Executor(record.get('executor') or Executor.LOCAL)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f'Trash entry {entry!r} has an unreadable record: {exc}') from None
+        # A Slurm instance stays one: its GPUs are a count on the cluster, not this machine's.
+        on_slurm = executor == Executor.SLURM
         instance = Instance(
             name=entry,
             slug=entry.lower(),
             blueprint=str(record.get('blueprint') or 'Demo'),
-            gpu_ids=validation.gpu_ids(gpus, self.gpu_count()),
+            gpu_ids=validation.gpu_ids(gpus, None if on_slurm else self.gpu_count()),
             autostart=bool(record.get('autostart')),
             persistent=bool(record.get('persistent')),
-            public_port=validation.public_port(public_port, self.settings.port_range),
+            public_port=None if on_slurm else validation.public_port(public_port, self.settings.port_range),
+            executor=executor,
+            slurm_partition=record.get('slurm_partition'),
+            slurm_node=record.get('slurm_node'),
+            slurm_time_limit=record.get('slurm_time_limit'),
             access_pattern=self._access_pattern(pattern),
             output_path=record.get('output_path') or entry,
             restart_policy=RestartPolicy(record.get('restart_policy') or 'never'),
