@@ -29,6 +29,7 @@ def shipped_folder(in_repository: str, bundled: str) -> Path:
 STOCK_BLUEPRINTS_DIR = shipped_folder('blueprints', 'blueprints')
 NGINX_TEMPLATES_DIR = shipped_folder('container/nginx', 'nginx')
 NGINX_MODES = ('auto', 'managed', 'external', 'off')
+SLURM_EXCLUSIVE = ('user', 'none')  # sbatch --exclusive=user: no other user's job on the node
 
 # The sampler's interval range (seconds): for AIKORE_MONITOR_INTERVAL and for changes at run time.
 MONITOR_INTERVALS = (0.25, 10.0)
@@ -76,6 +77,7 @@ class Settings:
     slurm_data_dir: Path | None = None  # the data directory as the nodes see it (None: the same path)
     slurm_python: str | None = None  # the nodes' Python 3 for the job's gate (None: this panel's)
     slurm_poll: float = 2.0  # seconds between two looks at the queue
+    slurm_exclusive: str = 'user'  # 'user': jobs share a node with this user's jobs only; 'none'
     # The persistent desktop's `selkies` program (a venv of its own); None: looked for (runtime.desktop).
     selkies: Path | None = None
 
@@ -160,6 +162,7 @@ class Settings:
             slurm_data_dir=Path(env['AIKORE_SLURM_DATA_DIR']) if env.get('AIKORE_SLURM_DATA_DIR') else None,
             slurm_python=env.get('AIKORE_SLURM_PYTHON') or None,
             slurm_poll=_seconds_between(env, 'AIKORE_SLURM_POLL', 2.0, 0.05, 60.0),
+            slurm_exclusive=_choice(env, 'AIKORE_SLURM_EXCLUSIVE', SLURM_EXCLUSIVE),
             selkies=Path(env['AIKORE_SELKIES']).expanduser() if env.get('AIKORE_SELKIES') else None,
         )
 

@@ -11,6 +11,7 @@ app bound to a node's loopback is out of reach from *other* machines (every node
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import sys
 import time
@@ -22,9 +23,14 @@ import httpx
 import psutil
 
 from app.db import SLURM_COLUMNS, prepare_database
+from app.lifecycle import InstanceStatus
 from app.models import Executor, Instance
 from app.services.catalog import store
-from app.services.runtime.job_gate import checked_head
+from app.services.catalog.blueprints import ReadyCheck
+from app.services.net.ports import _wanted as ports_wanted
+from app.services.net.proxy import upstream_host
+from app.services.runtime.job_gate import Gate, checked_head
+from app.services.runtime.readiness import ReadinessProbe
 from app.services.runtime.slurm import gpu_count
 from tests.helpers import Panel, blueprint, gone, wait_for
 from tests.netkit import ECHO_APP, auth, proxied_panel, wait_routed
@@ -197,3 +203,108 @@ def test_gate_head_check_andgpu_counts() -> None:
     assert checked_head(probe, b's3cret')[:2] == (True, True)
     fields = ('gpu:2', 'gpu:2(IDX:0-1)', 'gpu:0(IDX:N/A)', 'gpu:a100:4(S:0),mps:100', '')
     assert [gpu_count(text) for text in fields] == [2, 2, 0, 4, 0]
+
+
+def job_line(cluster: SlurmCluster, job_id: str) -> str:
+    return cluster.command('scontrol', 'show', 'job', '-o', job_id).stdout
+
+
+def test_jobs_keep_other_users_off_their_node_and_share_it_with_ours(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    """``sbatch --exclusive=user`` (the app listens on the node's loopback, shared by every job
+    there): no other user's job beside ours, yet two of our instances still run on one node. A
+    job whose secret is gone when the panel comes back is cancelled, its instance in error."""
+    panel = slurm_panel(tmp_path / 'data', slurm_cluster)
+    try:
+        ids = [panel.create(n, 'SlurmEcho', gpu_ids=[0], executor='slurm', slurm_node='vm1')['id'] for n in 'kl']
+        for instance_id in ids:
+            start(panel, instance_id)
+        running = [panel.wait_status(i, 'started', timeout=60) for i in ids]
+        assert [i['node'] for i in running] == ['vm1', 'vm1']
+        for instance in running:
+            assert 'OverSubscribe=USER' in job_line(slurm_cluster, instance['slurm_job_id'])
+
+        panel.kill()
+        (tmp_path / 'data' / 'instances' / 'k' / 'run' / 'job-secret').unlink()
+        panel = slurm_panel(tmp_path / 'data', slurm_cluster)
+        failed = panel.wait_status(ids[0], 'error')
+        assert 'job secret' in failed['status_detail']
+        job = running[0]['slurm_job_id']
+        wait_for(lambda: job not in slurm_cluster.command('squeue', '-h', '-t', 'R,PD', '-o', '%i').stdout, 30,
+                 what='the secretless job to be cancelled')  # fmt: skip
+        assert panel.wait_status(ids[1], 'started')['slurm_job_id'] == running[1]['slurm_job_id']
+    finally:
+        panel.stop()
+        slurm_cluster.cancel_all()
+
+
+def test_switching_to_slurm_satellites_and_the_trash(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
+    """A local instance switched to Slurm loses its public port and active flag (a job's port is on
+    its node); satellites and Slurm do not mix (a satellite runs its parent's code here); a Slurm
+    instance restored from the trash is still one."""
+    panel = slurm_panel(tmp_path / 'data', slurm_cluster)
+    try:
+        local = panel.create('m', 'Echo')
+        start(panel, local['id'])
+        panel.wait_status(local['id'], 'started')
+        assert panel.client.post(f'/instances/{local["id"]}/activate').status_code == 200
+        assert panel.client.post(f'/instances/{local["id"]}/stop').status_code == 202
+        stopped = panel.wait_status(local['id'], 'stopped')
+        assert stopped['active'] and stopped['public_port'] is not None
+        switched = panel.client.patch(f'/instances/{local["id"]}', json={'executor': 'slurm'})
+        assert switched.status_code == 200, switched.text
+        for now in (switched.json(), panel.instance(local['id'])):  # the answer says so
+            assert now['executor'] == 'slurm' and now['public_port'] is None and not now['active']
+
+        parent = panel.create('n', 'Echo')
+        satellite = panel.client.post(f'/instances/{parent["id"]}/satellites', json={'name': 'n-sat'})
+        assert satellite.status_code == 201, satellite.text
+        refused = panel.client.patch(f'/instances/{satellite.json()["id"]}', json={'executor': 'slurm'})
+        assert refused.status_code == 409 and 'satellite' in refused.text
+        refused = panel.client.post(f'/instances/{local["id"]}/satellites', json={'name': 'm-sat'})
+        assert refused.status_code == 409 and 'Slurm' in refused.text
+
+        job = panel.create('o', 'SlurmEcho', executor='slurm', gpu_ids=[0, 1], slurm_partition='gpu',
+                           slurm_node='vm2', slurm_time_limit='10')  # fmt: skip
+        assert panel.client.delete(f'/instances/{job["id"]}').status_code == 204
+        restored = panel.client.post('/trash/o/restore')
+        assert restored.status_code == 201, restored.text
+        back = restored.json()
+        assert (back['executor'], back['gpu_ids'], back['public_port']) == ('slurm', [0, 1], None)
+        assert (back['slurm_partition'], back['slurm_node'], back['slurm_time_limit']) == ('gpu', 'vm2', '10')
+    finally:
+        panel.stop()
+
+
+async def test_the_probe_takes_no_gate_refusal_for_ready(tmp_path: Path) -> None:
+    """Through a job's gate, a wrong (or missing) secret gets the gate's 403: not ready, for an
+    http check as for a tcp one; the right secret reaches the app."""
+
+    async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b'\r\n\r\n')
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+        await writer.drain()
+        writer.close()
+
+    app_server = await asyncio.start_server(app, '127.0.0.1', 0)
+    gate = Gate(b's3cret', app_server.sockets[0].getsockname()[1])
+    gate_server = await asyncio.start_server(gate.serve, '127.0.0.1', 0)
+    port = gate_server.sockets[0].getsockname()[1]
+    try:
+        for kind in ('http', 'tcp'):
+            for secret, ready in (('wrong', False), ('', False), ('s3cret', True)):
+                probe = ReadinessProbe(ReadyCheck(kind), port, tmp_path / 'log', headers={'X-AiKore-Job': secret})
+                assert await probe.ready() is ready, (kind, secret)
+    finally:
+        for server in (gate_server, app_server):
+            server.close()
+            await server.wait_closed()
+
+
+def test_a_slurm_instance_is_never_port_mapped_and_ipv6_nodes_are_bracketed() -> None:
+    job = Instance(name='j', slug='j', blueprint='Demo', executor=Executor.SLURM, active=True, public_port=9005,
+                   status=InstanceStatus.STARTED, internal_port=40000)  # fmt: skip
+    assert ports_wanted(job) is None
+    assert ports_wanted(Instance(**{**job.model_dump(), 'executor': Executor.LOCAL})) == (9005, 40000)
+    assert [upstream_host(a) for a in ('vm1', '10.0.0.7', 'fe80::1')] == ['vm1', '10.0.0.7', '[fe80::1]']

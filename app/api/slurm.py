@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -26,7 +25,7 @@ async def slurm_nodes(core: CoreDep) -> dict[str, Any]:
         return {'configured': False, 'unreachable_since': None, 'error': None, 'nodes': []}
     error: str | None = None
     try:
-        nodes = [vars(node) | {'instances': list(node.jobs)} for node in await asyncio.to_thread(slurm.nodes)]
+        nodes = [vars(node) | {'instances': list(node.jobs)} for node in await slurm.nodes()]
     except SlurmUnreachable as exc:
         nodes, error = [], exc.detail
     for node in nodes:

@@ -146,7 +146,7 @@ class MonitorPane:
         slurm = self.core.supervisor.slurm
         assert slurm is not None
         try:
-            nodes = await asyncio.to_thread(slurm.nodes)
+            nodes = await slurm.nodes()
         except SlurmUnreachable as exc:
             self.slurm_label.set_text(f'Slurm unreachable: {exc.detail}')
             return

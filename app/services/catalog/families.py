@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ...config import Settings
 from ...lifecycle import InstanceStatus as S
-from ...models import CloneRequest, Instance, InstancePublic, SatelliteCreate
+from ...models import CloneRequest, Executor, Instance, InstancePublic, SatelliteCreate
 from ..errors import Conflict, NotFound
 from ..runtime import launch
 from . import store, validation
@@ -169,6 +169,8 @@ class FamilyService:
             raise Conflict(f'{parent.name!r} is itself a satellite: a satellite cannot have satellites')
         if parent.status == S.INSTALLING:
             raise Conflict(f'{parent.name!r} is still being copied')
+        if parent.executor == Executor.SLURM:
+            raise Conflict(f"{parent.name!r} runs on Slurm: a satellite runs its parent's code on this machine")
         name = validation.instance_name(data.name)
         port = validation.public_port(data.public_port, self.settings.port_range)
         folder = self.instances.claim_folder(name)

@@ -195,6 +195,8 @@ class InstanceService:
         executor = sent.get('executor') or current.executor
         if executor != current.executor and running:
             raise Conflict(f'Stop {current.name!r} before changing where it runs')
+        if executor == Executor.SLURM and current.parent_id is not None:
+            raise Conflict(f"{current.name!r} is a satellite: it runs its parent's code here, not on Slurm")
         merged = {**current.model_dump(), **sent}
         if 'executor' in sent or executor == Executor.SLURM:
             slurm.check_options(self.settings, executor, {**merged, 'public_port': sent.get('public_port')})
@@ -236,6 +238,9 @@ class InstanceService:
             self._ensure_name_free(name, except_id=current.id)
             self._rename_folder(current.name, name)
             changes.update(name=name, slug=name.lower())
+        if changes.get('executor') == Executor.SLURM:
+            # A job has no public port (its port number is on its node, not here): unmapped.
+            changes.update(public_port=None, active=False)
         changes = {key: value for key, value in changes.items() if getattr(current, key) != value}
         if 'public_port' in changes and current.active:
             changes['active'] = False  # unmapped from the old port; activate again on the new one
@@ -473,16 +478,23 @@ class InstanceService:
             gpus = [int(g) for g in record.get('gpu_ids') or []]
             public_port = int(record['public_port']) if record.get('public_port') is not None else None
             pattern = AccessPattern(record.get('access_pattern') or 'port')
+            executor = Executor(record.get('executor') or Executor.LOCAL)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f'Trash entry {entry!r} has an unreadable record: {exc}') from None
+        # A Slurm instance stays one: its GPUs are a count on the cluster, not this machine's.
+        on_slurm = executor == Executor.SLURM
         instance = Instance(
             name=entry,
             slug=entry.lower(),
             blueprint=str(record.get('blueprint') or 'Demo'),
-            gpu_ids=validation.gpu_ids(gpus, self.gpu_count()),
+            gpu_ids=validation.gpu_ids(gpus, None if on_slurm else self.gpu_count()),
             autostart=bool(record.get('autostart')),
             persistent=bool(record.get('persistent')),
-            public_port=validation.public_port(public_port, self.settings.port_range),
+            public_port=None if on_slurm else validation.public_port(public_port, self.settings.port_range),
+            executor=executor,
+            slurm_partition=record.get('slurm_partition'),
+            slurm_node=record.get('slurm_node'),
+            slurm_time_limit=record.get('slurm_time_limit'),
             access_pattern=self._access_pattern(pattern),
             output_path=record.get('output_path') or entry,
             restart_policy=RestartPolicy(record.get('restart_policy') or 'never'),

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 
 from ...config import Settings
 from ...lifecycle import ACTIVATABLE, SERVING
-from ...models import Instance, InstancePublic
+from ...models import Executor, Instance, InstancePublic
 from ..catalog import store
 from ..catalog.rows import InstanceRows
 from ..errors import Conflict, InvalidInput, NotFound
@@ -312,6 +312,8 @@ class Ports:
 def _wanted(instance: Instance | None) -> tuple[int, int] | None:
     """(public, internal) port the instance's forwarder should map now, or None for no forwarder."""
     if instance is None or not instance.active or instance.public_port is None:
+        return None
+    if instance.executor == Executor.SLURM:  # its internal port is on its node, not here
         return None
     if instance.status not in SERVING or not instance.internal_port:
         return None

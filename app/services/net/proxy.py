@@ -268,7 +268,7 @@ class Proxy:
         host = instance.node_addr or ''
         if not (secret and TOKEN_RE.fullmatch(secret) and NODE_ADDR_RE.fullmatch(host)):
             return Route(instance.id, instance.slug, None, mode)
-        return Route(instance.id, instance.slug, instance.internal_port, mode, host, secret)
+        return Route(instance.id, instance.slug, instance.internal_port, mode, upstream_host(host), secret)
 
     def _alias(self, host: str | None) -> str | None:
         """An instance's custom host name if nginx may serve it: never one of the panel's own
@@ -380,6 +380,11 @@ def _worker_user() -> str | None:
     if os.geteuid() != 0:
         return None
     return f'{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}'
+
+
+def upstream_host(addr: str) -> str:
+    """A node address as nginx's ``server host:port`` wants it: an IPv6 address in brackets."""
+    return f'[{addr}]' if ':' in addr else addr
 
 
 def _check_path(path: Path) -> None:

@@ -35,14 +35,16 @@ async def tcp_open(port: int, host: str = '127.0.0.1') -> bool:
 
 
 async def http_answers(port: int, host: str = '127.0.0.1', headers: dict[str, str] | None = None) -> bool:
-    """True when ``GET /`` gets any HTTP answer below 500."""
+    """True when ``GET /`` gets any HTTP answer below 500; with ``headers`` (a Slurm job's secret)
+    not a 403 either: that is the job's gate refusing the secret, not the app answering."""
     try:
         reader, writer = await asyncio.open_connection(host, port)
     except OSError:
         return False
     extra = ''.join(f'{name}: {value}\r\n' for name, value in (headers or {}).items())
     try:
-        writer.write(f'GET / HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}Connection: close\r\n\r\n'.encode())
+        name = f'[{host}]' if ':' in host else host
+        writer.write(f'GET / HTTP/1.1\r\nHost: {name}:{port}\r\n{extra}Connection: close\r\n\r\n'.encode())
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), HTTP_TIMEOUT)
     except (OSError, TimeoutError):
@@ -52,7 +54,10 @@ async def http_answers(port: int, host: str = '127.0.0.1', headers: dict[str, st
         with contextlib.suppress(OSError):
             await writer.wait_closed()
     parts = status_line.split()
-    return len(parts) >= 2 and parts[0].startswith(b'HTTP/') and parts[1].isdigit() and int(parts[1]) < 500
+    if len(parts) < 2 or not parts[0].startswith(b'HTTP/') or not parts[1].isdigit():
+        return False
+    status = int(parts[1])
+    return status < 500 and not (headers and status == 403)
 
 
 class LogWatcher:

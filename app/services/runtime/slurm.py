@@ -258,6 +258,8 @@ class SlurmExecutor:
             f'--chdir={self.node_path(prepared.instance_dir)}',
             '--export=ALL',
         ]
+        if self.settings.slurm_exclusive == 'user':  # the app's loopback port: no other user on the node
+            options.append('--exclusive=user')
         if instance.gpu_ids:
             options.append(f'--gres=gpu:{len(instance.gpu_ids)}')
         partition = instance.slurm_partition or self.settings.slurm_partition
@@ -432,11 +434,16 @@ class SlurmExecutor:
 
     # ------------------------------------------------------------------ the cluster, for the monitor
 
-    def nodes(self) -> list[NodeInfo]:
-        """Every node with its GPUs in use and the instances' jobs on it (blocking)."""
+    async def nodes(self) -> list[NodeInfo]:
+        """Every node with its GPUs in use and the instances' jobs on it. The watched jobs are
+        taken here, on the loop (the poller changes them there); Slurm is asked in a worker thread."""
+        return await asyncio.to_thread(self.nodes_with, list(self._jobs.values()))
+
+    def nodes_with(self, jobs: list[JobWatch]) -> list[NodeInfo]:
+        """Every node, with those of ``jobs`` that run there (blocking)."""
         nodes = self.commands.nodes()
         on_node: dict[str, list[str]] = {}
-        for job in self._jobs.values():
+        for job in jobs:
             if job.info is not None and job.info.state == 'RUNNING':
                 on_node.setdefault(job.info.nodes, []).append(job.handle.name)
         return [NodeInfo(n.name, n.state, n.addr, n.gpus, n.gpus_used, tuple(on_node.get(n.name, ()))) for n in nodes]

@@ -593,8 +593,11 @@ class Supervisor:
         endpoint file says where it runs); started, only its end is awaited."""
         assert instance.id is not None
         slurm = self._slurm()
-        run = Run(instance.id, handle, instance.internal_port, executor=slurm, host=instance.node_addr or '127.0.0.1')
         secret = await asyncio.to_thread(job_secret, self.settings, instance.name)
+        if not secret:
+            await self._end_secretless_job(instance, handle)
+            return
+        run = Run(instance.id, handle, instance.internal_port, executor=slurm, host=instance.node_addr or '127.0.0.1')
         run.probe_headers = {'X-AiKore-Job': secret}
         self._runs[instance.id] = run
         self._watch_exit(run)
@@ -604,6 +607,15 @@ class Supervisor:
         elif instance.status in (InstanceStatus.QUEUED, InstanceStatus.STARTING, InstanceStatus.STALLED):
             meta = await asyncio.to_thread(launch.read_meta, self.settings, instance)
             run.ready_task = self._spawn_task(self._follow_job(run, meta.ready, meta.stall_timeout))
+
+    async def _end_secretless_job(self, instance: Instance, handle: RunHandle) -> None:
+        """A job whose secret (``run/job-secret``) is gone cannot be reached (its gate refuses every
+        request without it): it is cancelled and the instance is in error. Caller holds the lock."""
+        assert instance.id is not None
+        log.warning('%s: its Slurm job %s has no job secret left: cancelled', instance.name, handle.job_id)
+        await asyncio.to_thread(self._slurm().kill_now, handle)
+        detail = 'its job secret (run/job-secret) was missing when the panel started: the job was cancelled'
+        await self.rows.set_status(instance.id, InstanceStatus.ERROR, **{**ended(None), 'status_detail': detail})
 
     async def shutdown(self) -> None:
         """Panel exit: leave instances running (re-adopted next start) unless AIKORE_STOP_ON_EXIT."""
