@@ -222,6 +222,9 @@ def _write_config(cluster: SlurmCluster) -> None:
         '\n'.join(
             [
                 'ClusterName=aikoretest',
+                # Job ids name the jobs' cgroups, which every cluster on this machine shares: two
+                # test runs at once must never number their jobs alike.
+                f'FirstJobId={secrets.randbelow(50_000_000) + 1000}',
                 f'SlurmctldHost={host}(127.0.0.1)',
                 f'SlurmctldPort={cluster.ctld_port}',
                 'AuthType=auth/munge',
