@@ -48,7 +48,8 @@ FRAME_STATS = """
             sum[0] += data[i]; sum[1] += data[i + 1]; sum[2] += data[i + 2];
         }
         const pixels = data.length / 4;
-        if (lit > 0) return {lit: lit / pixels, mean: sum.map(v => v / pixels), tag: source.tagName};
+        // more than half lit: a whole frame (the first one may arrive half decoded)
+        if (lit / pixels > 0.5) return {lit: lit / pixels, mean: sum.map(v => v / pixels), tag: source.tagName};
     }
     return null;
 }
@@ -102,7 +103,7 @@ def desktop_processes(data: Path, instance_id: int) -> dict[str, int]:
 
 
 def frame(page: Page) -> dict[str, Any]:
-    """Waits for a non-blank frame of the stream; its stats."""
+    """Waits for a non-blank frame of the stream (more than half of it lit); its stats."""
     handle = page.wait_for_function(f'() => ({FRAME_STATS})()', timeout=STREAM_TIMEOUT, polling=200)
     stats = handle.json_value()
     assert stats and stats['lit'] > 0.5, stats
