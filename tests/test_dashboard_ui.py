@@ -88,7 +88,7 @@ async def test_delete_restore_from_trash(ui_user: User) -> None:
     ui_user.find(marker='confirm-delete').click()
     await ui_user.should_see('goner moved to the trash', retries=50)
     await wait_until(lambda: table_row(ui_user, instance.id) is None, what='the row gone')
-    assert [e.name for e in await core.instances.trash()] == ['goner']
+    assert [e.name for e in await core.trash.entries()] == ['goner']
     ui_user.find('Trash').click()
     await ui_user.should_see(marker='restore-goner', retries=50)  # the list, not the notification naming goner
     ui_user.find(marker='restore-goner').click()

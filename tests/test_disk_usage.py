@@ -125,4 +125,4 @@ async def test_disk_pane_and_empty_trash_in_the_dashboard(ui_user: User) -> None
     await ui_user.should_see(marker='confirm-empty-trash', retries=50)
     ui_user.find(marker='confirm-empty-trash').click()
     await ui_user.should_see('1 trash entries deleted for good: 3.0 MB freed', retries=100)
-    assert await core.instances.trash() == []
+    assert await core.trash.entries() == []

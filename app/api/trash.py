@@ -18,12 +18,12 @@ FREED_HEADER = 'X-AiKore-Freed-Bytes'
 
 @router.get('')
 async def list_trash(core: CoreDep) -> list[TrashEntry]:
-    return await core.instances.trash()
+    return await core.trash.entries()
 
 
 @router.post('/{name}/restore', status_code=201)
 async def restore(name: str, core: CoreDep) -> InstancePublic:
-    return await core.instances.restore(name)
+    return await core.trash.restore(name)
 
 
 class TrashEmptied(BaseModel):
@@ -33,7 +33,7 @@ class TrashEmptied(BaseModel):
 
 @router.delete('', responses={200: {'description': 'Every entry deleted for good, and the bytes freed'}})
 async def empty_trash(core: CoreDep) -> TrashEmptied:
-    deleted, freed = await core.instances.empty_trash()
+    deleted, freed = await core.trash.empty()
     return TrashEmptied(deleted=deleted, freed_bytes=freed)
 
 
@@ -44,5 +44,5 @@ async def empty_trash(core: CoreDep) -> TrashEmptied:
 )
 async def purge(name: str, core: CoreDep) -> Response:
     """Deleted for good; the bytes it freed are in the X-AiKore-Freed-Bytes header (204 has no body)."""
-    freed = await core.instances.purge(name)
+    freed = await core.trash.purge(name)
     return Response(status_code=204, headers={FREED_HEADER: str(freed)})

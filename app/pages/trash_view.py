@@ -41,7 +41,7 @@ class TrashView:
 
     async def refresh(self) -> None:
         await self.refresh_orphans()
-        entries = await self.core.instances.trash()
+        entries = await self.core.trash.entries()
         self.list.clear()
         with self.list:
             if not entries:
@@ -91,12 +91,12 @@ class TrashView:
             await self.refresh()
 
     async def restore(self, name: str) -> None:
-        if await attempt(self.core.instances.restore(name), f'{name} restored') is not None:
+        if await attempt(self.core.trash.restore(name), f'{name} restored') is not None:
             await self.refresh()
 
     def purge(self, name: str) -> None:
         async def purge() -> None:
-            freed = await attempt(self.core.instances.purge(name))
+            freed = await attempt(self.core.trash.purge(name))
             if freed is not None:
                 notify(f'{name} deleted for good: {human_bytes(freed)} freed', type='positive')
             await self.refresh()
@@ -106,7 +106,7 @@ class TrashView:
 
     def empty(self) -> None:
         async def empty() -> None:
-            done = await attempt(self.core.instances.empty_trash())
+            done = await attempt(self.core.trash.empty())
             if done is not None:
                 names, freed = done
                 notify(f'{len(names)} trash entries deleted for good: {human_bytes(freed)} freed', type='positive')

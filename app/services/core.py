@@ -20,6 +20,7 @@ from .catalog.families import FamilyService
 from .catalog.instances import InstanceService
 from .catalog.orphans import ORPHANS_PREFIX, OrphanFolders, orphans_problem
 from .catalog.rows import InstanceRows
+from .catalog.trash import Trash
 from .consoles.log_stream import LogStreams
 from .consoles.terminals import Terminals
 from .errors import ServiceError
@@ -42,6 +43,7 @@ class Core:
     blueprints: BlueprintStore
     supervisor: Supervisor
     instances: InstanceService
+    trash: Trash  # deleted instances: list, restore, purge
     orphans: OrphanFolders
     api_token: str
     sessions: Sessions
@@ -87,6 +89,7 @@ class Core:
             blueprints=blueprints,
             supervisor=supervisor,
             instances=instances,
+            trash=Trash(instances),
             orphans=OrphanFolders(instances),
             api_token=token,
             sessions=sessions,

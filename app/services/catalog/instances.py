@@ -10,7 +10,6 @@ second), so two requests cannot claim the same name or folder.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import shutil
 import socket
@@ -24,7 +23,6 @@ from ...config import Settings
 from ...lifecycle import DELETABLE, RUNNING, STARTABLE
 from ...lifecycle import InstanceStatus as S
 from ...models import (
-    NAME_MAX,
     AccessPattern,
     Executor,
     Instance,
@@ -32,29 +30,23 @@ from ...models import (
     InstancePublic,
     InstanceUpdate,
     LogChunk,
-    RestartPolicy,
-    TrashEntry,
-    iso_utc,
-    utc_now,
 )
 from ..consoles import terminals
 from ..consoles.terminals import ShellSpec
 from ..errors import Conflict, InvalidInput, NotFound
 from ..events import EventBus
-from ..monitoring.disk import tree_size
 from ..monitoring.gpu_source import detected_gpu_count
 from ..net.urls import is_ip, split_entry
 from ..runtime import launch, logs, slurm
 from ..runtime.desktop import folder as desktop_folder
 from ..runtime.supervisor import Supervisor
-from . import store, validation
+from . import store, trash, validation
 from .blueprints import BlueprintStore, write_script_atomic
 from .copies import CopyJobs
 from .rows import InstanceRows
 
 log = logging.getLogger(__name__)
 
-TRASH_RECORD = '.aikore-trash.json'
 # Changing these on a running instance takes effect at its next start.
 RESTART_FIELDS = ('gpu_ids', 'persistent', 'output_path')
 NON_NULLABLE = (
@@ -139,7 +131,7 @@ class InstanceService:
             autostart=data.autostart,
             persistent=data.persistent,
             public_port=port if port is not None or on_slurm else self.suggest_public_port(),
-            access_pattern=self._access_pattern(data.access_pattern),
+            access_pattern=self.access_pattern(data.access_pattern),
             output_path=output,
             restart_policy=data.restart_policy,
             executor=data.executor,
@@ -168,7 +160,7 @@ class InstanceService:
         restart_required = running and any(key in changes for key in RESTART_FIELDS)
         return public, restart_required
 
-    def _custom_host(self, value: str | None, instance_id: int | None, panel_host: str | None = None) -> str | None:
+    def custom_host(self, value: str | None, instance_id: int | None, panel_host: str | None = None) -> str | None:
         """A valid custom host name no other instance has, and no other instance's subdomain
         route (``<its slug>.<anything>``) would answer for."""
         host = validation.custom_hostname(value, self.settings, panel_host)
@@ -211,12 +203,12 @@ class InstanceService:
         if 'output_path' in sent:
             changes['output_path'] = validation.output_path(sent['output_path'] or current.name)
         if 'custom_hostname' in sent:
-            changes['custom_hostname'] = self._custom_host(sent['custom_hostname'], current.id, panel_host)
+            changes['custom_hostname'] = self.custom_host(sent['custom_hostname'], current.id, panel_host)
         for key in ('autostart', 'persistent', 'access_pattern', 'restart_policy'):
             if key in sent:
                 changes[key] = sent[key]
         if 'access_pattern' in changes:
-            self._access_pattern(changes['access_pattern'])
+            self.access_pattern(changes['access_pattern'])
         blueprint_change = None
         if 'blueprint' in sent:
             blueprint = self.blueprints.get(sent['blueprint'])
@@ -235,7 +227,7 @@ class InstanceService:
                 raise Conflict(f'Stop {current.name!r} before renaming it')
             self._refuse_if_being_cloned(current, 'rename')
             self._refuse_if_parent(current, 'rename')
-            self._ensure_name_free(name, except_id=current.id)
+            self.ensure_name_free(name, except_id=current.id)
             self._rename_folder(current.name, name)
             changes.update(name=name, slug=name.lower())
         if changes.get('executor') == Executor.SLURM:
@@ -251,7 +243,7 @@ class InstanceService:
     def claim_folder(self, name: str) -> Path:
         """The folder of a new instance named ``name`` (blocking; hold ``catalog_lock``): refused when
         the name is taken or the folder exists."""
-        self._ensure_name_free(name)
+        self.ensure_name_free(name)
         folder = launch.instance_dir(self.settings, name)
         if folder.exists():
             raise Conflict(f'Folder {folder} already exists; move it away or choose another name')
@@ -259,9 +251,6 @@ class InstanceService:
 
     def access_pattern(self, pattern: AccessPattern) -> AccessPattern:
         """``pattern`` if this panel serves it, else refused (422)."""
-        return self._access_pattern(pattern)
-
-    def _access_pattern(self, pattern: AccessPattern) -> AccessPattern:
         if pattern not in self.access_patterns:
             raise InvalidInput(
                 f'Access pattern {pattern.value!r} needs the NGINX proxy, which is off here (AIKORE_NGINX=off or '
@@ -298,7 +287,7 @@ class InstanceService:
             shutil.copyfile(script, script.with_name(f'{launch.LAUNCH_SCRIPT}.bak'))
         shutil.copyfile(blueprint_path, script)
 
-    def _ensure_name_free(self, name: str, except_id: int | None = None) -> None:
+    def ensure_name_free(self, name: str, except_id: int | None = None) -> None:
         if name.lower() in panel_host_labels(self.settings):
             raise InvalidInput(
                 f"{name!r} is the first part of the panel's own host name: the instance's origin "
@@ -412,7 +401,7 @@ class InstanceService:
             self._refuse_if_being_cloned(instance, 'delete')
             await asyncio.to_thread(self._refuse_if_parent, instance, 'delete')
             self.supervisor.forget(instance_id)
-            entry = await asyncio.to_thread(self._move_to_trash, instance)
+            entry = await asyncio.to_thread(trash.move_instance, self.settings, instance)
             await asyncio.to_thread(store.delete, self.engine, instance_id)
             # Its desktop's profile and state (ids are never reused: nothing would ever read them).
             await asyncio.to_thread(shutil.rmtree, desktop_folder(self.settings, instance_id), True)
@@ -423,144 +412,6 @@ class InstanceService:
         shutil.rmtree(launch.instance_dir(self.settings, instance.name), ignore_errors=True)
         store.delete(self.engine, instance.id or 0)
 
-    def _move_to_trash(self, instance: Instance) -> str:
-        entry = self.free_trash_name(instance.name)
-        target = self.settings.trash_dir / entry
-        self.settings.trash_dir.mkdir(parents=True, exist_ok=True)
-        source = launch.instance_dir(self.settings, instance.name)
-        if source.exists():
-            source.rename(target)
-        else:
-            target.mkdir()
-        record = instance.model_dump(mode='json', exclude={'id', 'status', 'pid', 'pid_started_at'})
-        record.update(deleted_at=iso_utc(utc_now()), original_name=instance.name)
-        (target / TRASH_RECORD).write_text(json.dumps(record, indent=2))
-        return entry
-
-    def free_trash_name(self, name: str) -> str:
-        candidate, counter = name, 2
-        while (self.settings.trash_dir / candidate).exists():
-            suffix = f'-{counter}'
-            candidate, counter = name[: NAME_MAX - len(suffix)] + suffix, counter + 1
-        return candidate
-
-    async def trash(self) -> list[TrashEntry]:
-        return await asyncio.to_thread(self._trash_entries)
-
-    def _trash_entries(self) -> list[TrashEntry]:
-        entries = []
-        for folder in sorted(self.settings.trash_dir.iterdir()) if self.settings.trash_dir.is_dir() else []:
-            record = _read_record(folder)
-            if record is not None:
-                entries.append(
-                    TrashEntry(
-                        name=folder.name,
-                        deleted_at=str(record.get('deleted_at', '')),
-                        original_name=str(record.get('original_name', folder.name)),
-                        blueprint=str(record.get('blueprint', '')),
-                    )
-                )
-        return entries
-
-    async def restore(self, entry: str) -> InstancePublic:
-        async with self.catalog_lock:
-            row = await asyncio.to_thread(self._restore, entry)
-        return self.rows.publish(row)
-
-    def _restore(self, entry: str) -> Instance:
-        folder, record = self._trash_entry(entry)
-        self._ensure_name_free(entry)
-        target = launch.instance_dir(self.settings, entry)
-        if target.exists():
-            raise Conflict(f'Folder {target} already exists; cannot restore {entry!r}')
-        # The rules of create apply: the GPUs and the public port must exist here and now.
-        try:
-            gpus = [int(g) for g in record.get('gpu_ids') or []]
-            public_port = int(record['public_port']) if record.get('public_port') is not None else None
-            pattern = AccessPattern(record.get('access_pattern') or 'port')
-            executor = Executor(record.get('executor') or Executor.LOCAL)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f'Trash entry {entry!r} has an unreadable record: {exc}') from None
-        # A Slurm instance stays one: its GPUs are a count on the cluster, not this machine's.
-        on_slurm = executor == Executor.SLURM
-        instance = Instance(
-            name=entry,
-            slug=entry.lower(),
-            blueprint=str(record.get('blueprint') or 'Demo'),
-            gpu_ids=validation.gpu_ids(gpus, None if on_slurm else self.gpu_count()),
-            autostart=bool(record.get('autostart')),
-            persistent=bool(record.get('persistent')),
-            public_port=None if on_slurm else validation.public_port(public_port, self.settings.port_range),
-            executor=executor,
-            slurm_partition=record.get('slurm_partition'),
-            slurm_node=record.get('slurm_node'),
-            slurm_time_limit=record.get('slurm_time_limit'),
-            access_pattern=self._access_pattern(pattern),
-            output_path=record.get('output_path') or entry,
-            restart_policy=RestartPolicy(record.get('restart_policy') or 'never'),
-            parent_id=self._restored_parent(entry, record.get('parent_id')),
-            custom_hostname=self._restored_host(entry, record.get('custom_hostname')),
-        )
-        folder.rename(target)
-        try:
-            row = store.add(self.engine, instance)
-        except BaseException:
-            target.rename(folder)
-            raise
-        (target / TRASH_RECORD).unlink(missing_ok=True)
-        return row
-
-    def _restored_parent(self, entry: str, parent_id: object) -> int | None:
-        """A restored satellite stays one while its parent exists; else it becomes an instance of its own."""
-        if parent_id is None:
-            return None
-        try:
-            parent: Instance | None = store.get(self.engine, int(str(parent_id)))
-        except (NotFound, ValueError):
-            parent = None
-        if parent is None or parent.parent_id is not None:
-            log.warning('%s was a satellite of an instance that is gone: restored as an instance of its own', entry)
-            return None
-        return parent.id
-
-    def _restored_host(self, entry: str, host: object) -> str | None:
-        """The custom host name it had, while it is still valid here and no other instance has it."""
-        if host is None:
-            return None
-        try:
-            checked = self._custom_host(str(host), None)
-        except (InvalidInput, Conflict) as exc:
-            log.warning('%s is restored without its host name %r: %s', entry, host, exc)
-            return None
-        return checked
-
-    async def purge(self, entry: str) -> int:
-        """Delete a trash entry for good; answers the bytes it freed (as ``du -sb`` counts them)."""
-        folder, _ = await asyncio.to_thread(self._trash_entry, entry)
-        freed = await asyncio.to_thread(tree_size, folder)
-        await asyncio.to_thread(shutil.rmtree, folder)
-        log.info('Deleted trash entry %s for good (%d bytes freed)', entry, freed)
-        return freed
-
-    async def empty_trash(self) -> tuple[list[str], int]:
-        """Delete every trash entry for good: their names and the bytes freed."""
-        names, freed = [], 0
-        for entry in await self.trash():
-            try:
-                freed += await self.purge(entry.name)
-            except NotFound:  # deleted meanwhile by another request
-                continue
-            names.append(entry.name)
-        return names, freed
-
-    def _trash_entry(self, entry: str) -> tuple[Path, dict[str, Any]]:
-        validation.instance_name(entry)
-        folder = self.settings.trash_dir / entry
-        record = _read_record(folder)
-        if record is None:
-            raise NotFound(f'No trash entry named {entry!r}')
-        return folder, record
-
 
 def panel_host_labels(settings: Settings) -> set[str]:
     """Names an instance may not have: ``<name>.<domain>`` is, or may be, the panel's own host
@@ -569,11 +420,3 @@ def panel_host_labels(settings: Settings) -> set[str]:
     if settings.public_host and not is_ip(split_entry(settings.public_host)[0]):
         labels.add(settings.public_host.split('.')[0].lower())
     return labels
-
-
-def _read_record(folder: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((folder / TRASH_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

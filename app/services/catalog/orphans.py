@@ -7,16 +7,15 @@ blueprint its ``launch.sh`` metadata names) or moves it to the trash. Never sile
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 
-from ...models import INSTANCE_NAME_RE, Instance, InstancePublic, OrphanFolder, iso_utc, utc_now
+from ...models import INSTANCE_NAME_RE, Instance, InstancePublic, OrphanFolder
 from ..errors import Conflict, NotFound
 from ..runtime import launch
-from . import store
+from . import store, trash
 from .blueprints import parse_metadata
-from .instances import TRASH_RECORD, InstanceService
+from .instances import InstanceService
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +70,8 @@ class OrphanFolders:
 
     def _trash(self, name: str) -> str:
         orphan = self._orphan(name)
-        entry = self.instances.free_trash_name(orphan.name)
-        self.settings.trash_dir.mkdir(parents=True, exist_ok=True)
-        target = self.settings.trash_dir / entry
-        launch.instance_dir(self.settings, orphan.name).rename(target)
-        record = {'original_name': orphan.name, 'blueprint': orphan.blueprint, 'deleted_at': iso_utc(utc_now())}
-        (target / TRASH_RECORD).write_text(json.dumps(record, indent=2))
-        return entry
+        folder = launch.instance_dir(self.settings, orphan.name)
+        return trash.move_in(self.settings, folder, orphan.name, {'blueprint': orphan.blueprint})
 
     def _orphan(self, name: str) -> OrphanFolder:
         for orphan in self._find():

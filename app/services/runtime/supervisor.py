@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,54 +24,25 @@ from ... import lifecycle
 from ...config import Settings
 from ...models import Instance, InstancePublic, InstanceStatus, RestartPolicy
 from ..catalog import store
-from ..catalog.blueprints import BlueprintStore, ReadyCheck, write_script_atomic
+from ..catalog.blueprints import BlueprintStore, ReadyCheck
 from ..catalog.rows import InstanceRows
-from ..errors import Conflict, InvalidInput, NotFound, ServiceError
+from ..errors import Conflict, NotFound, ServiceError
 from ..files import disk_full
 from ..tasks import BackgroundTasks
-from . import launch, logs
+from . import launch, logs, preflight
 from .desktop import Desktops
 from .executor import LocalExecutor, RunHandle
 from .executor import read_exit_file as read_exit_file  # where tests and tools look for it
 from .readiness import ReadinessProbe, probe_interval
+from .readoption import Readoption
+from .runs import AnyExecutor, Run, append_note, ended
 from .slurm import SlurmExecutor, job_secret
-
-AnyExecutor = LocalExecutor | SlurmExecutor
 
 log = logging.getLogger(__name__)
 
 DISK_FULL_RETRY = 2.0  # seconds between tries to record an end while the disk is full
 HEALTHY_UPTIME = 60.0  # a crash after this long running is not a crash loop: the count starts over
 MAX_BACKOFF = 60.0
-
-
-@dataclass(eq=False)
-class Run:
-    """One live run of an instance, as the supervisor follows it."""
-
-    instance_id: int
-    handle: RunHandle
-    port: int | None
-    stopping: bool = False
-    exit_code: int | None = None
-    ready_at: float | None = None
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-    ready_task: asyncio.Task[None] | None = None
-    stop_task: asyncio.Task[None] | None = None
-    persistent: bool = False  # as it was at start: a change applies at the next start
-    desktop_task: asyncio.Task[None] | None = None
-    executor: AnyExecutor | None = None  # None: the supervisor's local one
-    host: str = '127.0.0.1'  # where the app (a Slurm job: its gate) listens
-    probe_headers: dict[str, str] = field(default_factory=dict)  # a Slurm job's gate wants its secret
-
-    @property
-    def app_url(self) -> str:
-        """The app's internal URL, which the persistent desktop's browser opens."""
-        return f'http://127.0.0.1:{self.port}/'
-
-    @property
-    def name(self) -> str:
-        return self.handle.name
 
 
 class Supervisor:
@@ -234,8 +204,9 @@ class Supervisor:
         executor = executor or self.executor
         launch.restart_marker(self.settings, instance.name).unlink(missing_ok=True)
         parent = self._parent(instance)
-        self._refuse_during_rebuild(instance, parent)
-        self._restore_missing_script(parent or instance)  # a satellite runs its parent's script
+        preflight.refuse_during_rebuild(self.settings, self.engine, instance, parent, self._runs)
+        # a satellite runs its parent's script
+        preflight.restore_missing_script(self.settings, self.blueprints, parent or instance)
         prepared = launch.prepare(self.settings, instance, self.blueprints.functions_path, port, parent)
         handle = executor.start(instance, prepared)
         fields: dict[str, object] = {
@@ -257,44 +228,6 @@ class Supervisor:
             executor.kill_now(handle)  # never leave a run nobody knows of
             raise
         return prepared, handle, row
-
-    def _refuse_during_rebuild(self, instance: Instance, parent: Instance | None) -> None:
-        """A pending rebuild deletes the environment at the owner's next start: never while a
-        satellite runs it, and no satellite starts until the owner has rebuilt it."""
-        if parent is not None:
-            if launch.rebuild_marker(self.settings, parent.name).exists():
-                raise Conflict(
-                    f'{instance.name!r} runs the environment of {parent.name!r}, which is to be rebuilt: '
-                    f'start {parent.name!r} first'
-                )
-            return
-        if not launch.rebuild_marker(self.settings, instance.name).exists():
-            return
-        satellites = store.satellites_of(self.engine, instance.id or 0)
-        running = [row.name for row in satellites if row.status in lifecycle.RUNNING or row.id in self._runs]
-        if running:
-            raise Conflict(
-                f'The environment of {instance.name!r} is to be rebuilt at this start, and its satellites '
-                f'{", ".join(running)} run it: stop them first',
-                satellites=running,
-            )
-
-    def _restore_missing_script(self, instance: Instance) -> None:
-        """An instance without a launch.sh (a row upgraded from an older panel's database, whose
-        folder never had one) gets its blueprint's script, so it starts instead of failing."""
-        script = launch.script_path(self.settings, instance.name)
-        if script.is_file():
-            return
-        try:
-            blueprint = self.blueprints.get(instance.blueprint)
-        except (NotFound, InvalidInput):
-            raise Conflict(
-                f'{script} is missing and its blueprint {instance.blueprint!r} is unknown: '
-                f'save a launch script for {instance.name!r} first'
-            ) from None
-        script.parent.mkdir(parents=True, exist_ok=True)
-        write_script_atomic(script, blueprint.path.read_text(encoding='utf-8'))
-        log.info('%s had no launch.sh: copied the %s blueprint %s', instance.name, blueprint.source, blueprint.name)
 
     # ------------------------------------------------------------------ readiness
 
@@ -521,101 +454,9 @@ class Supervisor:
     # ------------------------------------------------------------------ panel start / exit
 
     async def adopt_all(self) -> list[str]:
-        """Take back runs left by an earlier panel; mark the dead ones stopped or error; resume the
-        on-failure restarts that were pending when it stopped. One instance that cannot be
-        re-adopted (e.g. a corrupt state file) is logged and skipped: the sentences are returned."""
-        problems: list[str] = []
-        for instance in await asyncio.to_thread(store.list_in_states, self.engine, lifecycle.RUNNING):
-            assert instance.id is not None
-            try:
-                async with self.rows.hold(instance.id):
-                    await self._adopt(instance)
-            except Exception as exc:
-                log.error('Re-adopting %s failed: %r', instance.name, exc, exc_info=exc)
-                problems.append(f'Re-adopting {instance.name} failed: {exc!r}')
-        for instance in await asyncio.to_thread(store.list_in_states, self.engine, {InstanceStatus.ERROR}):
-            await self._resume_restart(instance)
-        return problems
-
-    async def _resume_restart(self, instance: Instance) -> None:
-        marker = launch.restart_marker(self.settings, instance.name)
-        due = await asyncio.to_thread(launch.read_restart_due, marker)
-        if due is None or instance.id is None or instance.id in self._pending_restarts:
-            return
-        if instance.restart_policy != RestartPolicy.ON_FAILURE:
-            await asyncio.to_thread(marker.unlink, missing_ok=True)
-            return
-        delay = max(0.0, due - time.time())
-        log.info('Restarting %s in %.1f s (pending when the panel stopped)', instance.name, delay)
-        self._schedule_restart(instance.id, instance.name, delay)
-
-    async def _adopt(self, instance: Instance) -> None:
-        assert instance.id is not None
-        executor = self._executor_for(instance)
-        handle = await asyncio.to_thread(executor.adopt, instance)
-        if handle is not None and handle.job_id is not None:
-            await self._adopt_job(instance, handle)
-            return
-        if handle is not None:
-            run = Run(instance.id, handle, instance.internal_port, persistent=instance.persistent)
-            self._runs[instance.id] = run
-            self._watch_exit(run)
-            log.info('Re-adopted %s (pid %s, %s)', instance.name, handle.pid, instance.status)
-            if instance.status != InstanceStatus.STOPPING:
-                # Its desktop too (a persistent run's, or one left from a run that was): taken
-                # back, else started once the app is ready.
-                ready = run.persistent and instance.status == InstanceStatus.STARTED
-                run.desktop_task = self._spawn_task(self.desktops.resume(instance, run.app_url, ready))
-            if instance.status == InstanceStatus.STOPPING:
-                self._begin_stop(run)
-            elif instance.status != InstanceStatus.STARTED:
-                parent = await asyncio.to_thread(self._parent, instance)
-                meta = await asyncio.to_thread(launch.read_meta, self.settings, instance, parent)
-                log_path = self.executor.log_path(instance.name)
-                waited = max(0.0, time.time() - (instance.pid_started_at or time.time()))
-                run.ready_task = self._spawn_task(
-                    self._await_ready(run, meta.ready, meta.stall_timeout, log_path, waited,
-                                      stalled=instance.status == InstanceStatus.STALLED)
-                )  # fmt: skip
-            return
-        pid = instance.pid
-        code = await asyncio.to_thread(executor.recorded_exit_code, instance.name, pid)
-        log.info('%s ended while the panel was away (exit code %s)', instance.name, code)
-        # A failure while the panel was away counts for ``on-failure`` like any other.
-        stopping = instance.status == InstanceStatus.STOPPING
-        await self._record_end(instance, code, instance.restart_count, stopping=stopping, pid=pid)
-        if code is None and await asyncio.to_thread(executor.exit_file_unreadable, instance.name):
-            # Recorded as ended all the same; the damaged file is a fault the user should hear of.
-            raise CorruptRunState('its exit file is unreadable, so its exit code is unknown (recorded as ended)')
-
-    async def _adopt_job(self, instance: Instance, handle: RunHandle) -> None:
-        """Take back a Slurm job: queued or starting, it is followed again from where it is (its
-        endpoint file says where it runs); started, only its end is awaited."""
-        assert instance.id is not None
-        slurm = self._slurm()
-        secret = await asyncio.to_thread(job_secret, self.settings, instance.name)
-        if not secret:
-            await self._end_secretless_job(instance, handle)
-            return
-        run = Run(instance.id, handle, instance.internal_port, executor=slurm, host=instance.node_addr or '127.0.0.1')
-        run.probe_headers = {'X-AiKore-Job': secret}
-        self._runs[instance.id] = run
-        self._watch_exit(run)
-        log.info('Re-adopted %s (Slurm job %s, %s)', instance.name, handle.job_id, instance.status)
-        if instance.status == InstanceStatus.STOPPING:
-            self._begin_stop(run)
-        elif instance.status in (InstanceStatus.QUEUED, InstanceStatus.STARTING, InstanceStatus.STALLED):
-            meta = await asyncio.to_thread(launch.read_meta, self.settings, instance)
-            run.ready_task = self._spawn_task(self._follow_job(run, meta.ready, meta.stall_timeout))
-
-    async def _end_secretless_job(self, instance: Instance, handle: RunHandle) -> None:
-        """A job whose secret (``run/job-secret``) is gone cannot be reached (its gate refuses every
-        request without it): it is cancelled and the instance is in error. Caller holds the lock."""
-        assert instance.id is not None
-        log.warning('%s: its Slurm job %s has no job secret left: cancelled', instance.name, handle.job_id)
-        await asyncio.to_thread(self._slurm().kill_now, handle)
-        detail = 'its job secret (run/job-secret) was missing when the panel started: the job was cancelled'
-        await self.rows.set_status(instance.id, InstanceStatus.ERROR, **{**ended(None), 'status_detail': detail})
+        """Take back runs left by an earlier panel (``readoption.Readoption``): the sentences of
+        those that could not be taken back."""
+        return await Readoption(self).adopt_all()
 
     async def shutdown(self) -> None:
         """Panel exit: leave instances running (re-adopted next start) unless AIKORE_STOP_ON_EXIT."""
@@ -649,19 +490,3 @@ class Supervisor:
 
     def _spawn_task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         return self._background.spawn(coroutine)
-
-
-class CorruptRunState(RuntimeError):
-    """A file a run left behind cannot be read (reported as a start-up problem)."""
-
-
-def ended(exit_code: int | None) -> dict[str, Any]:
-    """The runtime fields of an instance whose run is over."""
-    # internal_port stays for the next run
-    return {'exit_code': exit_code, 'pid': None, 'pid_started_at': None, 'status_detail': None}
-
-
-def append_note(log_file: Path, note: str) -> None:
-    """A line of the panel's own in an instance's log (after its run ended: no runner writes it)."""
-    with contextlib.suppress(OSError), log_file.open('a', encoding='utf-8') as handle:
-        handle.write(note)
