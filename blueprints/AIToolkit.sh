@@ -62,10 +62,6 @@ aikore_git_sync "$AITOOLKIT_REPO" "$APP_DIR" "$AITOOLKIT_REF"
 
 # 2. Python environment, PyTorch first (so requirements.txt does not pull a
 #    default build from PyPI), then the trainer's requirements
-if aikore_rebuild_requested; then
-  aikore_log "Removing $VENV_DIR"
-  rm -rf -- "${VENV_DIR:?}"
-fi
 PYTHON_BIN="${AITOOLKIT_PYTHON:-}"
 if [[ -z "$PYTHON_BIN" ]]; then
   PYTHON_BIN=$(aikore_pick_python python3.12 python3.11 python3.10 python3)

@@ -65,10 +65,6 @@ cd "$INSTANCE_DIR"
 aikore_git_sync "$COMFYUI_REPO" "$APP_DIR" "$COMFYUI_REF"
 
 # 2. Python environment
-if aikore_rebuild_requested; then
-  aikore_log "Removing $VENV_DIR"
-  rm -rf -- "${VENV_DIR:?}"
-fi
 PYTHON_BIN="${COMFYUI_PYTHON:-}"
 if [[ -z "$PYTHON_BIN" ]]; then
   PYTHON_BIN=$(aikore_pick_python python3.12 python3.11 python3)

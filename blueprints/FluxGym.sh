@@ -61,10 +61,6 @@ aikore_git_sync "$FLUXGYM_REPO" "$APP_DIR" "$FLUXGYM_REF"
 aikore_git_sync "$SD_SCRIPTS_REPO" "$APP_DIR/sd-scripts" "$SD_SCRIPTS_REF"
 
 # 2. Python environment
-if aikore_rebuild_requested; then
-  aikore_log "Removing $VENV_DIR"
-  rm -rf -- "${VENV_DIR:?}"
-fi
 PYTHON_BIN="${FLUXGYM_PYTHON:-}"
 if [[ -z "$PYTHON_BIN" ]]; then
   PYTHON_BIN=$(aikore_pick_python python3.11 python3.10 python3.12 python3)

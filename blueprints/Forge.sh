@@ -60,10 +60,6 @@ cd "$INSTANCE_DIR"
 aikore_git_sync "$FORGE_REPO" "$APP_DIR" "$FORGE_REF"
 
 # 2. Python environment (launch.py installs into whatever `python` is active)
-if aikore_rebuild_requested; then
-  aikore_log "Removing $VENV_DIR"
-  rm -rf -- "${VENV_DIR:?}"
-fi
 PYTHON_BIN="${FORGE_PYTHON:-}"
 if [[ -z "$PYTHON_BIN" ]]; then
   PYTHON_BIN=$(aikore_pick_python python3.10 python3.11 python3)

@@ -55,10 +55,6 @@ fi
 cd "$INSTANCE_DIR"
 
 # 1. Python environment (Invoke supports Python 3.11 and 3.12)
-if aikore_rebuild_requested; then
-  aikore_log "Removing $VENV_DIR"
-  rm -rf -- "${VENV_DIR:?}"
-fi
 PYTHON_BIN="${INVOKEAI_PYTHON:-}"
 if [[ -z "$PYTHON_BIN" ]]; then
   PYTHON_BIN=$(aikore_pick_python python3.12 python3.11 python3)

@@ -53,10 +53,6 @@ JUPYTERLAB_PACKAGES="${JUPYTERLAB_PACKAGES:-jupyterlab ipykernel}"
 cd "$INSTANCE_DIR"
 
 # 1. Python environment
-if aikore_rebuild_requested; then
-  aikore_log "Removing $VENV_DIR"
-  rm -rf -- "${VENV_DIR:?}"
-fi
 PYTHON_BIN="${JUPYTERLAB_PYTHON:-}"
 if [[ -z "$PYTHON_BIN" ]]; then
   PYTHON_BIN=$(aikore_pick_python python3.12 python3.11 python3)

@@ -69,10 +69,6 @@ aikore_git_sync "$ONETRAINER_REPO" "$APP_DIR" "$ONETRAINER_REF"
 
 # 2. Python environment (3.10 to 3.12, with Tk for the UI) and requirements,
 #    run from the checkout as OneTrainer's installer runs them
-if aikore_rebuild_requested; then
-  aikore_log "Removing $VENV_DIR"
-  rm -rf -- "${VENV_DIR:?}"
-fi
 PYTHON_BIN="${ONETRAINER_PYTHON:-}"
 if [[ -z "$PYTHON_BIN" ]]; then
   PYTHON_BIN=$(aikore_pick_python python3.11 python3.10 python3.12 python3)

@@ -516,8 +516,9 @@ aikore_link_models() {
 # aikore_rebuild_requested : return 0 if the trigger file "$INSTANCE_DIR/.rebuild"
 # exists (and delete it), else 1. To rebuild an instance's environment, create
 # that file (`touch "$INSTANCE_DIR/.rebuild"`, or the panel's rebuild action)
-# and restart the instance; the blueprint then wipes and recreates its env:
-#   if aikore_rebuild_requested; then rm -rf -- "${VENV_DIR:?}"; fi
+# and restart the instance. aikore_venv_create and the conda helper honour it
+# themselves; this is for a blueprint that builds some other environment:
+#   if aikore_rebuild_requested; then rm -rf -- "${MY_ENV_DIR:?}"; fi
 aikore_rebuild_requested() {
   local flag="${INSTANCE_DIR:-$PWD}/.rebuild"
   if aikore_is_satellite; then

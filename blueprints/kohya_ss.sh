@@ -58,10 +58,6 @@ aikore_git_sync "$KOHYA_REPO" "$APP_DIR" "$KOHYA_REF"
 aikore_git_submodules "$APP_DIR"
 
 # 2. Python environment
-if aikore_rebuild_requested; then
-  aikore_log "Removing $VENV_DIR"
-  rm -rf -- "${VENV_DIR:?}"
-fi
 PYTHON_BIN="${KOHYA_PYTHON:-}"
 if [[ -z "$PYTHON_BIN" ]]; then
   PYTHON_BIN=$(aikore_pick_python python3.11 python3.10 python3)
