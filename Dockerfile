@@ -26,7 +26,7 @@ RUN apt-get update \
 # Persistent desktops, in a layer of their own: a virtual display, a window manager, the X
 # cookie tool and the kiosk browser (Selkies, the streamer, gets a venv of its own below).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends xvfb openbox xauth chromium fonts-dejavu-core \
+ && apt-get install -y --no-install-recommends xvfb openbox xauth x11-xserver-utils chromium fonts-dejavu-core \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 

@@ -19,6 +19,7 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
 need Xvfb xvfb
 need openbox openbox
 need xauth xauth
+need xrandr x11-xserver-utils                 # Selkies' fallback when it resizes the screen
 need chromium chromium
 if [ "${1:-}" = "--test" ]; then # what only the test suite needs:
   # chromium (above) is also the end-to-end tests' real browser

@@ -49,7 +49,8 @@ FRAME_STATS = """
         }
         const pixels = data.length / 4;
         // more than half lit: a whole frame (the first one may arrive half decoded)
-        if (lit / pixels > 0.5) return {lit: lit / pixels, mean: sum.map(v => v / pixels), tag: source.tagName};
+        const mean = sum.map(v => v / pixels);
+        if (lit / pixels > 0.5) return {lit: lit / pixels, mean, tag: source.tagName, width, height};
     }
     return null;
 }
@@ -185,9 +186,14 @@ def test_stream_click_and_teardown(browser: Browser, tmp_path: Path) -> None:
         renamed = panel.client.patch(f'/instances/{instance["id"]}', json={'name': 'other'})
         assert renamed.status_code == 409, renamed.text
         assert desktop_processes(data, instance['id']) == pids and all(not gone(pid) for pid in pids.values())
+        # Selkies runs through the launcher that idles its key timers (selkies_quiet.py).
+        assert 'selkies_quiet.py' in ' '.join(psutil.Process(pids['selkies']).cmdline())
         page = open_desktop(context, panel, 'clicky')
         try:
             before = frame(page)
+            # The screen took the viewer's size: the stream is the window's, pixel for pixel.
+            page.wait_for_function(f'() => ({FRAME_STATS})()?.width === 1280', timeout=STREAM_TIMEOUT, polling=200)
+            assert (frame(page)['width'], frame(page)['height']) == (1280, 720)
             click_center(page)
             wait_for(lambda: app_state(panel, 'clicky')['clicks'] >= 1, 20, 0.1, 'the click to reach the app')
             # The remote page turned bright: the stream shows it.

@@ -10,6 +10,13 @@ that live and die together (restart policy ``always``, with the unit's back-off)
 
 The last three wait for the X socket before they exec (the unit spawns all four at once).
 
+Cost: Selkies captures the whole screen at the stream's frame rate while somebody watches, even
+a still one (Xvfb copies each frame out, Selkies compares it), so the screen is sized by the
+viewer (Selkies resizes it through RandR to the viewer's window, up to :data:`SCREEN`, the
+framebuffer Xvfb is given) rather than fixed at a large size, and the rate is 15 fps (a viewer
+may pick 8-60 in Selkies' side panel). With no viewer nothing is captured, and Selkies runs
+through ``selkies_quiet.py``, which idles its key timers while no key is held.
+
 Access: Selkies listens on a **unix socket** in ``<data>/desktops/<id>/`` (mode 0700, owned by
 the panel's user, which is also the user of nginx's workers), with its own basic auth off:
 only the panel's user (and root) can connect, and nginx puts its ``auth_request`` in front.
@@ -51,8 +58,11 @@ log = logging.getLogger(__name__)
 
 FIRST_DISPLAY = 100
 LAST_DISPLAY = 499
-SCREEN = '1920x1080x24'
-FRAMERATE = 20  # capture and encode rate: a still screen with a viewer costs about this many captures/s
+# Xvfb's framebuffer, the largest screen a viewer's window can ask for (a 5K window in physical
+# pixels; a larger one gets no picture: Selkies then needs a manual resolution in its side panel).
+# Xvfb keeps the memory of the whole framebuffer (~60 MB here) whatever size the screen has.
+SCREEN = '5120x2880x24'
+FRAMERATE = 15  # capture and encode rate: a still screen with a viewer costs this many captures/s
 FRAMERATE_RANGE = '8-60'  # what the viewer's own setting may pick instead
 X_WAIT = 15.0  # how long a member waits for the X socket before it gives up
 START_TIMEOUT = 40.0
@@ -78,6 +88,10 @@ class Programs:
     chromium: str
     selkies: str
     web_root: str
+    selkies_python: str = ''  # Selkies' own interpreter, when found: it then runs through QUIET_LAUNCHER
+
+
+QUIET_LAUNCHER = Path(__file__).with_name('selkies_quiet.py')
 
 
 REPO_SELKIES = Path(__file__).resolve().parents[3] / '.venv-selkies' / 'bin' / 'selkies'  # `make setup` makes it
@@ -105,6 +119,20 @@ def web_client(selkies: Path) -> Path | None:
     return None
 
 
+def interpreter_of(program: Path) -> str:
+    """The Python a console script runs with (its ``#!`` line), or '' when it is not a plain one."""
+    try:
+        with program.open('rb') as handle:
+            first = handle.readline(512).decode(errors='replace')
+    except OSError:
+        return ''
+    words = first[2:].split() if first.startswith('#!') else []
+    if len(words) == 1 and Path(words[0]).name.startswith('python') and os.access(words[0], os.X_OK):
+        return words[0]
+    beside = program.with_name('python')  # a long path gets pip's `#!/bin/sh` trampoline instead
+    return str(beside) if os.access(beside, os.X_OK) else ''
+
+
 def find_programs(settings: Settings) -> Programs:
     """The four programs and Selkies' web client; DesktopError names what is missing."""
     found = {name: shutil.which(name) for name in ('Xvfb', 'openbox', 'xauth')}
@@ -118,7 +146,7 @@ def find_programs(settings: Settings) -> Programs:
     if missing:
         raise DesktopError(f'persistent desktop unavailable: {", ".join(missing)} not installed')
     return Programs(found['Xvfb'] or '', found['openbox'] or '', found['chromium'] or '', found['selkies'] or '',
-                    str(web_root))  # fmt: skip
+                    str(web_root), interpreter_of(selkies) if selkies else '')  # fmt: skip
 
 
 def folder(settings: Settings, instance_id: int) -> Path:
@@ -196,12 +224,14 @@ def specs(programs: Programs, base: Path, display: int, slug: str, app_url: str)
         '--disable-extensions', '--no-pings', '--metrics-recording-only', '--disable-breakpad',
         f'--user-data-dir={base / "profile"}', '--kiosk', f'--app={app_url}',
     ]  # fmt: skip
+    # Through the launcher that idles Selkies' key timers while no key is held (selkies_quiet.py).
+    program = [programs.selkies_python, '-I', str(QUIET_LAUNCHER)] if programs.selkies_python else [programs.selkies]
     selkies = [
-        programs.selkies, '--mode', 'websockets', '--unix-socket', str(base / 'selkies.sock'),
+        *program, '--mode', 'websockets', '--unix-socket', str(base / 'selkies.sock'),
         '--enable-basic-auth', 'false', '--subfolder', f'/desktop/{slug}/',
         '--audio-enabled', 'false', '--microphone-enabled', 'false', '--gamepad-enabled', 'false',
         '--webcam-enabled', 'false', '--file-transfers', 'none', '--framerate', f'{FRAMERATE},{FRAMERATE_RANGE}',
-        '--video-streaming-mode', 'false', '--enable-resize', 'false', '--web-root', programs.web_root,
+        '--video-streaming-mode', 'false', '--enable-resize', 'true', '--web-root', programs.web_root,
     ]  # fmt: skip
     return [
         units.ProcessSpec('xvfb', xvfb, cwd=base, env=env, output=log_file),
