@@ -41,6 +41,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,7 @@ LAST_DISPLAY = 499
 # pixels; a larger one gets no picture: Selkies then needs a manual resolution in its side panel).
 # Xvfb keeps the memory of the whole framebuffer (~60 MB here) whatever size the screen has.
 SCREEN = '5120x2880x24'
+FIRST_SIZE = '1920x1080'  # the screen until a viewer's window sizes it (set by Selkies' own resize tool)
 FRAMERATE = 15  # capture and encode rate: a still screen with a viewer costs this many captures/s
 FRAMERATE_RANGE = '8-60'  # what the viewer's own setting may pick instead
 X_WAIT = 15.0  # how long a member waits for the X socket before it gives up
@@ -191,13 +193,15 @@ def clean_stale(display: int, base: Path) -> None:
         link.unlink(missing_ok=True)
 
 
-def _wait_for_x(display: int, argv: list[str]) -> list[str]:
-    """``argv`` run once the X socket exists (exec: same PID, so the unit watches the program)."""
+def _wait_for_x(display: int, argv: list[str], first: list[str] | None = None) -> list[str]:
+    """``argv`` run once the X socket exists (exec: same PID, so the unit watches the program);
+    ``first``, a command run before it (its failure is only logged)."""
     script = (
         f'i=0; while [ ! -S {X_SOCKETS}/X{display} ]; do i=$((i+1)); '
-        f'[ $i -gt {int(X_WAIT * 10)} ] && exit 70; sleep 0.1; done; exec "$@"'
+        f'[ $i -gt {int(X_WAIT * 10)} ] && exit 70; sleep 0.1; done; '
+        f'[ -z "$1" ] || eval "$1" || echo "wait-for-x: $1 failed"; shift; exec "$@"'
     )
-    return ['/bin/sh', '-c', script, 'wait-for-x', *argv]
+    return ['/bin/sh', '-c', script, 'wait-for-x', shlex.join(first or []), *argv]
 
 
 def specs(programs: Programs, base: Path, display: int, slug: str, app_url: str) -> list[units.ProcessSpec]:
@@ -226,6 +230,9 @@ def specs(programs: Programs, base: Path, display: int, slug: str, app_url: str)
     ]  # fmt: skip
     # Through the launcher that idles Selkies' key timers while no key is held (selkies_quiet.py).
     program = [programs.selkies_python, '-I', str(QUIET_LAUNCHER)] if programs.selkies_python else [programs.selkies]
+    # Xvfb starts at its whole framebuffer: the screen is made FIRST_SIZE until a viewer sizes it.
+    resize = Path(programs.selkies).with_name('selkies-resize')
+    first_size = [str(resize), FIRST_SIZE] if resize.is_file() else None
     selkies = [
         *program, '--mode', 'websockets', '--unix-socket', str(base / 'selkies.sock'),
         '--enable-basic-auth', 'false', '--subfolder', f'/desktop/{slug}/',
@@ -235,7 +242,7 @@ def specs(programs: Programs, base: Path, display: int, slug: str, app_url: str)
     ]  # fmt: skip
     return [
         units.ProcessSpec('xvfb', xvfb, cwd=base, env=env, output=log_file),
-        units.ProcessSpec('openbox', _wait_for_x(display, openbox), cwd=base, env=env, output=log_file),
+        units.ProcessSpec('openbox', _wait_for_x(display, openbox, first_size), cwd=base, env=env, output=log_file),
         units.ProcessSpec('chromium', _wait_for_x(display, chromium), cwd=base, env=env, output=log_file),
         units.ProcessSpec('selkies', _wait_for_x(display, selkies), cwd=base, env=env, output=log_file),
     ]
