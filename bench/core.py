@@ -94,6 +94,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f'{value:.0f} MB'
     if unit == 'B':
         return f'{value:.0f} B'
+    if unit == 'kbit/s':
+        return f'{value:.0f} kbit/s'
     if value < 1.0:
         return f'{value * 1000:.1f} ms'
     return f'{value:.2f} s'
