@@ -226,3 +226,33 @@ def test_access_and_names_are_shown_whole(browser: Browser, panel: Panel) -> Non
     cut = page.evaluate(CUT)
     assert all(text.startswith('INPUT Name') for text in cut), cut  # names shorten there, nothing else
     page.context.close()
+
+
+def test_inline_edits_in_the_browser(browser: Browser, panel: Panel) -> None:
+    """Typing in a row's fields, ticking a box and choosing a policy make a draft with an Update
+    button; Update saves them all; a click on a field picks the row (one listener each on the
+    table, not one per control)."""
+    first = panel.create('first')['id']
+    second = panel.create('second')['id']
+    page = logged_in(browser, panel)
+    edited = row(page, second)
+    edited.get_by_label('Name').fill('renamed')
+    edited.get_by_label('GPUs').fill('1')
+    edited.get_by_label('Start with the panel').check()
+    edited.get_by_label('Restart policy').select_option('on-failure')
+    expect(edited).to_have_class(re.compile('aikore-selected'))  # the click on a field picked the row
+    expect(row(page, first).get_by_role('button', name='Update')).to_have_count(0)
+    edited.get_by_role('button', name='Update').click()
+    expect(page.get_by_text('renamed updated')).to_be_visible(timeout=10000)
+    expect(edited.get_by_role('button', name='Update')).to_have_count(0)
+    saved = panel.instance(second)
+    assert (saved['name'], saved['gpu_ids'], saved['autostart'], saved['restart_policy']) == (
+        'renamed',
+        [1],
+        True,
+        'on-failure',
+    )
+    edited.get_by_label('Name').fill('renamed')  # back to the stored value: no draft left
+    expect(edited.get_by_role('button', name='Update')).to_have_count(0)
+    page.context.close()
+    assert errors_logged(panel) == []

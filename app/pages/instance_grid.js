@@ -33,7 +33,8 @@ export default {
     <q-table ref="table" class="aikore-grid" :rows="list" :columns="columns" row-key="id" dense flat
              virtual-scroll :virtual-scroll-item-size="36" :virtual-scroll-sticky-size-start="30"
              :rows-per-page-options="[0]" :pagination="{rowsPerPage: 0, sortBy: 'name'}" hide-bottom
-             :filter="filter" :filter-method="filterRows" :data-count="list.length">
+             :filter="filter" :filter-method="filterRows" :data-count="list.length"
+             @click="clicked" @input="typed" @change="picked">
       <template v-slot:top>
         <input class="aikore-filter" type="search" placeholder="Filter: name, blueprint, status, port"
                aria-label="Filter instances" :value="filter" @input="filter = $event.target.value">
@@ -43,13 +44,11 @@ export default {
         <q-th :props="props" :title="props.col.title || ''">{{ props.col.label }}</q-th>
       </template>
       <template v-slot:body="props">
-        <tr class="q-tr" :class="{ 'aikore-selected': props.row.id === current }" :data-id="props.row.id"
-            @click="pick(props.row)">
+        <tr class="q-tr" :class="{ 'aikore-selected': props.row.id === current }" :data-id="props.row.id">
           <td :class="[cells.name, { 'aikore-satellite': !!props.row.parent }]">
             <input class="aikore-cell aikore-name" :value="value(props.row, 'name')" :disabled="!props.row.renamable"
                    :style="{ '--chars': nameChars }"
-                   :title="props.row.renamable ? 'Name' : props.row.rename_title" aria-label="Name"
-                   @input="edit(props.row, 'name', $event.target.value)">
+                   :title="props.row.renamable ? 'Name' : props.row.rename_title" aria-label="Name" data-edit="name">
             <div v-if="props.row.parent" class="text-xs opacity-60">satellite of {{ props.row.parent }}</div>
           </td>
           <td :class="cells.blueprint">
@@ -57,17 +56,15 @@ export default {
             <div class="text-xs opacity-60">{{ props.row.category }}</div>
           </td>
           <td :class="cells.gpus">
-            <input class="aikore-cell aikore-narrow" :value="value(props.row, 'gpus')" aria-label="GPUs"
-                   @input="edit(props.row, 'gpus', $event.target.value)">
+            <input class="aikore-cell aikore-narrow" :value="value(props.row, 'gpus')" aria-label="GPUs" data-edit="gpus">
           </td>
           <td :class="cells.autostart">
             <input type="checkbox" :checked="value(props.row, 'autostart')" aria-label="Start with the panel"
-                   @change="edit(props.row, 'autostart', $event.target.checked)">
+                   data-edit="autostart">
           </td>
           <td :class="cells.persistent">
             <input type="checkbox" :checked="value(props.row, 'persistent')" aria-label="Persistent"
-                   :title="props.row.persistent_title"
-                   @change="edit(props.row, 'persistent', $event.target.checked)">
+                   :title="props.row.persistent_title" data-edit="persistent">
           </td>
           <td :class="cells.status">
             <span class="aikore-status">
@@ -82,48 +79,45 @@ export default {
           <td :class="cells.port">
             <span class="aikore-port">
               <input class="aikore-cell aikore-narrow aikore-minor" type="number" :value="value(props.row, 'port')"
-                     aria-label="Public port" :title="props.row.port_title"
-                     @input="edit(props.row, 'port', $event.target.value === '' ? null : Number($event.target.value))">
+                     aria-label="Public port" :title="props.row.port_title" data-edit="port">
               <i v-if="props.row.port_shared" class="material-icons notranslate aikore-shared aikore-minor"
                  :title="props.row.port_shared" aria-label="Shared port">group_work</i>
               <span :title="props.row.activate_title">
                 <button type="button" class="aikore-activate" :class="'bg-' + props.row.activate_color"
-                        :disabled="!props.row.activate_enabled" @click.stop="send('activate', props.row)">{{ props.row.activate_label }}</button>
+                        :disabled="!props.row.activate_enabled" data-act="activate">{{ props.row.activate_label }}</button>
               </span>
             </span>
           </td>
           <td :class="cells.access">
             <select class="aikore-cell aikore-access" :value="props.row.access" aria-label="Access"
-                    :key="props.row.id + ':' + (revisions[props.row.id] || 0)"
-                    @change="choose(props.row, $event.target.value)">
+                    :key="props.row.id + ':' + (revisions[props.row.id] || 0)" data-edit="access">
               <option v-for="option in accessOptions" :key="option.value" :value="option.value">{{ option.label }}</option>
             </select>
             <div v-if="props.row.open_url" class="aikore-url">
               <a :href="props.row.open_url" target="_blank" rel="noopener" :title="props.row.open_url">{{ props.row.open_url }}</a>
               <button type="button" class="aikore-action aikore-copy" title="Copy the link" aria-label="Copy the link"
-                      @click.stop="copy(props.row)">
+                      data-act="copy">
                 <i class="material-icons notranslate" aria-hidden="true">{{ copied === props.row.id ? "check" : "content_copy" }}</i>
               </button>
             </div>
           </td>
           <td :class="cells.restart_policy">
             <select class="aikore-cell" :value="value(props.row, 'restart_policy')" aria-label="Restart policy"
-                    @change="edit(props.row, 'restart_policy', $event.target.value)">
+                    data-edit="restart_policy">
               <option v-for="policy in policies" :key="policy" :value="policy">{{ policy }}</option>
             </select>
           </td>
           <td :class="cells.actions">
             <span class="aikore-actions">
-              <button v-if="changed(props.row)" type="button" class="aikore-update"
-                      @click.stop="save(props.row)">Update</button>
+              <button v-if="changed(props.row)" type="button" class="aikore-update" data-act="save">Update</button>
               <span v-for="action in actions(props.row)" :key="action.name" :title="action.title">
                 <button type="button" class="aikore-action" :class="action.color" :aria-label="action.label"
-                        :disabled="!action.enabled" @click.stop="act(props.row, action.name)">
+                        :disabled="!action.enabled" :data-act="action.name">
                   <i class="material-icons notranslate" aria-hidden="true">{{ action.icon }}</i>
                 </button>
               </span>
               <button type="button" class="aikore-action aikore-more" aria-label="More actions"
-                      title="Clone, satellite, environment" @click.stop="menu = props.row.id">
+                      title="Clone, satellite, environment" data-act="more">
                 <i class="material-icons notranslate" aria-hidden="true">more_vert</i>
                 <q-menu v-if="menu === props.row.id" :model-value="true" auto-close @hide="menu = null">
                   <q-list dense style="min-width: 13rem">
@@ -204,6 +198,42 @@ export default {
     },
     select(id) {
       this.current = id;
+    },
+    // -- events of the rows: one listener each on the table, not one per control ------------
+    rowOf(element) {
+      const tr = element.closest("tr[data-id]");
+      return tr ? this.byId[tr.dataset.id] : undefined;
+    },
+    // A button with data-act does its action; a click elsewhere in a row shows the instance.
+    clicked(event) {
+      const row = this.rowOf(event.target);
+      if (!row) return;
+      const name = event.target.closest("[data-act]")?.dataset.act;
+      if (name === undefined) this.pick(row);
+      else if (name === "activate") this.send("activate", row);
+      else if (name === "copy") this.copy(row);
+      else if (name === "save") this.save(row);
+      else if (name === "more") this.menu = row.id;
+      else this.act(row, name);
+    },
+    // Text fields follow each keystroke ("input"); checkboxes and choices their "change".
+    typed(event) {
+      const { target } = event;
+      const field = target.dataset?.edit;
+      if (!field || target.type === "checkbox" || target.tagName === "SELECT") return;
+      const row = this.rowOf(target);
+      if (!row) return;
+      const number = field === "port";
+      this.edit(row, field, number ? (target.value === "" ? null : Number(target.value)) : target.value);
+    },
+    picked(event) {
+      const { target } = event;
+      const field = target.dataset?.edit;
+      const row = field && this.rowOf(target);
+      if (!row) return;
+      if (target.type === "checkbox") this.edit(row, field, target.checked);
+      else if (field === "access") this.choose(row, target.value);
+      else if (target.tagName === "SELECT") this.edit(row, field, target.value);
     },
     // -- drafts --------------------------------------------------------------------------
     value(row, field) {
