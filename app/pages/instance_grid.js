@@ -1,7 +1,8 @@
 // The instance table as one element: a Quasar table fed with row data (see instance_table.py).
 // Rows arrive once with the page; afterwards the server changes one row at a time
 // ("upsert", "remove", "usage"), so a status change costs one row's JSON whatever the
-// number of instances. Only the rows on screen are rendered (virtual scrolling); sorting
+// number of instances. Only the rows on screen are rendered (virtual scrolling: the rows in
+// view and half a view more on each side, not Quasar's default of a whole view); sorting
 // and the filter run here, in the browser. Edits are drafts kept here until Update.
 const MINOR = "aikore-minor";
 const COLUMNS = [
@@ -32,6 +33,7 @@ export default {
   template: `
     <q-table ref="table" class="aikore-grid" :rows="list" :columns="columns" row-key="id" dense flat
              virtual-scroll :virtual-scroll-item-size="36" :virtual-scroll-sticky-size-start="30"
+             :virtual-scroll-slice-ratio-before="0.5" :virtual-scroll-slice-ratio-after="0.5"
              :rows-per-page-options="[0]" :pagination="{rowsPerPage: 0, sortBy: 'name'}" hide-bottom
              :filter="filter" :filter-method="filterRows" :data-count="list.length"
              @click="clicked" @input="typed" @change="picked">
