@@ -137,6 +137,7 @@ export default {
     </q-table>`,
   props: {
     rows: Array,
+    defaults: Object, // the values a row leaves out (instance_rows.ROW_DEFAULTS)
     selected: Number,
     access_options: Array,
     policies: Array,
@@ -179,12 +180,12 @@ export default {
   methods: {
     index(rows) {
       const byId = {};
-      for (const row of rows || []) byId[row.id] = row;
+      for (const row of rows || []) byId[row.id] = { ...this.defaults, ...row };
       return byId;
     },
     // -- called by the server ------------------------------------------------------------
     upsert(row) {
-      this.byId[row.id] = Object.assign(this.byId[row.id] || {}, row);
+      this.byId[row.id] = Object.assign(this.byId[row.id] || {}, this.defaults, row);
       // A new element for the access choice: also shows the stored pattern again after a refusal.
       this.revisions[row.id] = (this.revisions[row.id] || 0) + 1;
     },
