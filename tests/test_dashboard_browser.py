@@ -256,3 +256,22 @@ def test_inline_edits_in_the_browser(browser: Browser, panel: Panel) -> None:
     expect(edited.get_by_role('button', name='Update')).to_have_count(0)
     page.context.close()
     assert errors_logged(panel) == []
+
+
+def test_many_rows_render_on_scroll(browser: Browser, panel: Panel) -> None:
+    """With more instances than fit, the first screen renders only some rows (virtual scrolling);
+    scrolled to the end, the last rows appear and answer clicks like the first."""
+    ids = [panel.create(f'inst-{n:02d}')['id'] for n in range(40)]
+    page = logged_in(browser, panel)
+    expect(page.locator('.aikore-grid[data-count="40"]')).to_be_visible()
+    expect(row(page, ids[0]).locator('.q-badge')).to_have_text('stopped')
+    assert 0 < page.locator('.aikore-grid tr[data-id]').count() < 40
+    assert page.evaluate("document.querySelector('.aikore-grid .q-table__middle').scrollTop") == 0
+    page.evaluate("(m => m.scrollTop = m.scrollHeight)(document.querySelector('.aikore-grid .q-table__middle'))")
+    last = row(page, ids[-1])
+    expect(last.get_by_label('Name')).to_have_value('inst-39', timeout=10000)
+    action(page, ids[-1], 'code').click()
+    expect(page.get_by_text('Script · inst-39 · launch.sh')).to_be_visible(timeout=10000)
+    expect(last).to_have_class(re.compile('aikore-selected'))
+    page.context.close()
+    assert errors_logged(panel) == []
