@@ -186,9 +186,15 @@ class InstanceTable:
 
     # -- showing ---------------------------------------------------------------------
 
-    def _row(self, instance: InstancePublic) -> dict[str, Any]:
-        port = instance.public_port
-        sharing = [self.instances[key].name for key in self.by_port.get(port, ()) if key != instance.id] if port else []
+    def _on_port(self, port: int | None) -> list[tuple[str, int]]:
+        """The instances assigned a public port, as (name, id) in name order."""
+        return sorted((self.instances[key].name, key) for key in self.by_port.get(port, ())) if port else []
+
+    def _row(self, instance: InstancePublic, on_port: list[tuple[str, int]] | None = None) -> dict[str, Any]:
+        """``on_port``: ``_on_port`` of the instance's port, when the caller has it already."""
+        on_port = self._on_port(instance.public_port) if on_port is None else on_port
+        # The first four others are all that the row says of them (three names, "and more").
+        sharing = [name for name, key in on_port[:5] if key != instance.id][:4]
         category = self.categories.get(instance.blueprint, '')
         parent = self.instances.get(instance.parent_id) if instance.parent_id is not None else None
         return row_data(instance, category, self.usage.get(instance.id, ''), sharing, parent.name if parent else '')
@@ -212,7 +218,8 @@ class InstanceTable:
         self.instances = {instance.id: self.with_urls(instance) for instance in instances}
         for instance in self.instances.values():
             self._index_port(instance.id, None, instance.public_port)
-        self.grid.load([self._row(instance) for instance in self.instances.values()])
+        on_port = {port: self._on_port(port) for port in self.by_port}  # once a port, not once a row
+        self.grid.load([self._row(i, on_port.get(i.public_port or 0, [])) for i in self.instances.values()])
         self.on_empty_change(not self.instances)
 
     def refresh_urls(self) -> None:
