@@ -60,7 +60,7 @@ async def click_row_action(user: User, instance_id: int, action: str) -> None:
 
 
 def table_row(user: User, instance_id: int) -> dict[str, Any] | None:
-    """A row of the instance table as the page sent it to the browser (``InstanceGrid.rows``)."""
+    """A row of the instance table as the page shows it (``InstanceGrid.rows``, defaults included)."""
     found = user.find(marker='instances').elements if user.client else set()
     return next((element.rows.get(instance_id) for element in found if hasattr(element, 'rows')), None)
 

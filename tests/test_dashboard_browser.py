@@ -226,3 +226,52 @@ def test_access_and_names_are_shown_whole(browser: Browser, panel: Panel) -> Non
     cut = page.evaluate(CUT)
     assert all(text.startswith('INPUT Name') for text in cut), cut  # names shorten there, nothing else
     page.context.close()
+
+
+def test_inline_edits_in_the_browser(browser: Browser, panel: Panel) -> None:
+    """Typing in a row's fields, ticking a box and choosing a policy make a draft with an Update
+    button; Update saves them all; a click on a field picks the row (one listener each on the
+    table, not one per control)."""
+    first = panel.create('first')['id']
+    second = panel.create('second')['id']
+    page = logged_in(browser, panel)
+    edited = row(page, second)
+    edited.get_by_label('Name').fill('renamed')
+    edited.get_by_label('GPUs').fill('1')
+    edited.get_by_label('Start with the panel').check()
+    edited.get_by_label('Restart policy').select_option('on-failure')
+    expect(edited).to_have_class(re.compile('aikore-selected'))  # the click on a field picked the row
+    expect(row(page, first).get_by_role('button', name='Update')).to_have_count(0)
+    edited.get_by_role('button', name='Update').click()
+    expect(page.get_by_text('renamed updated')).to_be_visible(timeout=10000)
+    expect(edited.get_by_role('button', name='Update')).to_have_count(0)
+    saved = panel.instance(second)
+    assert (saved['name'], saved['gpu_ids'], saved['autostart'], saved['restart_policy']) == (
+        'renamed',
+        [1],
+        True,
+        'on-failure',
+    )
+    edited.get_by_label('Name').fill('renamed')  # back to the stored value: no draft left
+    expect(edited.get_by_role('button', name='Update')).to_have_count(0)
+    page.context.close()
+    assert errors_logged(panel) == []
+
+
+def test_many_rows_render_on_scroll(browser: Browser, panel: Panel) -> None:
+    """With more instances than fit, the first screen renders only some rows (virtual scrolling);
+    scrolled to the end, the last rows appear and answer clicks like the first."""
+    ids = [panel.create(f'inst-{n:02d}')['id'] for n in range(40)]
+    page = logged_in(browser, panel)
+    expect(page.locator('.aikore-grid[data-count="40"]')).to_be_visible()
+    expect(row(page, ids[0]).locator('.q-badge')).to_have_text('stopped')
+    assert 0 < page.locator('.aikore-grid tr[data-id]').count() < 40
+    assert page.evaluate("document.querySelector('.aikore-grid .q-table__middle').scrollTop") == 0
+    page.evaluate("(m => m.scrollTop = m.scrollHeight)(document.querySelector('.aikore-grid .q-table__middle'))")
+    last = row(page, ids[-1])
+    expect(last.get_by_label('Name')).to_have_value('inst-39', timeout=10000)
+    action(page, ids[-1], 'code').click()
+    expect(page.get_by_text('Script · inst-39 · launch.sh')).to_be_visible(timeout=10000)
+    expect(last).to_have_class(re.compile('aikore-selected'))
+    page.context.close()
+    assert errors_logged(panel) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nicegui.testing.user import User
 
-from app.models import InstanceCreate
+from app.models import InstanceCreate, InstanceUpdate
 from app.services import core as core_module
 from tests.helpers import click_row_action, edit_row, python_server_blueprint, table_row, wait_until
 
@@ -142,3 +142,18 @@ async def test_create_dialog_checks_inline(ui_user: User) -> None:
     (error,) = ui_user.find(marker='create-error').elements
     assert 'already exists' in error.text
     assert not any('already exists' in message for message in ui_user.notify.messages)  # no notification on top
+
+
+async def test_a_crowded_port_names_three_others(ui_user: User) -> None:
+    """Each row on a port held by six instances names three of the others, then "and more"."""
+    core = core_module.current()
+    created = [await core.instances.create(InstanceCreate(name=f'share-{n}', blueprint='Demo')) for n in range(6)]
+    port = created[0].public_port
+    for instance in created[1:]:
+        await core.instances.update(instance.id, InstanceUpdate(public_port=port))
+    await ui_user.open('/')
+    await ui_user.should_see('share-5', retries=50)
+    texts = {instance.id: (table_row(ui_user, instance.id) or {}).get('port_shared') for instance in created}
+    tail = ' and more: only one of them can be active at a time'
+    assert texts[created[0].id] == 'Public port shared with share-1, share-2, share-3' + tail
+    assert texts[created[2].id] == 'Public port shared with share-0, share-1, share-3' + tail

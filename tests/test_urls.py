@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from app import lifecycle
 from app.config import ConfigError, Settings
 from app.models import InstancePublic, InstanceStatus
-from app.pages.instance_rows import row_data
+from app.pages.instance_rows import ROW_DEFAULTS, compact, row_data
 from app.services.net.proxy import listen_address
 from app.services.net.urls import instance_urls, split_entry, why_unreachable
 
@@ -138,3 +139,15 @@ def test_every_status_has_a_row_on_the_dashboard(status: InstanceStatus) -> None
     assert row['can_start_stop'] == (status in lifecycle.STARTABLE or status in lifecycle.RUNNING - {'stopping'})
     expected = {'error': 'negative', 'started': 'positive', 'stopped': 'grey-7', 'starting': 'amber-8'}
     assert row['color'] == expected.get(status, row['color'])
+
+
+@pytest.mark.parametrize('status', list(InstanceStatus))
+def test_a_row_travels_without_its_defaults(status: InstanceStatus) -> None:
+    """The browser gets each row less its default values and fills them back in: the same row,
+    in a fraction of the bytes for the usual stopped one."""
+    running = status in lifecycle.RUNNING
+    row = row_data(instance(status=status, pid=10 if running else None, persistent=running), 'Test', 'x', ['b'])
+    assert set(ROW_DEFAULTS) <= set(row)
+    assert {**ROW_DEFAULTS, **compact(row)} == row
+    plain = row_data(instance(status='stopped', pid=None, active=False), '')
+    assert len(json.dumps(compact(plain))) < len(json.dumps(plain)) / 3

@@ -1,7 +1,8 @@
 // The instance table as one element: a Quasar table fed with row data (see instance_table.py).
 // Rows arrive once with the page; afterwards the server changes one row at a time
 // ("upsert", "remove", "usage"), so a status change costs one row's JSON whatever the
-// number of instances. Only the rows on screen are rendered (virtual scrolling); sorting
+// number of instances. Only the rows on screen are rendered (virtual scrolling: the rows in
+// view and half a view more on each side, not Quasar's default of a whole view); sorting
 // and the filter run here, in the browser. Edits are drafts kept here until Update.
 const MINOR = "aikore-minor";
 const COLUMNS = [
@@ -23,14 +24,19 @@ const COLUMNS = [
     title: "Restart policy when the app exits with an error" },
   { name: "actions", label: "Actions", field: "id", align: "left" },
 ];
+// The classes Quasar's q-td gives each cell: plain cells are cheaper to render than one
+// component each (11 a row).
+const CELLS = Object.fromEntries(COLUMNS.map((col) => [col.name, `q-td text-${col.align}${col.classes ? " " + col.classes : ""}`]));
 const EDITABLE = ["name", "gpus", "autostart", "persistent", "port", "restart_policy"];
 
 export default {
   template: `
-    <q-table class="aikore-grid" :rows="list" :columns="columns" row-key="id" dense flat
+    <q-table ref="table" class="aikore-grid" :rows="list" :columns="columns" row-key="id" dense flat
              virtual-scroll :virtual-scroll-item-size="36" :virtual-scroll-sticky-size-start="30"
+             :virtual-scroll-slice-ratio-before="0.5" :virtual-scroll-slice-ratio-after="0.5"
              :rows-per-page-options="[0]" :pagination="{rowsPerPage: 0, sortBy: 'name'}" hide-bottom
-             :filter="filter" :filter-method="filterRows" :data-count="list.length">
+             :filter="filter" :filter-method="filterRows" :data-count="list.length"
+             @click="clicked" @input="typed" @change="picked">
       <template v-slot:top>
         <input class="aikore-filter" type="search" placeholder="Filter: name, blueprint, status, port"
                aria-label="Filter instances" :value="filter" @input="filter = $event.target.value">
@@ -40,89 +46,82 @@ export default {
         <q-th :props="props" :title="props.col.title || ''">{{ props.col.label }}</q-th>
       </template>
       <template v-slot:body="props">
-        <q-tr :props="props" :class="{ 'aikore-selected': props.row.id === current }" :data-id="props.row.id"
-              @click="pick(props.row)">
-          <q-td key="name" :props="props" :class="{ 'aikore-satellite': !!props.row.parent }">
+        <tr class="q-tr" :class="{ 'aikore-selected': props.row.id === current }" :data-id="props.row.id">
+          <td :class="[cells.name, { 'aikore-satellite': !!props.row.parent }]">
             <input class="aikore-cell aikore-name" :value="value(props.row, 'name')" :disabled="!props.row.renamable"
                    :style="{ '--chars': nameChars }"
-                   :title="props.row.renamable ? 'Name' : props.row.rename_title" aria-label="Name"
-                   @input="edit(props.row, 'name', $event.target.value)">
+                   :title="props.row.renamable ? 'Name' : props.row.rename_title" aria-label="Name" data-edit="name">
             <div v-if="props.row.parent" class="text-xs opacity-60">satellite of {{ props.row.parent }}</div>
-          </q-td>
-          <q-td key="blueprint" :props="props">
+          </td>
+          <td :class="cells.blueprint">
             <div class="font-medium">{{ props.row.blueprint }}</div>
             <div class="text-xs opacity-60">{{ props.row.category }}</div>
-          </q-td>
-          <q-td key="gpus" :props="props">
-            <input class="aikore-cell aikore-narrow" :value="value(props.row, 'gpus')" aria-label="GPUs"
-                   @input="edit(props.row, 'gpus', $event.target.value)">
-          </q-td>
-          <q-td key="autostart" :props="props">
+          </td>
+          <td :class="cells.gpus">
+            <input class="aikore-cell aikore-narrow" :value="value(props.row, 'gpus')" aria-label="GPUs" data-edit="gpus">
+          </td>
+          <td :class="cells.autostart">
             <input type="checkbox" :checked="value(props.row, 'autostart')" aria-label="Start with the panel"
-                   @change="edit(props.row, 'autostart', $event.target.checked)">
-          </q-td>
-          <q-td key="persistent" :props="props">
+                   data-edit="autostart">
+          </td>
+          <td :class="cells.persistent">
             <input type="checkbox" :checked="value(props.row, 'persistent')" aria-label="Persistent"
-                   :title="props.row.persistent_title"
-                   @change="edit(props.row, 'persistent', $event.target.checked)">
-          </q-td>
-          <q-td key="status" :props="props">
+                   :title="props.row.persistent_title" data-edit="persistent">
+          </td>
+          <td :class="cells.status">
             <span class="aikore-status">
               <q-spinner v-if="props.row.busy" size="1em"></q-spinner>
               <q-badge :color="props.row.color">{{ props.row.status }}</q-badge>
             </span>
-          </q-td>
-          <q-td key="pid" :props="props">
+          </td>
+          <td :class="cells.pid">
             <div>{{ props.row.pid }}</div>
             <div class="text-xs opacity-60 whitespace-nowrap">{{ props.row.usage }}</div>
-          </q-td>
-          <q-td key="port" :props="props">
+          </td>
+          <td :class="cells.port">
             <span class="aikore-port">
               <input class="aikore-cell aikore-narrow aikore-minor" type="number" :value="value(props.row, 'port')"
-                     aria-label="Public port" :title="props.row.port_title"
-                     @input="edit(props.row, 'port', $event.target.value === '' ? null : Number($event.target.value))">
+                     aria-label="Public port" :title="props.row.port_title" data-edit="port">
               <i v-if="props.row.port_shared" class="material-icons notranslate aikore-shared aikore-minor"
                  :title="props.row.port_shared" aria-label="Shared port">group_work</i>
               <span :title="props.row.activate_title">
                 <button type="button" class="aikore-activate" :class="'bg-' + props.row.activate_color"
-                        :disabled="!props.row.activate_enabled" @click.stop="send('activate', props.row)">{{ props.row.activate_label }}</button>
+                        :disabled="!props.row.activate_enabled" data-act="activate">{{ props.row.activate_label }}</button>
               </span>
             </span>
-          </q-td>
-          <q-td key="access" :props="props">
+          </td>
+          <td :class="cells.access">
             <select class="aikore-cell aikore-access" :value="props.row.access" aria-label="Access"
-                    :key="props.row.id + ':' + (revisions[props.row.id] || 0)"
-                    @change="choose(props.row, $event.target.value)">
+                    :key="props.row.id + ':' + (revisions[props.row.id] || 0)" data-edit="access">
               <option v-for="option in accessOptions" :key="option.value" :value="option.value">{{ option.label }}</option>
             </select>
             <div v-if="props.row.open_url" class="aikore-url">
               <a :href="props.row.open_url" target="_blank" rel="noopener" :title="props.row.open_url">{{ props.row.open_url }}</a>
               <button type="button" class="aikore-action aikore-copy" title="Copy the link" aria-label="Copy the link"
-                      @click.stop="copy(props.row)">
+                      data-act="copy">
                 <i class="material-icons notranslate" aria-hidden="true">{{ copied === props.row.id ? "check" : "content_copy" }}</i>
               </button>
             </div>
-          </q-td>
-          <q-td key="restart_policy" :props="props">
+          </td>
+          <td :class="cells.restart_policy">
             <select class="aikore-cell" :value="value(props.row, 'restart_policy')" aria-label="Restart policy"
-                    @change="edit(props.row, 'restart_policy', $event.target.value)">
+                    data-edit="restart_policy">
               <option v-for="policy in policies" :key="policy" :value="policy">{{ policy }}</option>
             </select>
-          </q-td>
-          <q-td key="actions" :props="props">
+          </td>
+          <td :class="cells.actions">
             <span class="aikore-actions">
-              <button v-if="changed(props.row)" type="button" class="aikore-update"
-                      @click.stop="save(props.row)">Update</button>
+              <button v-if="changed(props.row)" type="button" class="aikore-update" data-act="save">Update</button>
               <span v-for="action in actions(props.row)" :key="action.name" :title="action.title">
                 <button type="button" class="aikore-action" :class="action.color" :aria-label="action.label"
-                        :disabled="!action.enabled" @click.stop="act(props.row, action.name)">
+                        :disabled="!action.enabled" :data-act="action.name">
                   <i class="material-icons notranslate" aria-hidden="true">{{ action.icon }}</i>
                 </button>
               </span>
               <button type="button" class="aikore-action aikore-more" aria-label="More actions"
-                      title="Clone, satellite, environment" @click.stop>
+                      title="Clone, satellite, environment" data-act="more">
                 <i class="material-icons notranslate" aria-hidden="true">more_vert</i>
-                <q-menu auto-close>
+                <q-menu v-if="menu === props.row.id" :model-value="true" auto-close @hide="menu = null">
                   <q-list dense style="min-width: 13rem">
                     <q-item v-for="item in more(props.row)" :key="item.name" clickable :disable="!item.enabled"
                             :title="item.title" @click="act(props.row, item.name)">
@@ -132,20 +131,25 @@ export default {
                 </q-menu>
               </button>
             </span>
-          </q-td>
-        </q-tr>
+          </td>
+        </tr>
       </template>
     </q-table>`,
   props: {
     rows: Array,
+    defaults: Object, // the values a row leaves out (instance_rows.ROW_DEFAULTS)
     selected: Number,
     access_options: Array,
     policies: Array,
   },
   data() {
-    return { byId: this.index(this.rows), drafts: {}, filter: "", current: this.selected, columns: COLUMNS, copied: null, revisions: {} };
+    // menu: the row whose "More actions" menu is open; the menu is made on demand, not one per row.
+    return { byId: this.index(this.rows), drafts: {}, filter: "", current: this.selected, columns: COLUMNS, cells: CELLS, copied: null, revisions: {}, menu: null };
   },
   mounted() {
+    // Quasar's virtual scroll draws its first rows only after a 35 ms debounce and one more
+    // frame; asking for the top now draws them in the first frame, before the first paint.
+    if (this.list.length) this.$refs.table.scrollTo(0);
     // Once the first rows are painted (the frame after the one that drew them), the server
     // sends the tools and charts, whose big libraries would otherwise compete with the table.
     const painted = () => requestAnimationFrame(() => setTimeout(() => this.$emit("shown")));
@@ -176,12 +180,12 @@ export default {
   methods: {
     index(rows) {
       const byId = {};
-      for (const row of rows || []) byId[row.id] = row;
+      for (const row of rows || []) byId[row.id] = { ...this.defaults, ...row };
       return byId;
     },
     // -- called by the server ------------------------------------------------------------
     upsert(row) {
-      this.byId[row.id] = Object.assign(this.byId[row.id] || {}, row);
+      this.byId[row.id] = Object.assign(this.byId[row.id] || {}, this.defaults, row);
       // A new element for the access choice: also shows the stored pattern again after a refusal.
       this.revisions[row.id] = (this.revisions[row.id] || 0) + 1;
     },
@@ -197,6 +201,42 @@ export default {
     },
     select(id) {
       this.current = id;
+    },
+    // -- events of the rows: one listener each on the table, not one per control ------------
+    rowOf(element) {
+      const tr = element.closest("tr[data-id]");
+      return tr ? this.byId[tr.dataset.id] : undefined;
+    },
+    // A button with data-act does its action; a click elsewhere in a row shows the instance.
+    clicked(event) {
+      const row = this.rowOf(event.target);
+      if (!row) return;
+      const name = event.target.closest("[data-act]")?.dataset.act;
+      if (name === undefined) this.pick(row);
+      else if (name === "activate") this.send("activate", row);
+      else if (name === "copy") this.copy(row);
+      else if (name === "save") this.save(row);
+      else if (name === "more") this.menu = row.id;
+      else this.act(row, name);
+    },
+    // Text fields follow each keystroke ("input"); checkboxes and choices their "change".
+    typed(event) {
+      const { target } = event;
+      const field = target.dataset?.edit;
+      if (!field || target.type === "checkbox" || target.tagName === "SELECT") return;
+      const row = this.rowOf(target);
+      if (!row) return;
+      const number = field === "port";
+      this.edit(row, field, number ? (target.value === "" ? null : Number(target.value)) : target.value);
+    },
+    picked(event) {
+      const { target } = event;
+      const field = target.dataset?.edit;
+      const row = field && this.rowOf(target);
+      if (!row) return;
+      if (target.type === "checkbox") this.edit(row, field, target.checked);
+      else if (field === "access") this.choose(row, target.value);
+      else if (target.tagName === "SELECT") this.edit(row, field, target.value);
     },
     // -- drafts --------------------------------------------------------------------------
     value(row, field) {

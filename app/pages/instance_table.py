@@ -28,7 +28,7 @@ from ..services.errors import Conflict, InvalidInput, ServiceError
 from ..services.monitoring.sampler import Sample
 from . import family_dialogs
 from .feedback import attempt, confirm, notify
-from .instance_rows import ACCESS_LABELS, row_data, usage_text
+from .instance_rows import ACCESS_LABELS, ROW_DEFAULTS, compact, row_data, usage_text
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +97,18 @@ Select = Callable[[InstancePublic, str], Awaitable[None]]
 
 class InstanceGrid(ui.element, component='instance_grid.js'):
     """The table element. Its ``rows`` prop is the page's first state; later changes go as
-    method calls carrying one row, and the prop is kept in step without re-sending it."""
+    method calls carrying one row, and the prop is kept in step without re-sending it. Rows
+    travel without their default values (``instance_rows.compact``); ``self.rows`` holds them whole."""
 
     def __init__(self) -> None:
         super().__init__()
         self._props['rows'] = []
+        self._props['defaults'] = ROW_DEFAULTS
         self._props['selected'] = None
         self._props['access_options'] = [{'label': label, 'value': value} for value, label in ACCESS_LABELS.items()]
         self._props['policies'] = [policy.value for policy in RestartPolicy]
         self.rows: dict[int, dict[str, Any]] = {}
+        self._sent: dict[int, dict[str, Any]] = {}  # the rows as the browser got them
 
     def _displayed_contents(self, *, only_visible: bool) -> list[Any]:
         """Names and statuses, for the user simulation's ``should_see``."""
@@ -119,24 +122,31 @@ class InstanceGrid(ui.element, component='instance_grid.js'):
 
     def load(self, rows: list[dict[str, Any]]) -> None:
         self.rows = {row['id']: row for row in rows}
-        self._props['rows'] = list(self.rows.values())  # sends the element, rows and all
+        self._sent = {key: compact(row) for key, row in self.rows.items()}
+        self._props['rows'] = list(self._sent.values())  # sends the element, rows and all
 
     def upsert(self, row: dict[str, Any]) -> None:
         if self.rows.get(row['id']) == row:
             return
         self.rows[row['id']] = row
-        self._keep('rows', list(self.rows.values()))
-        self.run_method('upsert', row)
+        sent = self._sent[row['id']] = compact(row)
+        self._keep('rows', list(self._sent.values()))
+        self.run_method('upsert', sent)
 
     def drop(self, instance_id: int) -> None:
         if self.rows.pop(instance_id, None) is not None:
-            self._keep('rows', list(self.rows.values()))
+            self._sent.pop(instance_id, None)
+            self._keep('rows', list(self._sent.values()))
             self.run_method('remove', instance_id)
+
+    def sent(self, instance_id: int) -> dict[str, Any]:
+        return self._sent[instance_id]
 
     def show_usage(self, texts: dict[int, str]) -> None:
         changed = {key: text for key, text in texts.items() if key in self.rows and self.rows[key]['usage'] != text}
         for key, text in changed.items():
             self.rows[key]['usage'] = text
+            self._sent[key] = compact(self.rows[key])
         if changed:
             self.run_method('usage', changed)
 
@@ -176,9 +186,15 @@ class InstanceTable:
 
     # -- showing ---------------------------------------------------------------------
 
-    def _row(self, instance: InstancePublic) -> dict[str, Any]:
-        port = instance.public_port
-        sharing = [self.instances[key].name for key in self.by_port.get(port, ()) if key != instance.id] if port else []
+    def _on_port(self, port: int | None) -> list[tuple[str, int]]:
+        """The instances assigned a public port, as (name, id) in name order."""
+        return sorted((self.instances[key].name, key) for key in self.by_port.get(port, ())) if port else []
+
+    def _row(self, instance: InstancePublic, on_port: list[tuple[str, int]] | None = None) -> dict[str, Any]:
+        """``on_port``: ``_on_port`` of the instance's port, when the caller has it already."""
+        on_port = self._on_port(instance.public_port) if on_port is None else on_port
+        # The first four others are all that the row says of them (three names, "and more").
+        sharing = [name for name, key in on_port[:5] if key != instance.id][:4]
         category = self.categories.get(instance.blueprint, '')
         parent = self.instances.get(instance.parent_id) if instance.parent_id is not None else None
         return row_data(instance, category, self.usage.get(instance.id, ''), sharing, parent.name if parent else '')
@@ -202,7 +218,8 @@ class InstanceTable:
         self.instances = {instance.id: self.with_urls(instance) for instance in instances}
         for instance in self.instances.values():
             self._index_port(instance.id, None, instance.public_port)
-        self.grid.load([self._row(instance) for instance in self.instances.values()])
+        on_port = {port: self._on_port(port) for port in self.by_port}  # once a port, not once a row
+        self.grid.load([self._row(i, on_port.get(i.public_port or 0, [])) for i in self.instances.values()])
         self.on_empty_change(not self.instances)
 
     def refresh_urls(self) -> None:
@@ -324,7 +341,7 @@ class InstanceTable:
             self.core.instances.update(instance.id, InstanceUpdate(access_pattern=AccessPattern(value)))
         )
         if result is None:
-            self.grid.run_method('upsert', self.grid.rows[instance.id])  # back to the stored pattern
+            self.grid.run_method('upsert', self.grid.sent(instance.id))  # back to the stored pattern
             return
         self.apply(result[0])
         notify(f'{instance.name}: access by {ACCESS_LABELS[value]}', type='positive')
