@@ -275,3 +275,27 @@ def test_many_rows_render_on_scroll(browser: Browser, panel: Panel) -> None:
     expect(last).to_have_class(re.compile('aikore-selected'))
     page.context.close()
     assert errors_logged(panel) == []
+
+
+def test_row_menu_opens_once_and_stays_closed(browser: Browser, panel: Panel) -> None:
+    """A row's "More actions" menu: another row's opens right after it closed; a menu whose row scrolled
+    away does not open again by itself when the row comes back."""
+    ids = [panel.create(f'menu-{n:02d}')['id'] for n in range(40)]
+    page = logged_in(browser, panel)
+    expect(page.locator('.aikore-grid[data-count="40"]')).to_be_visible()
+    menu = page.locator('.q-menu')
+    row(page, ids[0]).get_by_label('More actions').click()
+    expect(menu.get_by_text('Clone…')).to_be_visible()
+    page.keyboard.press('Escape')  # the first closes (its hide comes after its animation) ...
+    row(page, ids[1]).get_by_label('More actions').click()  # ... and does not close the second
+    expect(menu).to_have_count(1, timeout=10000)
+    expect(menu.get_by_text('Clone…')).to_be_visible()
+    middle = "document.querySelector('.aikore-grid .q-table__middle')"
+    page.evaluate(f'(m => m.scrollTop = m.scrollHeight)({middle})')
+    expect(row(page, ids[-1]).get_by_label('Name')).to_have_value('menu-39', timeout=10000)
+    expect(row(page, ids[1])).to_have_count(0)
+    page.evaluate(f'(m => m.scrollTop = 0)({middle})')
+    expect(row(page, ids[1]).get_by_label('Name')).to_have_value('menu-01', timeout=10000)
+    expect(menu).to_have_count(0)
+    page.context.close()
+    assert errors_logged(panel) == []

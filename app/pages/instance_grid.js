@@ -46,7 +46,7 @@ export default {
         <q-th :props="props" :title="props.col.title || ''">{{ props.col.label }}</q-th>
       </template>
       <template v-slot:body="props">
-        <tr class="q-tr" :class="{ 'aikore-selected': props.row.id === current }" :data-id="props.row.id">
+        <tr class="q-tr" :class="{ 'aikore-selected': props.row.id === current }" :data-id="props.row.id" :key="props.row.id">
           <td :class="[cells.name, { 'aikore-satellite': !!props.row.parent }]">
             <input class="aikore-cell aikore-name" :value="value(props.row, 'name')" :disabled="!props.row.renamable"
                    :style="{ '--chars': nameChars }"
@@ -121,7 +121,8 @@ export default {
               <button type="button" class="aikore-action aikore-more" aria-label="More actions"
                       title="Clone, satellite, environment" data-act="more">
                 <i class="material-icons notranslate" aria-hidden="true">more_vert</i>
-                <q-menu v-if="menu === props.row.id" :model-value="true" auto-close @hide="menu = null">
+                <q-menu v-if="menu === props.row.id" :model-value="true" auto-close @hide="closed(props.row.id)"
+                        @vue:before-unmount="closed(props.row.id)">
                   <q-list dense style="min-width: 13rem">
                     <q-item v-for="item in more(props.row)" :key="item.name" clickable :disable="!item.enabled"
                             :title="item.title" @click="act(props.row, item.name)">
@@ -192,6 +193,11 @@ export default {
     remove(id) {
       delete this.byId[id];
       delete this.drafts[id];
+      this.closed(id);
+    },
+    // A row's menu closed (or its row left the screen): forgotten, unless another row's is open by now.
+    closed(id) {
+      if (this.menu === id) this.menu = null;
     },
     usage(texts) {
       for (const [id, text] of Object.entries(texts)) if (this.byId[id]) this.byId[id].usage = text;
@@ -211,7 +217,9 @@ export default {
     clicked(event) {
       const row = this.rowOf(event.target);
       if (!row) return;
-      const name = event.target.closest("[data-act]")?.dataset.act;
+      const control = event.target.closest("[data-act]");
+      if (control?.disabled) return;
+      const name = control?.dataset.act;
       if (name === undefined) this.pick(row);
       else if (name === "activate") this.send("activate", row);
       else if (name === "copy") this.copy(row);

@@ -148,6 +148,7 @@ class InstanceGrid(ui.element, component='instance_grid.js'):
             self.rows[key]['usage'] = text
             self._sent[key] = compact(self.rows[key])
         if changed:
+            self._keep('rows', list(self._sent.values()))
             self.run_method('usage', changed)
 
     def select(self, instance_id: int) -> None:

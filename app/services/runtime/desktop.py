@@ -59,10 +59,11 @@ log = logging.getLogger(__name__)
 
 FIRST_DISPLAY = 100
 LAST_DISPLAY = 499
-# Xvfb's framebuffer, the largest screen a viewer's window can ask for (a 5K window in physical
-# pixels; a larger one gets no picture: Selkies then needs a manual resolution in its side panel).
-# Xvfb keeps the memory of the whole framebuffer (~60 MB here) whatever size the screen has.
-SCREEN = '5120x2880x24'
+# Xvfb's framebuffer, the largest screen a viewer's window can ask for, in physical pixels: 5K
+# wide, and a 4K screen turned upright (a window beyond it gets no picture: Selkies then needs a
+# manual resolution in its side panel). Xvfb keeps the memory of the whole framebuffer (~80 MB)
+# whatever size the screen has.
+SCREEN = '5120x3840x24'
 FIRST_SIZE = '1920x1080'  # the screen until a viewer's window sizes it (set by Selkies' own resize tool)
 FRAMERATE = 15  # capture and encode rate: a still screen with a viewer costs this many captures/s
 FRAMERATE_RANGE = '8-60'  # what the viewer's own setting may pick instead
@@ -229,10 +230,13 @@ def specs(programs: Programs, base: Path, display: int, slug: str, app_url: str)
         f'--user-data-dir={base / "profile"}', '--kiosk', f'--app={app_url}',
     ]  # fmt: skip
     # Through the launcher that idles Selkies' key timers while no key is held (selkies_quiet.py).
-    program = [programs.selkies_python, '-I', str(QUIET_LAUNCHER)] if programs.selkies_python else [programs.selkies]
+    python = [programs.selkies_python, '-I', '-u', str(QUIET_LAUNCHER)]  # -I: no panel module, no PYTHON* variable
+    program = python if programs.selkies_python else [programs.selkies]
     # Xvfb starts at its whole framebuffer: the screen is made FIRST_SIZE until a viewer sizes it.
-    resize = Path(programs.selkies).with_name('selkies-resize')
+    resize = Path(programs.selkies).resolve().with_name('selkies-resize')
     first_size = [str(resize), FIRST_SIZE] if resize.is_file() else None
+    if first_size is None:
+        log.info('no %s: the desktop starts at %s until a viewer sizes it', resize, SCREEN)
     selkies = [
         *program, '--mode', 'websockets', '--unix-socket', str(base / 'selkies.sock'),
         '--enable-basic-auth', 'false', '--subfolder', f'/desktop/{slug}/',
