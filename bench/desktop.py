@@ -4,7 +4,6 @@ CPU with no viewer, with a viewer on a static page and on moving content, the st
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import psutil
 from playwright.sync_api import sync_playwright
 
 from tests.helpers import CHROMIUM, CHROMIUM_ARGS, REPO, Panel
-from tests.test_desktop import FRAME_STATS, wait_desktop
+from tests.test_desktop import FRAME_STATS, desktop_processes, wait_desktop
 
 from .core import PYTHON, Context, Result, median, post, put_blueprint, wait_status
 
@@ -20,17 +19,12 @@ WINDOW = 10.0  # seconds of CPU sampling
 
 
 def _members(panel: Panel, instance_id: int) -> list[psutil.Process]:
-    state = json.loads((panel.data_dir / 'desktops' / str(instance_id) / 'unit.json').read_text())
+    """The unit's four members and their children."""
     found = []
-    for member in state['members']:
-        process = psutil.Process(member['pid'])
+    for pid in desktop_processes(panel.data_dir, instance_id).values():
+        process = psutil.Process(pid)
         found += [process, *process.children(recursive=True)]
     return found
-
-
-def _selkies(panel: Panel, instance_id: int) -> psutil.Process:
-    state = json.loads((panel.data_dir / 'desktops' / str(instance_id) / 'unit.json').read_text())
-    return psutil.Process(next(member['pid'] for member in state['members'] if member['name'] == 'selkies'))
 
 
 def _cpu(processes: list[psutil.Process], window: float) -> float:
@@ -78,7 +72,7 @@ def desktop(ctx: Context) -> list[Result]:
             if run == runs - 1:
                 members = _members(panel, instance_id)
                 time.sleep(3)
-                selkies = _selkies(panel, instance_id)
+                selkies = psutil.Process(desktop_processes(panel.data_dir, instance_id)['selkies'])
                 viewer, _, static_rate = _watch(members, selkies, WINDOW)
                 page.mouse.click(640, 360)  # the keys go to the stream once it was clicked
                 page.keyboard.press('m')  # the Clicker page starts moving a square

@@ -62,10 +62,7 @@ aikore_git_sync "$AITOOLKIT_REPO" "$APP_DIR" "$AITOOLKIT_REF"
 
 # 2. Python environment, PyTorch first (so requirements.txt does not pull a
 #    default build from PyPI), then the trainer's requirements
-PYTHON_BIN="${AITOOLKIT_PYTHON:-}"
-if [[ -z "$PYTHON_BIN" ]]; then
-  PYTHON_BIN=$(aikore_pick_python python3.12 python3.11 python3.10 python3)
-fi
+PYTHON_BIN=$(aikore_python_for "${AITOOLKIT_PYTHON:-}" python3.12 python3.11 python3.10 python3)
 aikore_venv_create "$VENV_DIR" "$PYTHON_BIN"
 if aikore_python_has torch; then
   aikore_log "PyTorch $(python -c 'import torch; print(torch.__version__)') is installed"

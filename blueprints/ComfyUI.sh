@@ -65,10 +65,7 @@ cd "$INSTANCE_DIR"
 aikore_git_sync "$COMFYUI_REPO" "$APP_DIR" "$COMFYUI_REF"
 
 # 2. Python environment
-PYTHON_BIN="${COMFYUI_PYTHON:-}"
-if [[ -z "$PYTHON_BIN" ]]; then
-  PYTHON_BIN=$(aikore_pick_python python3.12 python3.11 python3)
-fi
+PYTHON_BIN=$(aikore_python_for "${COMFYUI_PYTHON:-}" python3.12 python3.11 python3)
 aikore_venv_create "$VENV_DIR" "$PYTHON_BIN"
 
 # 3. PyTorch first (CUDA or CPU wheels), so that requirements.txt does not pull

@@ -61,10 +61,7 @@ aikore_git_sync "$FLUXGYM_REPO" "$APP_DIR" "$FLUXGYM_REF"
 aikore_git_sync "$SD_SCRIPTS_REPO" "$APP_DIR/sd-scripts" "$SD_SCRIPTS_REF"
 
 # 2. Python environment
-PYTHON_BIN="${FLUXGYM_PYTHON:-}"
-if [[ -z "$PYTHON_BIN" ]]; then
-  PYTHON_BIN=$(aikore_pick_python python3.11 python3.10 python3.12 python3)
-fi
+PYTHON_BIN=$(aikore_python_for "${FLUXGYM_PYTHON:-}" python3.11 python3.10 python3.12 python3)
 aikore_venv_create "$VENV_DIR" "$PYTHON_BIN"
 
 # 3. PyTorch first, from the CUDA wheel index and at the versions FluxGym's

@@ -60,10 +60,7 @@ cd "$INSTANCE_DIR"
 aikore_git_sync "$FORGE_REPO" "$APP_DIR" "$FORGE_REF"
 
 # 2. Python environment (launch.py installs into whatever `python` is active)
-PYTHON_BIN="${FORGE_PYTHON:-}"
-if [[ -z "$PYTHON_BIN" ]]; then
-  PYTHON_BIN=$(aikore_pick_python python3.10 python3.11 python3)
-fi
+PYTHON_BIN=$(aikore_python_for "${FORGE_PYTHON:-}" python3.10 python3.11 python3)
 aikore_venv_create "$VENV_DIR" "$PYTHON_BIN"
 
 # 3. Shared models and per-instance outputs

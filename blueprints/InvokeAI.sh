@@ -55,10 +55,7 @@ fi
 cd "$INSTANCE_DIR"
 
 # 1. Python environment (Invoke supports Python 3.11 and 3.12)
-PYTHON_BIN="${INVOKEAI_PYTHON:-}"
-if [[ -z "$PYTHON_BIN" ]]; then
-  PYTHON_BIN=$(aikore_pick_python python3.12 python3.11 python3)
-fi
+PYTHON_BIN=$(aikore_python_for "${INVOKEAI_PYTHON:-}" python3.12 python3.11 python3)
 aikore_venv_create "$VENV_DIR" "$PYTHON_BIN"
 
 # 2. Invoke from PyPI, its PyTorch from the wheel index (pip picks the torch

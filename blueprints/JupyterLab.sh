@@ -53,10 +53,7 @@ JUPYTERLAB_PACKAGES="${JUPYTERLAB_PACKAGES:-jupyterlab ipykernel}"
 cd "$INSTANCE_DIR"
 
 # 1. Python environment
-PYTHON_BIN="${JUPYTERLAB_PYTHON:-}"
-if [[ -z "$PYTHON_BIN" ]]; then
-  PYTHON_BIN=$(aikore_pick_python python3.12 python3.11 python3)
-fi
+PYTHON_BIN=$(aikore_python_for "${JUPYTERLAB_PYTHON:-}" python3.12 python3.11 python3)
 aikore_venv_create "$VENV_DIR" "$PYTHON_BIN"
 
 # 2. JupyterLab (pip skips this while the package list is unchanged)

@@ -69,10 +69,7 @@ aikore_git_sync "$ONETRAINER_REPO" "$APP_DIR" "$ONETRAINER_REF"
 
 # 2. Python environment (3.10 to 3.12, with Tk for the UI) and requirements,
 #    run from the checkout as OneTrainer's installer runs them
-PYTHON_BIN="${ONETRAINER_PYTHON:-}"
-if [[ -z "$PYTHON_BIN" ]]; then
-  PYTHON_BIN=$(aikore_pick_python python3.11 python3.10 python3.12 python3)
-fi
+PYTHON_BIN=$(aikore_python_for "${ONETRAINER_PYTHON:-}" python3.11 python3.10 python3.12 python3)
 aikore_venv_create "$VENV_DIR" "$PYTHON_BIN"
 aikore_python_has tkinter || aikore_die "Python's Tk module is missing (apt-get install python3-tk)"
 aikore_pip_install_requirements "$APP_DIR/requirements-global.txt"

@@ -113,6 +113,18 @@ aikore_pick_python() {
   aikore_die "no Python interpreter found (tried: $*)"
 }
 
+# aikore_python_for CHOSEN CANDIDATE... : CHOSEN (a blueprint's setting, e.g. COMFYUI_PYTHON) when
+# it is set, else the first CANDIDATE that aikore_pick_python accepts.
+aikore_python_for() {
+  local chosen="${1-}"
+  shift
+  if [[ -n "$chosen" ]]; then
+    printf '%s\n' "$chosen"
+  else
+    aikore_pick_python "$@"
+  fi
+}
+
 # aikore_python_has MODULE : return 0 if the active `python` can import MODULE.
 aikore_python_has() {
   python -c 'import importlib, sys; importlib.import_module(sys.argv[1])' "${1:?aikore_python_has: MODULE required}" >/dev/null 2>&1

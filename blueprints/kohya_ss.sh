@@ -58,10 +58,7 @@ aikore_git_sync "$KOHYA_REPO" "$APP_DIR" "$KOHYA_REF"
 aikore_git_submodules "$APP_DIR"
 
 # 2. Python environment
-PYTHON_BIN="${KOHYA_PYTHON:-}"
-if [[ -z "$PYTHON_BIN" ]]; then
-  PYTHON_BIN=$(aikore_pick_python python3.11 python3.10 python3)
-fi
+PYTHON_BIN=$(aikore_python_for "${KOHYA_PYTHON:-}" python3.11 python3.10 python3)
 aikore_venv_create "$VENV_DIR" "$PYTHON_BIN"
 
 # 3. Requirements, as kohya's setup installs them: the Linux file pins PyTorch

@@ -89,3 +89,15 @@ def test_missing_imports_ignore_stdlib_and_local_modules(tmp_path: Path) -> None
 def test_path_modes_of_the_stock_apps() -> None:
     assert parse_metadata((STOCK / 'ComfyUI.sh').read_text(), 'ComfyUI').path_mode == 'strip'
     assert parse_metadata((STOCK / 'FluxGym.sh').read_text(), 'FluxGym').path_mode == 'none'
+
+
+def test_python_for_takes_the_setting_else_the_first_usable_candidate() -> None:
+    """A blueprint's own setting (e.g. COMFYUI_PYTHON) wins; without it, the first candidate that runs."""
+    python = Path(sys.executable).name
+    script = (
+        f'source {FUNCTIONS}; aikore_python_for /opt/chosen/python {python}; '
+        f'aikore_python_for "" no-such-python-x {python}'
+    )
+    env = {**os.environ, 'PATH': f'{Path(sys.executable).parent}:{os.environ["PATH"]}'}
+    result = subprocess.run(['bash', '-c', script], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 0 and result.stdout.split() == ['/opt/chosen/python', python], result

@@ -9,9 +9,10 @@ from typing import Any
 from .. import lifecycle
 from ..models import InstancePublic, InstanceStatus
 from ..services.monitoring.sampler import InstanceStats
-from ..services.net.urls import why_unreachable
+from ..services.net.urls import NOT_STARTED, why_unreachable
 
 ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}
+DESKTOP_OFF = 'Run the app in a persistent desktop (applies at the next start)'
 
 
 def status_color(status: InstanceStatus) -> str:
@@ -108,7 +109,7 @@ def activation(instance: InstancePublic) -> dict[str, Any]:
         return {'activate_label': 'Deactivate', 'activate_color': 'positive' if serving else 'warning',
                 'activate_enabled': True, 'activate_title': title}  # fmt: skip
     enabled = instance.status in lifecycle.ACTIVATABLE and instance.executor != 'slurm'
-    title = f'Map public port {instance.public_port} to {instance.name}' if enabled else 'Start the instance first'
+    title = f'Map public port {instance.public_port} to {instance.name}' if enabled else NOT_STARTED
     if instance.executor == 'slurm':
         title = 'A Slurm instance is reached through the proxy (no public port)'
     return {'activate_label': 'Activate', 'activate_color': 'grey-8', 'activate_enabled': enabled,
@@ -183,7 +184,7 @@ def desktop_text(instance: InstancePublic) -> str:
         return f'Desktop up on display :{instance.persistent_display}'
     if instance.persistent:
         return 'Desktop not running (it starts once the app is ready)'
-    return 'Run the app in a persistent desktop (applies at the next start)'
+    return DESKTOP_OFF
 
 
 # The values most rows have (a stopped instance on its own port): a row goes to the browser
@@ -194,7 +195,7 @@ ROW_DEFAULTS: dict[str, Any] = {
     'gpus': '',
     'autostart': False,
     'persistent': False,
-    'persistent_title': 'Run the app in a persistent desktop (applies at the next start)',
+    'persistent_title': DESKTOP_OFF,
     'status': 'stopped',
     'color': 'grey-7',
     'busy': False,
@@ -222,15 +223,15 @@ ROW_DEFAULTS: dict[str, Any] = {
     'start_stop_title': '',
     'can_restart': False,
     'open_url': '',
-    'open_title': 'Start the instance first',
-    'view_title': 'Start the instance first',
+    'open_title': NOT_STARTED,
+    'view_title': NOT_STARTED,
     'can_view': False,
     'can_delete': True,
     'delete_title': '',
     'activate_label': 'Activate',
     'activate_color': 'grey-8',
     'activate_enabled': False,
-    'activate_title': 'Start the instance first',
+    'activate_title': NOT_STARTED,
 }
 _ABSENT = object()
 

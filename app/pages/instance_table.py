@@ -130,14 +130,17 @@ class InstanceGrid(ui.element, component='instance_grid.js'):
             return
         self.rows[row['id']] = row
         sent = self._sent[row['id']] = compact(row)
-        self._keep('rows', list(self._sent.values()))
+        self._keep_rows()
         self.run_method('upsert', sent)
 
     def drop(self, instance_id: int) -> None:
         if self.rows.pop(instance_id, None) is not None:
             self._sent.pop(instance_id, None)
-            self._keep('rows', list(self._sent.values()))
+            self._keep_rows()
             self.run_method('remove', instance_id)
+
+    def _keep_rows(self) -> None:
+        self._keep('rows', list(self._sent.values()))
 
     def sent(self, instance_id: int) -> dict[str, Any]:
         return self._sent[instance_id]
@@ -148,7 +151,7 @@ class InstanceGrid(ui.element, component='instance_grid.js'):
             self.rows[key]['usage'] = text
             self._sent[key] = compact(self.rows[key])
         if changed:
-            self._keep('rows', list(self._sent.values()))
+            self._keep_rows()
             self.run_method('usage', changed)
 
     def select(self, instance_id: int) -> None:

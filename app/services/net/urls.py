@@ -30,6 +30,7 @@ from ...lifecycle import READY
 from ...models import HOSTNAME_RE, AccessPattern, InstancePublic, InstanceUrls
 
 APP_PATH = '/_aikore/app'  # /_aikore/app/<slug>/<path on the app's origin>: the panel hands the session over
+NOT_STARTED = 'Start the instance first'  # why an instance that does not run has no URL
 
 
 def split_entry(entry: str) -> tuple[str, str | None]:
@@ -125,7 +126,7 @@ def desktop_urls(instance: InstancePublic, entry: str, host: str, entry_port: st
 def why_unreachable(instance: InstancePublic, *, opening: bool = True) -> str:
     """Why Open (``opening``) or View has no URL for this instance now."""
     if not instance.status.is_running:
-        return 'Start the instance first'
+        return NOT_STARTED
     if instance.status not in READY:
         return 'Not ready yet'
     if opening and instance.access_pattern == AccessPattern.PORT and not instance.active:

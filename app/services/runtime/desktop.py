@@ -92,6 +92,7 @@ class Programs:
     selkies: str
     web_root: str
     selkies_python: str = ''  # Selkies' own interpreter, when found: it then runs through QUIET_LAUNCHER
+    selkies_resize: str = ''  # Selkies' resize tool, when found: it sizes the screen before a viewer does
 
 
 QUIET_LAUNCHER = Path(__file__).with_name('selkies_quiet.py')
@@ -148,8 +149,12 @@ def find_programs(settings: Settings) -> Programs:
         missing.append(f'selkies web client (beside {selkies})')
     if missing:
         raise DesktopError(f'persistent desktop unavailable: {", ".join(missing)} not installed')
+    resize = selkies.resolve().with_name('selkies-resize') if selkies else None
+    if resize is not None and not resize.is_file():
+        log.info('no %s: a desktop starts at %s until a viewer sizes it', resize, SCREEN)
+        resize = None
     return Programs(found['Xvfb'] or '', found['openbox'] or '', found['chromium'] or '', found['selkies'] or '',
-                    str(web_root), interpreter_of(selkies) if selkies else '')  # fmt: skip
+                    str(web_root), interpreter_of(selkies) if selkies else '', str(resize or ''))  # fmt: skip
 
 
 def folder(settings: Settings, instance_id: int) -> Path:
@@ -233,10 +238,7 @@ def specs(programs: Programs, base: Path, display: int, slug: str, app_url: str)
     python = [programs.selkies_python, '-I', '-u', str(QUIET_LAUNCHER)]  # -I: no panel module, no PYTHON* variable
     program = python if programs.selkies_python else [programs.selkies]
     # Xvfb starts at its whole framebuffer: the screen is made FIRST_SIZE until a viewer sizes it.
-    resize = Path(programs.selkies).resolve().with_name('selkies-resize')
-    first_size = [str(resize), FIRST_SIZE] if resize.is_file() else None
-    if first_size is None:
-        log.info('no %s: the desktop starts at %s until a viewer sizes it', resize, SCREEN)
+    first_size = [programs.selkies_resize, FIRST_SIZE] if programs.selkies_resize else None
     selkies = [
         *program, '--mode', 'websockets', '--unix-socket', str(base / 'selkies.sock'),
         '--enable-basic-auth', 'false', '--subfolder', f'/desktop/{slug}/',
