@@ -40,6 +40,17 @@ def shared_panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Panel]:
         running.stop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used the Slurm cluster shows the end of its daemons' logs (the cluster's
+    folder is gone when the session ends)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    cluster = getattr(item, 'funcargs', {}).get('slurm_cluster')
+    if report.when == 'call' and report.failed and isinstance(cluster, SlurmCluster):
+        report.sections.append(('Slurm daemons (end of their logs)', cluster.log_tails()))
+
+
 @pytest.fixture(scope='session')
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     """A real Slurm (munged, slurmctld, two slurmd nodes with two fake GPUs each) for the session;

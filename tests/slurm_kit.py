@@ -86,12 +86,17 @@ class SlurmCluster:
             tail = self._tail(name)
             raise AssertionError(f'Slurm could not start here: {name} exited with {process.returncode}{tail}')
 
-    def _tail(self, name: str) -> str:
+    def _tail(self, name: str = '') -> str:
+        """The end of each daemon's log (all of them, or those whose file names ``name``)."""
         texts = []
-        for log in (self.root / 'log').glob('*'):
+        for log in sorted((self.root / 'log').glob('*')):
             if name in log.name:
                 texts.append(f'\n--- {log.name}:\n' + log.read_text(errors='replace')[-2000:])
         return ''.join(texts)
+
+    def log_tails(self) -> str:
+        """For a failed test's report: the cluster's folder goes with the session."""
+        return self._tail()
 
     def _end(self, name: str) -> None:
         process = self.processes.pop(name, None)
