@@ -353,6 +353,7 @@ def test_activation_while_starting_and_a_killed_forwarder(net: Panel) -> None:
     wait_for(lambda: echo_name(f'http://127.0.0.1:{port}/') == 'slowpoke', 5, what='the port to open when ready')
     # A forwarder killed from outside is replaced.
     state = net.data_dir / 'ports' / f'{port}.json'
+    wait_for(state.exists, 5, what='the forwarder recorded')  # written once it listens: a moment after it answers
     old = json.loads(state.read_text())['pid']
     os.killpg(old, signal.SIGKILL)
     wait_for(lambda: state.exists() and json.loads(state.read_text())['pid'] != old, 10, what='a new forwarder')
