@@ -51,6 +51,10 @@ class SlurmCluster:
             list(args), env={**os.environ, **self.env}, capture_output=True, text=True, timeout=timeout, check=False
         )
 
+    def queue(self) -> str:
+        """Every job Slurm knows of: id, name, state, reason, node (for a failure's message)."""
+        return self.command('squeue', '-h', '-t', 'all', '-o', '%i|%j|%T|%r|%N').stdout.strip()
+
     def node_states(self) -> dict[str, str]:
         result = self.command('sinfo', '-h', '-N', '-o', '%N %t')
         states = {}

@@ -95,9 +95,17 @@ def test_slurm_instances_queue_run_route_stop_and_readopt(tmp_path: Path, slurm_
 
         start(panel, ids[2])
         submitted = time.monotonic()
-        queued = wait_for(
-            lambda: (i := panel.instance(ids[2]))['status_detail'] == 'queued: Resources' and i, 30, what='Resources'
-        )
+        seen: set[str] = set()  # what the panel said meanwhile, for a failure's message
+
+        def waits_for_resources() -> dict[str, Any] | None:
+            instance = panel.instance(ids[2])
+            seen.add(f'{instance["status"]}: {instance["status_detail"]}')
+            return instance if instance['status_detail'] == 'queued: Resources' else None
+
+        try:
+            queued = wait_for(waits_for_resources, 30, what='Resources')
+        except AssertionError as exc:
+            raise AssertionError(f'{exc}; the panel said {sorted(seen)}; squeue: {slurm_cluster.queue()}') from exc
         assert queued['status'] == 'queued'
         # The stall timer starts when the job runs, not when it is submitted: still queued (not
         # stalled) well past its stall timeout.
