@@ -115,6 +115,11 @@ def test_the_restored_row_is_scrolled_into_view(browser: Browser, panel: Panel) 
 def test_a_phone_keeps_messages_off_the_dialog_buttons(browser: Browser, panel: Panel) -> None:
     goner = panel.create('goner')['id']
     page = logged_in(browser, panel, 390, 844)
+    port = row(page, goner).get_by_label('Public port')  # the number shows over Activate
+    expect(port).to_have_value(str(panel.instance(goner)['public_port']))
+    assert hit(page, port) and hit(page, row(page, goner).get_by_role('button', name='Activate'))
+    width = page.evaluate('document.scrollingElement.scrollWidth')
+    assert width <= 390, f'the page is {width} px wide on a 390 px phone'
     action(page, goner, 'delete').click()
     page.get_by_role('dialog').get_by_role('button', name='Delete').last.click()
     message = page.get_by_text('goner moved to the trash')

@@ -86,7 +86,7 @@ export default {
           </td>
           <td :class="cells.port">
             <span class="aikore-port">
-              <input class="aikore-cell aikore-narrow aikore-minor" type="number" :value="value(props.row, 'port')"
+              <input class="aikore-cell aikore-narrow" type="number" :value="value(props.row, 'port')"
                      aria-label="Public port" :title="props.row.port_title" data-edit="port">
               <i v-if="props.row.port_shared" class="material-icons notranslate aikore-shared aikore-minor"
                  :title="props.row.port_shared" aria-label="Shared port">group_work</i>

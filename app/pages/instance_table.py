@@ -72,7 +72,7 @@ select.aikore-access { width: auto; cursor: pointer; }
 .aikore-status, .aikore-port { display: inline-flex; align-items: center; gap: 4px; white-space: nowrap; }
 .aikore-actions { display: inline-flex; align-items: center; white-space: nowrap; }
 /* A row with unsaved changes: Update and Revert on a line under the icons (nothing moves or is covered). */
-.aikore-edits { display: flex; gap: 4px; padding: 2px 0; }
+.aikore-edits { display: flex; flex-wrap: wrap; gap: 4px; padding: 2px 0; }
 .aikore-update, .aikore-revert { border: 0; border-radius: 4px; font-size: 12px; padding: 2px 8px; cursor: pointer; }
 .aikore-update { background: var(--q-primary); color: white; }
 .aikore-revert { background: rgba(128, 128, 128, 0.25); color: inherit; }
@@ -102,6 +102,7 @@ select.aikore-access { width: auto; cursor: pointer; }
   .aikore-grid .aikore-minor { display: none; }
   .aikore-grid .aikore-actions { flex-wrap: wrap; max-width: 106px; white-space: normal; }
   .aikore-grid .aikore-cell { width: 5rem; }
+  .aikore-grid .aikore-port { flex-direction: column; align-items: flex-start; gap: 2px; }  /* number over Activate */
   .aikore-grid td, .aikore-grid th { padding: 2px 3px !important; }
   .aikore-filter { width: 10rem; }
   /* A phone's dialogs fill the screen down to their buttons: messages go to the top corner there. */
