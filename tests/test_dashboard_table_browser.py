@@ -133,3 +133,24 @@ def test_a_phone_keeps_messages_off_the_dialog_buttons(browser: Browser, panel: 
     create.scroll_into_view_if_needed()
     assert hit(page, create), 'a message covers the Create button'
     page.context.close()
+
+
+# The boxes of the monitor chart's time labels and of its legend that overlap (Plotly's SVG).
+LABELS_ON_LEGEND = """() => {
+  const plot = document.querySelector('.js-plotly-plot');
+  const legend = plot.querySelector('.legend').getBoundingClientRect();
+  return [...plot.querySelectorAll('.xtick text')].map(t => t.getBoundingClientRect())
+    .filter(b => b.width && b.left < legend.right && legend.left < b.right)
+    .filter(b => b.top < legend.bottom && legend.top < b.bottom)
+    .length;
+}"""
+
+
+def test_the_monitor_labels_keep_off_the_legend(browser: Browser, panel: Panel) -> None:
+    page = logged_in(browser, panel)
+    for width, height in ((1280, 800), (1024, 768), (768, 1024)):
+        page.set_viewport_size({'width': width, 'height': height})
+        expect(page.locator('.js-plotly-plot .legend').first).to_be_visible(timeout=15000)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .xtick text').length > 1")
+        assert page.evaluate(LABELS_ON_LEGEND) == 0, f'time labels over the legend at {width} px'
+    page.context.close()
