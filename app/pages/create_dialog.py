@@ -13,6 +13,7 @@ from ..services.catalog.blueprints import Blueprint
 from ..services.core import Core
 from ..services.errors import InvalidInput, ServiceError
 from .feedback import attempt, notify, rule_error
+from .instance_rows import NO_GPU
 
 _name_rule = rule_error(validation.instance_name)
 ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}  # as in the table
@@ -75,7 +76,7 @@ async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
             gpus.classes('w-full').mark('create-gpus')
         else:
             gpus = ui.input('GPUs (e.g. 0,1)', value='').classes('w-full').mark('create-gpus')
-            gpu_hint = ui.label('No GPU detected: CUDA_VISIBLE_DEVICES will name a GPU this machine does not have')
+            gpu_hint = ui.label(f'No GPU detected: {NO_GPU}')
             gpu_hint.classes('text-xs text-warning').mark('create-gpu-warning')
             gpu_hint.bind_visibility_from(gpus, 'value', backward=bool)
         with ui.row().classes('w-full'):

@@ -27,6 +27,11 @@ const COLUMNS = [
 // The classes Quasar's q-td gives each cell: plain cells are cheaper to render than one
 // component each (11 a row).
 const CELLS = Object.fromEntries(COLUMNS.map((col) => [col.name, `q-td text-${col.align}${col.classes ? " " + col.classes : ""}`]));
+// The name and the actions stay in view when a narrow window scrolls the table sideways.
+CELLS.name += " aikore-stick-left";
+CELLS.actions += " aikore-stick-right";
+COLUMNS[0].headerClasses = "aikore-stick-left";
+COLUMNS[COLUMNS.length - 1].headerClasses = "aikore-stick-right";
 const EDITABLE = ["name", "gpus", "autostart", "persistent", "port", "restart_policy"];
 
 export default {
@@ -40,7 +45,8 @@ export default {
       <template v-slot:top>
         <input class="aikore-filter" type="search" placeholder="Filter: name, blueprint, status, port"
                aria-label="Filter instances" :value="filter" @input="filter = $event.target.value">
-        <span class="text-xs opacity-60 q-ml-sm">{{ list.length }} instance{{ list.length === 1 ? "" : "s" }}</span>
+        <span class="text-xs opacity-60 q-ml-sm aikore-count">{{ countText }}</span>
+        <span v-if="filter && !matching" class="text-xs text-warning q-ml-sm aikore-no-match">No instance matches “{{ filter }}”</span>
       </template>
       <template v-slot:header-cell="props">
         <q-th :props="props" :title="props.col.title || ''">{{ props.col.label }}</q-th>
@@ -80,7 +86,7 @@ export default {
           </td>
           <td :class="cells.port">
             <span class="aikore-port">
-              <input class="aikore-cell aikore-narrow aikore-minor" type="number" :value="value(props.row, 'port')"
+              <input class="aikore-cell aikore-narrow" type="number" :value="value(props.row, 'port')"
                      aria-label="Public port" :title="props.row.port_title" data-edit="port">
               <i v-if="props.row.port_shared" class="material-icons notranslate aikore-shared aikore-minor"
                  :title="props.row.port_shared" aria-label="Shared port">group_work</i>
@@ -111,9 +117,8 @@ export default {
           </td>
           <td :class="cells.actions">
             <span class="aikore-actions">
-              <button v-if="changed(props.row)" type="button" class="aikore-update" data-act="save">Update</button>
               <span v-for="action in actions(props.row)" :key="action.name" :title="action.title">
-                <button type="button" class="aikore-action" :class="action.color" :aria-label="action.label"
+                <button type="button" class="aikore-action" :class="action.enabled ? action.color : ''" :aria-label="action.label"
                         :disabled="!action.enabled" :data-act="action.name">
                   <i class="material-icons notranslate" aria-hidden="true">{{ action.icon }}</i>
                 </button>
@@ -132,6 +137,10 @@ export default {
                 </q-menu>
               </button>
             </span>
+            <div v-if="changed(props.row)" class="aikore-edits">
+              <button type="button" class="aikore-update" data-act="save">Update</button>
+              <button type="button" class="aikore-revert" data-act="revert" title="Drop the changes in this row">Revert</button>
+            </div>
           </td>
         </tr>
       </template>
@@ -169,6 +178,14 @@ export default {
     accessOptions() {
       return this.access_options;
     },
+    // How many rows the filter keeps (the table filters the same way).
+    matching() {
+      return this.filter ? this.filterRows(this.list, this.filter).length : this.list.length;
+    },
+    countText() {
+      const total = `${this.list.length} instance${this.list.length === 1 ? "" : "s"}`;
+      return this.filter ? `${this.matching} of ${total}` : total;
+    },
   },
   watch: {
     rows(rows) {
@@ -205,8 +222,24 @@ export default {
     saved(id) {
       delete this.drafts[id];
     },
+    // Picked by the server (a row's action, or the last visit's choice restored): the row is
+    // brought into view when it is not on screen.
     select(id) {
       this.current = id;
+      this.$nextTick(() => this.reveal(id));
+    },
+    reveal(id) {
+      const table = this.$refs.table;
+      const scroller = this.$el.querySelector(".q-table__middle");
+      const tr = this.$el.querySelector(`tr[data-id="${id}"]`);
+      if (!table || !scroller) return;
+      if (tr) {
+        const box = tr.getBoundingClientRect();
+        const view = scroller.getBoundingClientRect();
+        if (box.top >= view.top + 30 && box.bottom <= view.bottom) return; // under the sticky header counts as hidden
+      }
+      const index = (table.computedRows || []).findIndex((row) => row.id === id);
+      if (index >= 0) table.scrollTo(index, "center-force");
     },
     // -- events of the rows: one listener each on the table, not one per control ------------
     rowOf(element) {
@@ -224,6 +257,7 @@ export default {
       else if (name === "activate") this.send("activate", row);
       else if (name === "copy") this.copy(row);
       else if (name === "save") this.save(row);
+      else if (name === "revert") this.saved(row.id);
       else if (name === "more") this.menu = row.id;
       else this.act(row, name);
     },

@@ -11,6 +11,8 @@ from ..models import InstancePublic, InstanceStatus
 from ..services.monitoring.sampler import InstanceStats
 from ..services.net.urls import NOT_STARTED, why_unreachable
 
+# Said wherever GPUs are chosen on a machine where none is detected (create dialog, row edits).
+NO_GPU = 'CUDA_VISIBLE_DEVICES will name a GPU this machine does not have'
 ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}
 DESKTOP_OFF = 'Run the app in a persistent desktop (applies at the next start)'
 

@@ -28,7 +28,7 @@ from ..services.errors import Conflict, InvalidInput, ServiceError
 from ..services.monitoring.sampler import Sample
 from . import family_dialogs
 from .feedback import attempt, confirm, notify
-from .instance_rows import ACCESS_LABELS, ROW_DEFAULTS, compact, row_data, usage_text
+from .instance_rows import ACCESS_LABELS, NO_GPU, ROW_DEFAULTS, compact, row_data, usage_text
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ FIELDS = {
 STYLE = """
 .aikore-grid { height: 100%; }
 .aikore-grid .q-table__top { padding: 0 0 4px 0; }
-.aikore-grid thead tr th { position: sticky; top: 0; z-index: 1; background: var(--aikore-surface, white); }
-.body--dark .aikore-grid thead tr th { background: var(--q-dark-page, #121212); }
+.aikore-grid thead tr th { position: sticky; top: 0; z-index: 1; background: var(--aikore-cell-bg); }
 .aikore-grid td, .aikore-grid th { padding: 2px 4px !important; height: 36px; }
 .aikore-grid tr.aikore-selected td { background: rgba(25, 118, 210, 0.12); }
 .aikore-filter { border: 1px solid rgba(128, 128, 128, 0.4); border-radius: 4px; padding: 2px 8px; width: 18rem;
@@ -71,24 +70,43 @@ select.aikore-access { width: auto; cursor: pointer; }
 .aikore-activate:focus-visible { outline: 2px solid var(--q-primary); outline-offset: 1px; }
 .aikore-activate:disabled { opacity: 0.45; cursor: not-allowed; box-shadow: none; }
 .aikore-status, .aikore-port { display: inline-flex; align-items: center; gap: 4px; white-space: nowrap; }
-.aikore-actions { display: inline-flex; align-items: center; white-space: nowrap; position: relative; }
-.aikore-update { position: absolute; right: 100%; margin-right: 4px; border: 0; border-radius: 4px;
-  background: var(--q-primary); color: white; font-size: 12px; padding: 2px 8px; cursor: pointer; }
+.aikore-actions { display: inline-flex; align-items: center; white-space: nowrap; }
+/* A row with unsaved changes: Update and Revert on a line under the icons (nothing moves or is covered). */
+.aikore-edits { display: flex; flex-wrap: wrap; gap: 4px; padding: 2px 0; }
+.aikore-update, .aikore-revert { border: 0; border-radius: 4px; font-size: 12px; padding: 2px 8px; cursor: pointer; }
+.aikore-update { background: var(--q-primary); color: white; }
+.aikore-revert { background: rgba(128, 128, 128, 0.25); color: inherit; }
+/* Name and actions stay in view when a narrow window scrolls the table sideways (opaque, so
+   the cells passing under them do not show through). */
+.aikore-grid { --aikore-cell-bg: white; }
+.body--dark .aikore-grid { --aikore-cell-bg: var(--q-dark, #1d1d1d); }  /* the table's own surface */
+.aikore-grid .aikore-stick-left, .aikore-grid .aikore-stick-right { position: sticky; z-index: 1;
+  background: var(--aikore-cell-bg); }
+.aikore-grid .aikore-stick-left { left: 0; }
+.aikore-grid .aikore-stick-right { right: 0; }
+.aikore-grid thead th.aikore-stick-left, .aikore-grid thead th.aikore-stick-right { z-index: 2; }
+.aikore-grid tr.aikore-selected td.aikore-stick-left, .aikore-grid tr.aikore-selected td.aikore-stick-right {
+  background: linear-gradient(rgba(25, 118, 210, 0.12), rgba(25, 118, 210, 0.12)), var(--aikore-cell-bg); }
 .aikore-action {
   width: 26px; height: 26px; border: 0; border-radius: 50%; padding: 0; background: transparent;
   color: inherit; cursor: pointer; display: inline-flex; align-items: center; justify-content: center;
 }
 .aikore-action:hover:not(:disabled) { background: rgba(128, 128, 128, 0.2); }
 .aikore-action:focus-visible { outline: 2px solid var(--q-primary); }
-.aikore-action:disabled { opacity: 0.2; filter: grayscale(1); cursor: not-allowed; }
+/* Disabled: in the text's colour (a dimmed red or green vanished on dark), at 0.3 (Quasar's own
+   [disabled] rule holds opacity at 0.6 with !important; the filter halves that). */
+.aikore-action:disabled { filter: opacity(0.5); cursor: not-allowed; }
 .aikore-action .material-icons { font-size: 18px; }
 .aikore-grid td.aikore-satellite { padding-left: 1.2rem !important; }
 @media (max-width: 599px) {
   .aikore-grid .aikore-minor { display: none; }
   .aikore-grid .aikore-actions { flex-wrap: wrap; max-width: 106px; white-space: normal; }
   .aikore-grid .aikore-cell { width: 5rem; }
+  .aikore-grid .aikore-port { flex-direction: column; align-items: flex-start; gap: 2px; }  /* number over Activate */
   .aikore-grid td, .aikore-grid th { padding: 2px 3px !important; }
   .aikore-filter { width: 10rem; }
+  /* A phone's dialogs fill the screen down to their buttons: messages go to the top corner there. */
+  .q-notifications__list--bottom { top: 0; bottom: auto; justify-content: flex-start !important; }
 }
 """
 
@@ -327,6 +345,8 @@ class InstanceTable:
             self.offer_restart(public, [RESTART_LABELS[key] for key in changes if key in RESTART_FIELDS])
         elif instance.active and not shown.active:
             notify(f'{public.name} updated; its public port changed, so it was deactivated', type='warning')
+        elif public.gpu_ids and 'gpu_ids' in changes and not await asyncio.to_thread(self.core.instances.gpu_count):
+            notify(f'{public.name} updated; no GPU is detected here: {NO_GPU}', type='warning', multi_line=True)
         else:
             notify(f'{public.name} updated', type='positive')
 

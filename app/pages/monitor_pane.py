@@ -39,7 +39,8 @@ def chart(title: str, traces: list[dict[str, Any]], y_title: str, y_range: list[
             'paper_bgcolor': 'rgba(0,0,0,0)',
             'plot_bgcolor': 'rgba(0,0,0,0)',
             'font': {'color': '#9ca3af', 'size': 11},
-            'xaxis': {'type': 'date', 'gridcolor': '#333'},
+            # Times only, a few and level: a date line or slanted labels ran into the legend in narrow panes.
+            'xaxis': {'type': 'date', 'gridcolor': '#333', 'tickformat': '%H:%M:%S', 'nticks': 4, 'tickangle': 0},
             'yaxis': yaxis,
             'legend': {'orientation': 'h', 'y': -0.25},
             'showlegend': True,
