@@ -136,9 +136,13 @@ async def dashboard() -> None:
                     monitor_area = ui.column().classes('w-full h-full p-2 gap-1 overflow-y-auto aikore-monitor')
 
     def changed(instance: InstancePublic) -> None:
+        """Every change of an instance: its row, and the tools showing it (a rename retitles them)."""
         shown = table.apply(instance)
         if tools_ready:
             view.changed(shown)
+            script.changed(shown)
+            terminal.changed(shown)
+            logs.changed(shown)
 
     def routes_changed(_: None) -> None:
         table.refresh_urls()
@@ -146,8 +150,11 @@ async def dashboard() -> None:
             view.changed(with_urls(view.instance))
 
     def removed(instance_id: int) -> None:
+        """An instance was deleted (moved to the trash): the tools showing it let go of it."""
         table.removed(instance_id)
         if tools_ready:
+            for tool in (logs, script, view, terminal):
+                tool.forget(instance_id)
             trash.refresh_soon()
 
     client = ui.context.client

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from nicegui import ui
+from nicegui import background_tasks, ui
 
 from ..models import InstancePublic
 from ..services.consoles.log_stream import LogText, skipped_marker
 from ..services.core import Core
 
+PICK = 'Pick an instance (its Logs button)'
 PAUSED_KEEP = 512 * 1024  # text held while paused; older text is dropped (and counted)
 TERMINAL_OPTIONS = {'convertEol': True, 'scrollback': 20000, 'disableStdin': True, 'fontSize': 13}
 
@@ -26,7 +27,7 @@ class LogView:
         self.paused_dropped = 0  # lines dropped from the paused text
         self.following = True
         with ui.row().classes('items-center w-full gap-2'):
-            self.title = ui.label('Pick an instance (its Logs button)').classes('font-medium')
+            self.title = ui.label(PICK).classes('font-medium')
             ui.space()
             self.follow = ui.button('Pause', icon='pause', on_click=self.toggle_follow).props('flat dense')
             self.search = ui.input(placeholder='Search').props('dense clearable').classes('w-40')
@@ -52,6 +53,20 @@ class LogView:
         )
         if replay:
             self.terminal.write(replay)
+
+    def changed(self, instance: InstancePublic) -> None:
+        """A renamed instance: its log now lives under the new name, followed from there."""
+        if self.instance is not None and self.instance.id == instance.id and self.instance.name != instance.name:
+            self.stop()
+            background_tasks.create(self.show(instance), name='logs follow a rename')
+
+    def forget(self, instance_id: int) -> None:
+        """The shown instance was deleted: stop following it, back to the empty view."""
+        if self.instance is None or self.instance.id != instance_id:
+            return
+        self.stop()
+        self.title.set_text(PICK)
+        self.terminal.run_terminal_method('reset')
 
     def _received(self, item: LogText) -> None:
         if item.reset:

@@ -17,6 +17,7 @@ from ..services.consoles.terminals import Terminal
 from ..services.core import Core
 from .feedback import attempt
 
+PICK = 'Pick an instance (its Terminal button)'
 TERMINAL_OPTIONS = {'cursorBlink': True, 'scrollback': 5000, 'fontSize': 13, 'convertEol': False}
 # Fit the terminal whenever its box changes size (splitter drag, window resize, tab shown).
 FOLLOW_SIZE_JS = """
@@ -39,7 +40,7 @@ class TerminalView:
         self._generation = 0
         self._decoder = terminals.utf8_decoder()
         with ui.row().classes('items-center w-full gap-2'):
-            self.title = ui.label('Pick an instance (its Terminal button)').classes('font-medium')
+            self.title = ui.label(PICK).classes('font-medium')
             ui.space()
             self.restart = ui.button('New shell', icon='restart_alt', on_click=self.reopen).props('flat dense')
             self.restart.mark('terminal-new-shell')
@@ -59,6 +60,22 @@ class TerminalView:
         self.instance = instance
         self.title.set_text(f'Terminal · {instance.name}')
         await self._open()
+
+    def changed(self, instance: InstancePublic) -> None:
+        """A rename: the title follows (the shell's folder moved with the instance)."""
+        if self.instance is not None and self.instance.id == instance.id:
+            self.instance = instance
+            self.title.set_text(f'Terminal · {instance.name}')
+
+    def forget(self, instance_id: int) -> None:
+        """The shown instance was deleted: its shell ends, back to the empty view."""
+        if self.instance is None or self.instance.id != instance_id:
+            return
+        self.close()
+        self.instance = None
+        self.title.set_text(PICK)
+        self.terminal.run_terminal_method('reset')
+        self._buttons()
 
     async def reopen(self) -> None:
         if self.instance is not None:
