@@ -96,7 +96,16 @@ def test_token_link_gives_a_session(browser: Browser, panel: Panel) -> None:
     panel.put_blueprint('Quick', python_server_blueprint())
     other = panel.create('other', blueprint='Quick')['id']
     expect(row(page, other)).to_have_count(1, timeout=15000)  # the websocket works: rows are pushed
+    page.goto(f'{panel.url}/?token={panel.token}')  # the same link again, now logged in
+    expect(page).to_have_url(f'{panel.url}/')
+    expect(row(page, instance)).to_have_count(1, timeout=15000)
+    page.goto(f'{panel.url}/blueprints?token=wrong')  # a wrong token, logged in: gone from the address too
+    expect(page).to_have_url(f'{panel.url}/blueprints')
     page.context.close()
+    fresh = browser.new_context().new_page()
+    fresh.goto(f'{panel.url}/?token=wrong')  # not logged in: the login page, the token not kept
+    expect(fresh).to_have_url(f'{panel.url}/login?next=/')
+    fresh.context.close()
 
 
 def page_height(page: Page) -> list[int]:
