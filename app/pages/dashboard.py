@@ -126,7 +126,7 @@ async def dashboard() -> None:
                     with ui.tabs(value=chosen).props(tab_props).classes('w-full') as tabs:
                         for name in TABS:
                             ui.tab(name)
-                    tabs.on_value_change(lambda e: remember('tab', e.value))
+                    tabs.on_value_change(lambda e: tab_chosen(str(e.value)))
                     # The panels follow the tabs (``tab_panels(tabs)`` binds them): given the same
                     # value, so that binding does not copy an empty one back onto the tabs.
                     with ui.tab_panels(tabs, value=chosen).classes('w-full grow') as panels:
@@ -134,6 +134,11 @@ async def dashboard() -> None:
                     panels.props('animated=false')
                 with tools_split.after:
                     monitor_area = ui.column().classes('w-full h-full p-2 gap-1 overflow-y-auto aikore-monitor')
+
+    def tab_chosen(tab: str) -> None:
+        remember('tab', tab)
+        if tools_ready and tab == 'Trash':
+            trash.shown()
 
     def changed(instance: InstancePublic) -> None:
         """Every change of an instance: its row, and the tools showing it (a rename retitles them)."""
@@ -156,6 +161,8 @@ async def dashboard() -> None:
             for tool in (logs, script, view, terminal):
                 tool.forget(instance_id)
             trash.refresh_soon()
+            if tabs.value == 'Trash':
+                trash.shown()
 
     client = ui.context.client
     unsubscribe = [
@@ -185,6 +192,8 @@ async def dashboard() -> None:
     with tab_panels['Trash']:
         trash = TrashView(core)
     tools_ready = True
+    if tabs.value == 'Trash':
+        trash.shown()
     with monitor_area:
         MonitorPane(core)
     await restore_selection(table, select)
