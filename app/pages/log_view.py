@@ -11,6 +11,7 @@ from nicegui import background_tasks, ui
 from ..models import InstancePublic
 from ..services.consoles.log_stream import LogText, skipped_marker
 from ..services.core import Core
+from .xterm_fit import FIT_CSS, follow_size
 
 PICK = 'Pick an instance (its Logs button)'
 PAUSED_KEEP = 512 * 1024  # text held while paused; older text is dropped (and counted)
@@ -37,7 +38,10 @@ class LogView:
             self.download = ui.button(icon='download', on_click=self.download_log).props('flat dense round')
             self.download.tooltip('Download the full log')
             ui.button(icon='clear_all', on_click=self.clear).props('flat dense round').tooltip('Clear the view')
-        self.terminal = ui.xterm(TERMINAL_OPTIONS).classes('w-full h-full min-h-[16rem]').mark('log-terminal')
+        self.terminal = ui.xterm(TERMINAL_OPTIONS).classes('w-full h-full min-h-[16rem] aikore-xterm')
+        self.terminal.mark('log-terminal')
+        ui.add_css(FIT_CSS)
+        follow_size(self.terminal)
         self.match_line = -1
         ui.context.client.on_delete(self.stop)
 

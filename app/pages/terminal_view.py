@@ -16,18 +16,10 @@ from ..services.consoles import terminals
 from ..services.consoles.terminals import Terminal
 from ..services.core import Core
 from .feedback import attempt
+from .xterm_fit import FIT_CSS, follow_size
 
 PICK = 'Pick an instance (its Terminal button)'
 TERMINAL_OPTIONS = {'cursorBlink': True, 'scrollback': 5000, 'fontSize': 13, 'convertEol': False}
-# Fit the terminal whenever its box changes size (splitter drag, window resize, tab shown).
-FOLLOW_SIZE_JS = """
-const view = getElement(%d);
-if (view && !view.aikoreResize) {
-    view.aikoreResize = new ResizeObserver(() => { if (view.$el.offsetWidth > 0) view.fit(); });
-    view.aikoreResize.observe(view.$el);
-}
-if (view && view.$el.offsetWidth > 0) view.fit();
-"""
 
 
 class TerminalView:
@@ -47,7 +39,9 @@ class TerminalView:
             self.end = ui.button('End shell', icon='close', on_click=self.end_shell).props('flat dense')
             self.end.mark('terminal-end-shell')
         self.terminal = ui.xterm(TERMINAL_OPTIONS, on_data=self._typed, on_resize=self._resized)
-        self.terminal.classes('w-full h-full min-h-[16rem]').mark('terminal')
+        self.terminal.classes('w-full h-full min-h-[16rem] aikore-xterm').mark('terminal')
+        ui.add_css(FIT_CSS)
+        follow_size(self.terminal)  # also before any shell: the pane's size is the PTY's first size
         self._buttons()
         ui.context.client.on_delete(self.close)  # tab or page closed: the shell ends
 
@@ -110,7 +104,7 @@ class TerminalView:
 
     def fit(self) -> None:
         """Size the terminal to its pane and keep following the pane."""
-        self.terminal.client.run_javascript(FOLLOW_SIZE_JS % self.terminal.id)
+        follow_size(self.terminal)
 
     def _typed(self, event: events.XtermDataEventArguments) -> None:
         if self.shell is not None:
