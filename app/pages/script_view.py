@@ -10,7 +10,7 @@ from nicegui import ui
 from ..models import InstancePublic
 from ..services.catalog import validation
 from ..services.core import Core
-from .feedback import attempt, confirm, rule_error, succeeded
+from .feedback import attempt, confirm, notify, rule_error, succeeded
 
 PICK = 'Pick an instance (its Script button)'
 
@@ -98,6 +98,8 @@ class ScriptView:
 
     async def save(self) -> bool:
         if self.instance is None:
+            if self.orphaned is not None:  # Ctrl/Cmd-S on the edit of a deleted instance
+                notify(f'{self.orphaned} was moved to the trash: this script cannot be saved to it', type='warning')
             return False
         text = self.editor.value
         if not await succeeded(self.core.instances.write_script(self.instance.id, text.encode()), 'Script saved'):

@@ -56,10 +56,14 @@ class TerminalView:
         await self._open()
 
     def changed(self, instance: InstancePublic) -> None:
-        """A rename: the title follows (the shell's folder moved with the instance)."""
+        """A rename: the title follows; an open shell says that it still has the old name."""
         if self.instance is not None and self.instance.id == instance.id:
+            renamed = self.instance.name != instance.name
             self.instance = instance
             self.title.set_text(f'Terminal · {instance.name}')
+            if renamed and self.shell is not None:
+                self._notice(f'Renamed to {instance.name}: this shell keeps the old name and folder path; '
+                             'End shell, then New shell, for the new ones')  # fmt: skip
 
     def forget(self, instance_id: int) -> None:
         """The shown instance was deleted: its shell ends, back to the empty view."""
