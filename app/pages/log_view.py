@@ -52,9 +52,13 @@ class LogView:
         self.instance = instance
         self.title.set_text(f'Logs · {instance.name}')
         self.terminal.run_terminal_method('reset')
-        replay, self._unfollow = await self.core.log_streams.follow(
+        replay, unfollow = await self.core.log_streams.follow(
             self.core.instances.log_file(instance.name), self._received
         )
+        if self.instance is not instance:  # another instance picked, or this one deleted, meanwhile
+            unfollow()
+            return
+        self._unfollow = unfollow
         if replay:
             self.terminal.write(replay)
 
