@@ -50,7 +50,7 @@ def test_delete_says_so_and_logs_no_error(browser: Browser, panel: Panel) -> Non
     goner = panel.create('goner')['id']
     page = logged_in(browser, panel)
     action(page, goner, 'terminal').click()
-    expect(page.locator('.xterm-rows').last).to_contain_text('goner', timeout=15000)  # a live shell in its folder
+    expect(page.get_by_role('button', name='End shell')).to_be_visible(timeout=15000)  # a live shell
     action(page, goner, 'delete').click()
     page.get_by_role('dialog').get_by_role('button', name='Delete').last.click()
     expect(page.get_by_text('goner moved to the trash')).to_be_visible(timeout=10000)
@@ -58,6 +58,7 @@ def test_delete_says_so_and_logs_no_error(browser: Browser, panel: Panel) -> Non
     expect(page.get_by_text('Pick an instance (its Terminal button)')).to_be_visible()  # the tool let go
     expect(page.get_by_text('Terminal · goner')).to_have_count(0)
     expect(page.get_by_role('button', name='New shell')).to_be_hidden()
+    expect(page.get_by_role('button', name='End shell')).to_be_hidden()  # the shell ended
     page.context.close()
     assert errors_logged(panel) == []
 

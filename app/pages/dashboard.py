@@ -137,8 +137,12 @@ async def dashboard() -> None:
 
     def tab_chosen(tab: str) -> None:
         remember('tab', tab)
-        if tools_ready and tab == 'Trash':
+        if not tools_ready:
+            return
+        if tab == 'Trash':
             trash.shown()
+        elif tab in {'Logs', 'Terminal'}:  # a tab's content is mounted when first shown: fit it then
+            (logs if tab == 'Logs' else terminal).fit()
 
     def changed(instance: InstancePublic) -> None:
         """Every change of an instance: its row, and the tools showing it (a rename retitles them)."""

@@ -41,7 +41,7 @@ class LogView:
         self.terminal = ui.xterm(TERMINAL_OPTIONS).classes('w-full h-full min-h-[16rem] aikore-xterm')
         self.terminal.mark('log-terminal')
         ui.add_css(FIT_CSS)
-        follow_size(self.terminal)
+        self.fit()
         self.match_line = -1
         ui.context.client.on_delete(self.stop)
 
@@ -51,6 +51,7 @@ class LogView:
         self.stop()
         self.instance = instance
         self.title.set_text(f'Logs · {instance.name}')
+        self.fit()
         self.terminal.run_terminal_method('reset')
         replay, unfollow = await self.core.log_streams.follow(
             self.core.instances.log_file(instance.name), self._received
@@ -61,6 +62,10 @@ class LogView:
         self._unfollow = unfollow
         if replay:
             self.terminal.write(replay)
+
+    def fit(self) -> None:
+        """Fit the view to its pane and keep following it (its tab may have just been shown for the first time)."""
+        follow_size(self.terminal)
 
     def changed(self, instance: InstancePublic) -> None:
         """A renamed instance: its log now lives under the new name, followed from there."""
