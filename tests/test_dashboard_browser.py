@@ -7,7 +7,8 @@ import re
 
 from playwright.sync_api import Browser, Page, expect
 
-from tests.helpers import Panel, python_server_blueprint
+from app.services.runtime.logs import log_path
+from tests.helpers import Panel, python_server_blueprint, wait_for
 
 
 def logged_in(browser: Browser, panel: Panel, width: int = 1280, height: int = 800) -> Page:
@@ -48,10 +49,16 @@ def test_tab_and_instance_restored_after_reload(browser: Browser, panel: Panel) 
 def test_delete_says_so_and_logs_no_error(browser: Browser, panel: Panel) -> None:
     goner = panel.create('goner')['id']
     page = logged_in(browser, panel)
+    action(page, goner, 'terminal').click()
+    expect(page.get_by_role('button', name='End shell')).to_be_visible(timeout=15000)  # a live shell
     action(page, goner, 'delete').click()
     page.get_by_role('dialog').get_by_role('button', name='Delete').last.click()
     expect(page.get_by_text('goner moved to the trash')).to_be_visible(timeout=10000)
     expect(row(page, goner)).to_have_count(0)
+    expect(page.get_by_text('Pick an instance (its Terminal button)')).to_be_visible()  # the tool let go
+    expect(page.get_by_text('Terminal · goner')).to_have_count(0)
+    expect(page.get_by_role('button', name='New shell')).to_be_hidden()
+    expect(page.get_by_role('button', name='End shell')).to_be_hidden()  # the shell ended
     page.context.close()
     assert errors_logged(panel) == []
 
@@ -96,7 +103,16 @@ def test_token_link_gives_a_session(browser: Browser, panel: Panel) -> None:
     panel.put_blueprint('Quick', python_server_blueprint())
     other = panel.create('other', blueprint='Quick')['id']
     expect(row(page, other)).to_have_count(1, timeout=15000)  # the websocket works: rows are pushed
+    page.goto(f'{panel.url}/?token={panel.token}')  # the same link again, now logged in
+    expect(page).to_have_url(f'{panel.url}/')
+    expect(row(page, instance)).to_have_count(1, timeout=15000)
+    page.goto(f'{panel.url}/blueprints?token=wrong')  # a wrong token, logged in: gone from the address too
+    expect(page).to_have_url(f'{panel.url}/blueprints')
     page.context.close()
+    fresh = browser.new_context().new_page()
+    fresh.goto(f'{panel.url}/?token=wrong')  # not logged in: the login page, the token not kept
+    expect(fresh).to_have_url(f'{panel.url}/login?next=/')
+    fresh.context.close()
 
 
 def page_height(page: Page) -> list[int]:
@@ -297,5 +313,45 @@ def test_row_menu_opens_once_and_stays_closed(browser: Browser, panel: Panel) ->
     page.evaluate(f'(m => m.scrollTop = 0)({middle})')
     expect(row(page, ids[1]).get_by_label('Name')).to_have_value('menu-01', timeout=10000)
     expect(menu).to_have_count(0)
+    page.context.close()
+    assert errors_logged(panel) == []
+
+
+FIT_JS = """() => [...document.querySelectorAll('.xterm')].filter(x => x.offsetWidth > 0).map(x => {
+    const screen = x.querySelector('.xterm-screen').getBoundingClientRect().width;
+    let panel = x.closest('.q-tab-panel');
+    return {xterm: x.getBoundingClientRect().width, screen, panelScroll: panel.scrollWidth - panel.clientWidth};
+})"""
+
+
+def fits(page: Page) -> dict[str, float]:
+    """The shown xterm's box, its drawn screen, and how far its tab panel scrolls sideways."""
+    (shown,) = page.evaluate(FIT_JS)
+    return dict(shown)
+
+
+def test_terminals_fit_a_phone_and_follow_the_window(browser: Browser, panel: Panel) -> None:
+    instance = panel.create('wide')
+    log = log_path(panel.data_dir / 'instances' / 'wide')
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(''.join(f'line {n} ' + 'x' * 150 + f' end-{n}\n' for n in range(30)))
+    page = logged_in(browser, panel, 390, 844)
+    action(page, instance['id'], 'article').click()
+    expect(page.get_by_text('Logs · wide')).to_be_visible(timeout=10000)
+    expect(page.locator('.xterm-rows').first).to_contain_text('end-29', timeout=10000)  # wrapped, not cut off
+
+    def fitted(width: int) -> None:
+        wait_for(lambda: 0 <= fits(page)['xterm'] - fits(page)['screen'] < 40, what=f'the xterm fitted at {width} px')
+        assert fits(page)['panelScroll'] == 0, fits(page)
+        assert page.evaluate('document.scrollingElement.scrollWidth') <= width
+
+    fitted(390)
+    page.set_viewport_size({'width': 1280, 'height': 800})  # the window grows: the columns follow
+    fitted(1280)
+    page.set_viewport_size({'width': 390, 'height': 844})
+    fitted(390)
+    action(page, instance['id'], 'terminal').click()
+    expect(page.get_by_text('Terminal · wide')).to_be_visible(timeout=10000)
+    fitted(390)
     page.context.close()
     assert errors_logged(panel) == []

@@ -77,6 +77,8 @@ async def test_inline_edit_and_update(ui_user: User) -> None:
     assert (await core.instances.get(instance.id)).name == 'after'
     await edit_row(ui_user, instance.id, name='no good')
     await ui_user.should_see('Invalid instance name', retries=50)
+    await edit_row(ui_user, instance.id, name='  ')
+    await ui_user.should_see('A name is required', retries=50)  # as the create dialog says it
 
 
 async def test_delete_restore_from_trash(ui_user: User) -> None:
@@ -157,3 +159,50 @@ async def test_a_crowded_port_names_three_others(ui_user: User) -> None:
     tail = ' and more: only one of them can be active at a time'
     assert texts[created[0].id] == 'Public port shared with share-1, share-2, share-3' + tail
     assert texts[created[2].id] == 'Public port shared with share-0, share-1, share-3' + tail
+
+
+async def test_tools_let_go_of_a_deleted_instance(ui_user: User) -> None:
+    """Logs, Script, View and Terminal showing an instance go back to "Pick an instance" when it is
+    deleted; an unsaved Script edit stays on screen but is no longer offered to be saved."""
+    core = core_module.current()
+    instance = await core.instances.create(InstanceCreate(name='alpha', blueprint='Demo'))
+    await ui_user.open('/')
+    for action, title in [('logs', 'Logs · alpha'), ('view', 'View · alpha'), ('terminal', 'Terminal · alpha'),
+                          ('script', 'Script · alpha · launch.sh')]:  # fmt: skip
+        await click_row_action(ui_user, instance.id, action)
+        await ui_user.should_see(title, retries=50)
+    await wait_until(lambda: len(core.terminals._open) == 1, what='the shell')
+    editor = ui_user.find(marker='script-editor').elements.pop()
+    editor.set_value(editor.value + '\n# mine\n')
+    await ui_user.should_see('unsaved', retries=50)
+    await core.instances.delete(instance.id)  # from another tab, or the API
+    for empty in ('Pick an instance (its Logs button)', 'Pick an instance (its View button)',
+                  'Pick an instance (its Terminal button)'):  # fmt: skip
+        await ui_user.should_see(empty, retries=50)
+    await wait_until(lambda: not core.terminals._open, what='the shell ended')
+    await ui_user.should_see('Script · alpha (deleted)', retries=50)
+    await ui_user.should_see('these unsaved changes can no longer be saved to it', retries=50)
+    assert editor.value.endswith('# mine\n')  # still there to copy or keep as a blueprint
+    save = next(b for b in ui_user.find('Save').elements if getattr(b, 'text', '') == 'Save')
+    assert not save.enabled
+    ui_user.find('Save as blueprint…').click()
+    ui_user.find(marker='blueprint-name').type('Kept')
+    ui_user.find(marker='blueprint-save').click()
+    await ui_user.should_see('Blueprint Kept saved', retries=50)
+    assert core.blueprints.read('Kept').endswith('# mine\n')
+
+
+async def test_tool_titles_follow_a_rename(ui_user: User) -> None:
+    core = core_module.current()
+    instance = await core.instances.create(InstanceCreate(name='alpha', blueprint='Demo'))
+    await ui_user.open('/')
+    for action in ('view', 'terminal', 'script', 'logs'):
+        await click_row_action(ui_user, instance.id, action)
+    await ui_user.should_see('Logs · alpha', retries=50)
+    await edit_row(ui_user, instance.id, name='alpha-renamed')
+    await ui_user.should_see('alpha-renamed updated', retries=50)
+    for title in ('Logs · alpha-renamed', 'View · alpha-renamed', 'Terminal · alpha-renamed',
+                  'Script · alpha-renamed · launch.sh'):  # fmt: skip
+        await ui_user.should_see(title, retries=50)
+    ui_user.find('Save').click()  # the script is still the instance's
+    await ui_user.should_see('Script saved', retries=50)

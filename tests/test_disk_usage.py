@@ -126,3 +126,26 @@ async def test_disk_pane_and_empty_trash_in_the_dashboard(ui_user: User) -> None
     ui_user.find(marker='confirm-empty-trash').click()
     await ui_user.should_see('1 trash entries deleted for good: 3.0 MB freed', retries=100)
     assert await core.trash.entries() == []
+
+
+async def test_disk_pane_shows_current_figures_when_opened(ui_user: User) -> None:
+    """Figures counted at panel start (no instances then) are not what the Trash tab shows once
+    instances exist: opening it counts again (in a thread), with no click on Refresh; a delete
+    seen from the tab counts again too."""
+    core = core_module.current()
+    await core.disk.report(refresh=True)  # the panel's first count: no instances yet
+    instance = await core.instances.create(InstanceCreate(name='bulky', blueprint='Demo'))
+    fill(core.settings.instances_dir / 'bulky' / 'env', 2, 1_000_000)
+    await ui_user.open('/')
+    await ui_user.should_see(marker='disk-table', retries=50)  # built with the tools, not counted yet
+    ui_user.find('Trash').click()
+    table = ui_user.find(marker='disk-table').elements.pop()
+
+    def names() -> list[str]:
+        return [row['name'] for row in table.rows]
+
+    await wait_until(lambda: names() == ['bulky'], what="bulky's sizes, counted when the tab opened")
+    assert table.rows[0]['environment'] == '2.0 MB'
+    await core.instances.delete(instance.id)
+    await wait_until(lambda: names() == [], what='the deleted instance gone from the disk table')
+    await ui_user.should_see('trash 2.0 MB', retries=50)

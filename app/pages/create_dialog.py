@@ -19,8 +19,8 @@ _name_rule = rule_error(validation.instance_name)
 ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}  # as in the table
 
 
-def name_error(value: str) -> str | None:
-    return 'A name is required' if not value else _name_rule(value)
+def name_error(value: str | None) -> str | None:
+    return _name_rule(value or '')  # an empty field says 'A name is required', as the service does
 
 
 async def gpu_choices(core: Core, count: int) -> tuple[dict[int, str], int | None]:

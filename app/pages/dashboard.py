@@ -126,7 +126,7 @@ async def dashboard() -> None:
                     with ui.tabs(value=chosen).props(tab_props).classes('w-full') as tabs:
                         for name in TABS:
                             ui.tab(name)
-                    tabs.on_value_change(lambda e: remember('tab', e.value))
+                    tabs.on_value_change(lambda e: tab_chosen(str(e.value)))
                     # The panels follow the tabs (``tab_panels(tabs)`` binds them): given the same
                     # value, so that binding does not copy an empty one back onto the tabs.
                     with ui.tab_panels(tabs, value=chosen).classes('w-full grow') as panels:
@@ -135,10 +135,23 @@ async def dashboard() -> None:
                 with tools_split.after:
                     monitor_area = ui.column().classes('w-full h-full p-2 gap-1 overflow-y-auto aikore-monitor')
 
+    def tab_chosen(tab: str) -> None:
+        remember('tab', tab)
+        if not tools_ready:
+            return
+        if tab == 'Trash':
+            trash.shown()
+        elif tab in {'Logs', 'Terminal'}:  # a tab's content is mounted when first shown: fit it then
+            (logs if tab == 'Logs' else terminal).fit()
+
     def changed(instance: InstancePublic) -> None:
+        """Every change of an instance: its row, and the tools showing it (a rename retitles them)."""
         shown = table.apply(instance)
         if tools_ready:
             view.changed(shown)
+            script.changed(shown)
+            terminal.changed(shown)
+            logs.changed(shown)
 
     def routes_changed(_: None) -> None:
         table.refresh_urls()
@@ -146,9 +159,14 @@ async def dashboard() -> None:
             view.changed(with_urls(view.instance))
 
     def removed(instance_id: int) -> None:
+        """An instance was deleted (moved to the trash): the tools showing it let go of it."""
         table.removed(instance_id)
         if tools_ready:
+            for tool in (logs, script, view, terminal):
+                tool.forget(instance_id)
             trash.refresh_soon()
+            if tabs.value == 'Trash':
+                trash.shown()
 
     client = ui.context.client
     unsubscribe = [
@@ -178,6 +196,8 @@ async def dashboard() -> None:
     with tab_panels['Trash']:
         trash = TrashView(core)
     tools_ready = True
+    if tabs.value == 'Trash':
+        trash.shown()
     with monitor_area:
         MonitorPane(core)
     await restore_selection(table, select)

@@ -31,12 +31,30 @@ class DiskView:
             ).mark('disk-refresh')
         self.table = ui.table(columns=COLUMNS, rows=[], row_key='name').props('dense flat').classes('w-full')
         self.table.mark('disk-table')
-        ui.timer(0, self.show_kept, once=True)
+        self.counting = False
 
-    def show_kept(self) -> None:
-        """The figures counted last (at panel start, or at a refresh): opening the page counts nothing."""
+    async def show_current(self) -> None:
+        """When the pane comes into view: the figures counted last at once, then, when they are stale
+        (none yet, instances created or deleted since, or old), counted again in a worker thread."""
         report = self.core.disk.kept
         if report is not None:
+            self.show(report)
+        if self.counting:
+            return
+        ids = {instance.id for instance in await self.core.instances.list_all()}
+        if not self.core.disk.stale(ids):
+            return
+        self.counting = True
+        if report is None:
+            self.summary.set_text('counting…')
+        try:
+            report = await self.core.disk.report(refresh=True)
+        except OSError as exc:  # an unreadable data folder: the service logged it at start
+            self.summary.set_text(f'cannot count: {exc.strerror or exc}')
+            return
+        finally:
+            self.counting = False
+        if not self.table.is_deleted:
             self.show(report)
 
     async def refresh(self) -> None:

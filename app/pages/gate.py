@@ -49,15 +49,18 @@ class SessionGate:
             if cross_origin(scope):
                 await JSONResponse({'detail': CROSS_ORIGIN}, status_code=403)(scope, receive, send)
                 return
-            if token_link(scope):
+            if token_in_address(scope):  # the token leaves the address bar (and the history)
                 redirect = RedirectResponse(without_token(scope), status_code=303)
-                await (await open_session(Request(scope), redirect))(scope, receive, send)
+                opened = await open_session(Request(scope), redirect) if needs_session(scope) else redirect
+                await opened(scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return
         if scope.get('method') == 'GET' and not scope['path'].startswith('/_nicegui'):
             query = scope.get('query_string', b'').decode('latin-1')
             target = scope['path'] + (f'?{query}' if query else '')
+            if has_token(scope):  # a wrong token link: to the login page, the token not kept in the address
+                target = without_token(scope)
             response: Response = RedirectResponse(f'/login?next={quote(target)}', status_code=303)
         else:
             response = JSONResponse({'detail': 'Log in first'}, status_code=401)
@@ -73,20 +76,31 @@ def cross_origin(scope: Scope) -> bool:
     return not token_authenticated(scope) and cookie_change_refused(scope)
 
 
-def token_link(scope: Scope) -> bool:
-    """A browser opening a page with ``?token=`` and no session yet: the page's websocket
-    cannot carry the token, so the link is turned into a session (and the token leaves the
-    address bar)."""
+def token_in_address(scope: Scope) -> bool:
+    """A browser opening a page with ``?token=`` in its address: the token is taken out of the
+    address (with a session when the browser has none: the page's websocket cannot carry it)."""
     if scope['type'] != 'http' or scope.get('method') != 'GET' or scope['path'].startswith('/_nicegui'):
         return False
     headers = dict(scope.get('headers') or [])
-    if b'text/html' not in headers.get(b'accept', b'') or not token_authenticated(scope):
+    return b'text/html' in headers.get(b'accept', b'') and has_token(scope)
+
+
+def has_token(scope: Scope) -> bool:
+    query = parse_qsl(scope.get('query_string', b'').decode('latin-1'), keep_blank_values=True)
+    return any(key == 'token' for key, _ in query)
+
+
+def needs_session(scope: Scope) -> bool:
+    """The address's token is right and the browser has no session yet."""
+    if not token_authenticated(scope):
         return False
     return not core_module.current().sessions.valid(request_cookie(scope, SESSION_COOKIE), request_host(scope))
 
 
 def without_token(scope: Scope) -> str:
     query = [
-        (key, value) for key, value in parse_qsl(scope.get('query_string', b'').decode('latin-1')) if key != 'token'
+        (key, value)
+        for key, value in parse_qsl(scope.get('query_string', b'').decode('latin-1'), keep_blank_values=True)
+        if key != 'token'
     ]
     return safe_next(scope['path'] + (f'?{urlencode(query)}' if query else ''))  # never another site

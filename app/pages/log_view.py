@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from nicegui import ui
+from nicegui import background_tasks, ui
 
 from ..models import InstancePublic
 from ..services.consoles.log_stream import LogText, skipped_marker
 from ..services.core import Core
+from .xterm_fit import FIT_CSS, follow_size
 
+PICK = 'Pick an instance (its Logs button)'
 PAUSED_KEEP = 512 * 1024  # text held while paused; older text is dropped (and counted)
 TERMINAL_OPTIONS = {'convertEol': True, 'scrollback': 20000, 'disableStdin': True, 'fontSize': 13}
 
@@ -26,7 +28,7 @@ class LogView:
         self.paused_dropped = 0  # lines dropped from the paused text
         self.following = True
         with ui.row().classes('items-center w-full gap-2'):
-            self.title = ui.label('Pick an instance (its Logs button)').classes('font-medium')
+            self.title = ui.label(PICK).classes('font-medium')
             ui.space()
             self.follow = ui.button('Pause', icon='pause', on_click=self.toggle_follow).props('flat dense')
             self.search = ui.input(placeholder='Search').props('dense clearable').classes('w-40')
@@ -36,7 +38,10 @@ class LogView:
             self.download = ui.button(icon='download', on_click=self.download_log).props('flat dense round')
             self.download.tooltip('Download the full log')
             ui.button(icon='clear_all', on_click=self.clear).props('flat dense round').tooltip('Clear the view')
-        self.terminal = ui.xterm(TERMINAL_OPTIONS).classes('w-full h-full min-h-[16rem]').mark('log-terminal')
+        self.terminal = ui.xterm(TERMINAL_OPTIONS).classes('w-full h-full min-h-[16rem] aikore-xterm')
+        self.terminal.mark('log-terminal')
+        ui.add_css(FIT_CSS)
+        self.fit()
         self.match_line = -1
         ui.context.client.on_delete(self.stop)
 
@@ -46,12 +51,35 @@ class LogView:
         self.stop()
         self.instance = instance
         self.title.set_text(f'Logs · {instance.name}')
+        self.fit()
         self.terminal.run_terminal_method('reset')
-        replay, self._unfollow = await self.core.log_streams.follow(
+        replay, unfollow = await self.core.log_streams.follow(
             self.core.instances.log_file(instance.name), self._received
         )
+        if self.instance is not instance:  # another instance picked, or this one deleted, meanwhile
+            unfollow()
+            return
+        self._unfollow = unfollow
         if replay:
             self.terminal.write(replay)
+
+    def fit(self) -> None:
+        """Fit the view to its pane and keep following it (its tab may have just been shown for the first time)."""
+        follow_size(self.terminal)
+
+    def changed(self, instance: InstancePublic) -> None:
+        """A renamed instance: its log now lives under the new name, followed from there."""
+        if self.instance is not None and self.instance.id == instance.id and self.instance.name != instance.name:
+            self.stop()
+            background_tasks.create(self.show(instance), name='logs follow a rename')
+
+    def forget(self, instance_id: int) -> None:
+        """The shown instance was deleted: stop following it, back to the empty view."""
+        if self.instance is None or self.instance.id != instance_id:
+            return
+        self.stop()
+        self.title.set_text(PICK)
+        self.terminal.run_terminal_method('reset')
 
     def _received(self, item: LogText) -> None:
         if item.reset:

@@ -16,17 +16,10 @@ from ..services.consoles import terminals
 from ..services.consoles.terminals import Terminal
 from ..services.core import Core
 from .feedback import attempt
+from .xterm_fit import FIT_CSS, follow_size
 
+PICK = 'Pick an instance (its Terminal button)'
 TERMINAL_OPTIONS = {'cursorBlink': True, 'scrollback': 5000, 'fontSize': 13, 'convertEol': False}
-# Fit the terminal whenever its box changes size (splitter drag, window resize, tab shown).
-FOLLOW_SIZE_JS = """
-const view = getElement(%d);
-if (view && !view.aikoreResize) {
-    view.aikoreResize = new ResizeObserver(() => { if (view.$el.offsetWidth > 0) view.fit(); });
-    view.aikoreResize.observe(view.$el);
-}
-if (view && view.$el.offsetWidth > 0) view.fit();
-"""
 
 
 class TerminalView:
@@ -39,14 +32,16 @@ class TerminalView:
         self._generation = 0
         self._decoder = terminals.utf8_decoder()
         with ui.row().classes('items-center w-full gap-2'):
-            self.title = ui.label('Pick an instance (its Terminal button)').classes('font-medium')
+            self.title = ui.label(PICK).classes('font-medium')
             ui.space()
             self.restart = ui.button('New shell', icon='restart_alt', on_click=self.reopen).props('flat dense')
             self.restart.mark('terminal-new-shell')
             self.end = ui.button('End shell', icon='close', on_click=self.end_shell).props('flat dense')
             self.end.mark('terminal-end-shell')
         self.terminal = ui.xterm(TERMINAL_OPTIONS, on_data=self._typed, on_resize=self._resized)
-        self.terminal.classes('w-full h-full min-h-[16rem]').mark('terminal')
+        self.terminal.classes('w-full h-full min-h-[16rem] aikore-xterm').mark('terminal')
+        ui.add_css(FIT_CSS)
+        follow_size(self.terminal)  # also before any shell: the pane's size is the PTY's first size
         self._buttons()
         ui.context.client.on_delete(self.close)  # tab or page closed: the shell ends
 
@@ -59,6 +54,26 @@ class TerminalView:
         self.instance = instance
         self.title.set_text(f'Terminal · {instance.name}')
         await self._open()
+
+    def changed(self, instance: InstancePublic) -> None:
+        """A rename: the title follows; an open shell says that it still has the old name."""
+        if self.instance is not None and self.instance.id == instance.id:
+            renamed = self.instance.name != instance.name
+            self.instance = instance
+            self.title.set_text(f'Terminal · {instance.name}')
+            if renamed and self.shell is not None:
+                self._notice(f'Renamed to {instance.name}: this shell keeps the old name and folder path; '
+                             'End shell, then New shell, for the new ones')  # fmt: skip
+
+    def forget(self, instance_id: int) -> None:
+        """The shown instance was deleted: its shell ends, back to the empty view."""
+        if self.instance is None or self.instance.id != instance_id:
+            return
+        self.close()
+        self.instance = None
+        self.title.set_text(PICK)
+        self.terminal.run_terminal_method('reset')
+        self._buttons()
 
     async def reopen(self) -> None:
         if self.instance is not None:
@@ -93,7 +108,7 @@ class TerminalView:
 
     def fit(self) -> None:
         """Size the terminal to its pane and keep following the pane."""
-        self.terminal.client.run_javascript(FOLLOW_SIZE_JS % self.terminal.id)
+        follow_size(self.terminal)
 
     def _typed(self, event: events.XtermDataEventArguments) -> None:
         if self.shell is not None:

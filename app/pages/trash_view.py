@@ -35,6 +35,10 @@ class TrashView:
         self.list = ui.column().classes('w-full gap-1').mark('trash-list')
         ui.timer(0, self.refresh, once=True)
 
+    def shown(self) -> None:
+        """The tab came into view: the disk figures are brought up to date (counted in a thread)."""
+        background_tasks.create(self.disk.show_current(), name='disk figures')
+
     def refresh_soon(self) -> None:
         """Called from service events, outside any page context."""
         background_tasks.create(self.refresh(), name='trash refresh')

@@ -9,6 +9,7 @@ from nicegui import background_tasks, ui
 from ..models import InstancePublic
 from ..services.net.urls import why_unreachable
 
+PICK = 'Pick an instance (its View button)'
 FramingProbe = Callable[[InstancePublic], Awaitable[bool]]
 
 
@@ -18,7 +19,7 @@ class ViewTab:
         self.instance: InstancePublic | None = None
         self.refuses_framing = refuses_framing
         with ui.row().classes('items-center w-full gap-2'):
-            self.title = ui.label('Pick an instance (its View button)').classes('font-medium')
+            self.title = ui.label(PICK).classes('font-medium')
             ui.space()
             self.reload = ui.button(icon='refresh', on_click=self.reload_frame).props('flat dense round')
             self.reload.tooltip('Reload')
@@ -34,8 +35,20 @@ class ViewTab:
         self._render()
 
     def changed(self, instance: InstancePublic) -> None:
-        if self.instance is not None and instance.id == self.instance.id and instance.urls != self.instance.urls:
+        if self.instance is None or instance.id != self.instance.id:
+            return
+        if instance.urls != self.instance.urls:
             self.show(instance)
+        elif instance.name != self.instance.name:
+            self.instance = instance
+            self.title.set_text(f'View · {instance.name}')
+
+    def forget(self, instance_id: int) -> None:
+        """The shown instance was deleted: the frame closes, back to the empty view."""
+        if self.instance is not None and self.instance.id == instance_id:
+            self.instance = None
+            self.title.set_text(PICK)
+            self._render()
 
     def _render(self) -> None:
         instance = self.instance

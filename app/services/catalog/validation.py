@@ -16,9 +16,12 @@ MAX_SCRIPT_BYTES = 256 * 1024
 MAX_GPU_IDS = 64
 MAX_GPU_INDEX = 1023
 RESERVED_BLUEPRINT_NAMES = frozenset({'functions'})
+NAME_REQUIRED = 'A name is required'
 
 
 def instance_name(value: str) -> str:
+    if isinstance(value, str) and not value.strip():
+        raise InvalidInput(NAME_REQUIRED)
     if not isinstance(value, str) or not INSTANCE_NAME_RE.fullmatch(value):
         raise InvalidInput(
             f'Invalid instance name {_shown(value)}: use 1-{NAME_MAX} characters, letters A-Z/a-z, digits, '

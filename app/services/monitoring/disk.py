@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 LOW_DISK_PREFIX = 'Low disk space'
 CHECK_INTERVAL = 60.0  # seconds between checks of the data volume's free space
+STALE_AFTER = 300.0  # seconds after which a view that opens counts again
 DEFAULT_ENV = 'env'
 
 
@@ -248,6 +249,16 @@ class DiskUsage:
     def _announce(self, found: VolumeDisk) -> None:
         if self.volume_checked is not None:
             self.volume_checked(found)
+
+    def stale(self, instance_ids: set[int], max_age: float = STALE_AFTER) -> bool:
+        """Whether the kept figures no longer describe the panel: none yet, other instances than
+        ``instance_ids`` (created or deleted since), or counted more than ``max_age`` seconds ago."""
+        report = self._report
+        if report is None:
+            return True
+        if {item.id for item in report.instances} != instance_ids:
+            return True
+        return time.monotonic() - self._counted_from > max_age
 
     @property
     def kept(self) -> DiskReport | None:
