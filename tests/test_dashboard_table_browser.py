@@ -154,3 +154,20 @@ def test_the_monitor_labels_keep_off_the_legend(browser: Browser, panel: Panel) 
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot .xtick text').length > 1")
         assert page.evaluate(LABELS_ON_LEGEND) == 0, f'time labels over the legend at {width} px'
     page.context.close()
+
+
+def test_a_tool_shown_the_first_time_on_a_slow_browser_loses_nothing(browser: Browser, panel: Panel) -> None:
+    """A tab's content is made when it is first shown: the log's replay, written at once, still
+    shows (the browser makes the tab before it handles the next message)."""
+    panel.put_blueprint('Chatty', python_server_blueprint())
+    chatty = panel.create('chatty', blueprint='Chatty')['id']
+    panel.client.post(f'/instances/{chatty}/start')
+    panel.wait_status(chatty, 'started')
+    page = logged_in(browser, panel)
+    page.get_by_role('tab', name='Script').click()  # Logs not shown yet: its terminal is not made
+    expect(page.locator('.js-plotly-plot').first).to_be_visible(timeout=15000)  # the tools are built
+    cdp = page.context.new_cdp_session(page)
+    cdp.send('Emulation.setCPUThrottlingRate', {'rate': 8})  # a slow phone's pace
+    action(page, chatty, 'article').click()
+    expect(page.locator('.q-tab-panel:visible .xterm-rows')).to_contain_text('booting chatty', timeout=20000)
+    page.context.close()
