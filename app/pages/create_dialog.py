@@ -19,8 +19,12 @@ _name_rule = rule_error(validation.instance_name)
 ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}  # as in the table
 
 
-def name_error(value: str | None) -> str | None:
-    return _name_rule(value or '')  # an empty field says 'A name is required', as the service does
+def name_error(value: str | None, taken: dict[str, str] | None = None) -> str | None:
+    """The service's rule, and its sentence for a name in use (``taken``: lower-cased -> as written)."""
+    error = _name_rule(value or '')  # an empty field says 'A name is required', as the service does
+    if error is None and taken and (value or '').lower() in taken:
+        return f'An instance named {taken[(value or "").lower()]!r} already exists (names ignore case)'
+    return error
 
 
 async def gpu_choices(core: Core, count: int) -> tuple[dict[int, str], int | None]:
@@ -61,9 +65,12 @@ async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
     options = blueprint_options(blueprints)
     descriptions = {bp.name: bp.meta.description for bp in blueprints}
     gpu_count = await asyncio.to_thread(core.instances.gpu_count)  # the GPU source the service checks against
+    existing = await core.instances.list_all()
+    taken = {other.name.lower(): other.name for other in existing}  # said as the name is typed
     with ui.dialog() as dialog, ui.card().classes('w-[32rem] max-w-full'):
         ui.label('New instance').classes('text-lg font-bold')
-        name = ui.input('Name', validation=name_error).props('autofocus').classes('w-full').mark('create-name')
+        name = ui.input('Name', validation=lambda value: name_error(value, taken)).props('autofocus')
+        name.classes('w-full').mark('create-name')
         chosen = ui.select(options, label='Blueprint', value=blueprint if blueprint in options else None)
         chosen.classes('w-full').mark('create-blueprint')
         description = ui.label().classes('text-sm opacity-70')
@@ -83,7 +90,7 @@ async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
             autostart = ui.checkbox('Autostart')
             persistent = ui.checkbox('Persistent desktop')
         low, high = core.settings.port_range
-        assigned = {other.public_port: other.name for other in await core.instances.list_all() if other.public_port}
+        assigned = {other.public_port: other.name for other in existing if other.public_port}
 
         def port_error(value: float | None) -> str | None:
             if value is None:
