@@ -9,6 +9,12 @@ from app.services import core as core_module
 from tests.helpers import click_row_action, edit_row, python_server_blueprint, table_row, wait_until
 
 
+def name_blueprint(ui_user: User, name: str) -> None:
+    """In the open "Save as blueprint…" dialog: the name, then Save."""
+    ui_user.find(marker='blueprint-name').clear().type(name)
+    ui_user.find(marker='blueprint-save').click()
+
+
 async def test_login_required(ui_user: User) -> None:
     ui_user.http_client.cookies.clear()
     response = await ui_user.http_client.get('/', follow_redirects=False)
@@ -112,11 +118,9 @@ async def test_script_save_and_save_as_blueprint(ui_user: User) -> None:
     await ui_user.should_see('Script saved', retries=50)
     assert (await core.instances.read_script(instance.id)).endswith('# tuned\n')
     ui_user.find('Save as blueprint…').click()
-    ui_user.find(marker='blueprint-name').type('Demo')
-    ui_user.find(marker='blueprint-save').click()
+    name_blueprint(ui_user, 'Demo')
     await ui_user.should_see('stock blueprint', retries=50)
-    ui_user.find(marker='blueprint-name').clear().type('MyDemo')
-    ui_user.find(marker='blueprint-save').click()
+    name_blueprint(ui_user, 'MyDemo')
     await ui_user.should_see('Blueprint MyDemo saved', retries=50)
     assert core.blueprints.read('MyDemo').endswith('# tuned\n')
 
@@ -185,8 +189,7 @@ async def test_tools_let_go_of_a_deleted_instance(ui_user: User) -> None:
     save = next(b for b in ui_user.find('Save').elements if getattr(b, 'text', '') == 'Save')
     assert not save.enabled
     ui_user.find('Save as blueprint…').click()
-    ui_user.find(marker='blueprint-name').type('Kept')
-    ui_user.find(marker='blueprint-save').click()
+    name_blueprint(ui_user, 'Kept')
     await ui_user.should_see('Blueprint Kept saved', retries=50)
     assert core.blueprints.read('Kept').endswith('# mine\n')
 

@@ -13,17 +13,18 @@ from ..services.catalog.blueprints import Blueprint
 from ..services.core import Core
 from ..services.errors import InvalidInput, ServiceError
 from .feedback import attempt, notify, rule_error
-from .instance_rows import NO_GPU
+from .instance_rows import ACCESS_LABELS, NO_GPU
 
 _name_rule = rule_error(validation.instance_name)
-ACCESS_LABELS = {'port': 'Host:port', 'subdomain': 'Subdomain', 'path': 'Path'}  # as in the table
 
 
 def name_error(value: str | None, taken: dict[str, str] | None = None) -> str | None:
     """The service's rule, and its sentence for a name in use (``taken``: lower-cased -> as written)."""
-    error = _name_rule(value or '')  # an empty field says 'A name is required', as the service does
-    if error is None and taken and (value or '').lower() in taken:
-        return f'An instance named {taken[(value or "").lower()]!r} already exists (names ignore case)'
+    text = value or ''
+    error = _name_rule(text)  # an empty field says 'A name is required', as the service does
+    existing = (taken or {}).get(text.lower())
+    if error is None and existing is not None:
+        return f'An instance named {existing!r} already exists (names ignore case)'
     return error
 
 
