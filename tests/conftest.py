@@ -43,12 +43,22 @@ def shared_panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Panel]:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """A failed test that used the Slurm cluster shows the end of its daemons' logs (the cluster's
-    folder is gone when the session ends)."""
+    folder is gone when the session ends), of its panels' logs and of its jobs' output."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    cluster = getattr(item, 'funcargs', {}).get('slurm_cluster')
+    funcargs = getattr(item, 'funcargs', {})
+    cluster = funcargs.get('slurm_cluster')
     if report.when == 'call' and report.failed and isinstance(cluster, SlurmCluster):
         report.sections.append(('Slurm daemons (end of their logs)', cluster.log_tails()))
+        tmp_path = funcargs.get('tmp_path')
+        if isinstance(tmp_path, Path):
+            report.sections.append(("The test's panels and jobs (end of their logs)", log_tails(tmp_path)))
+
+
+def log_tails(folder: Path) -> str:
+    """The end of the panels' logs in ``folder`` and of the Slurm jobs' output under it."""
+    logs = [*sorted(folder.glob('panel-*.log')), *sorted(folder.glob('*/instances/*/run/slurm-*.out'))]
+    return ''.join(f'\n--- {log.relative_to(folder)}:\n' + log.read_text(errors='replace')[-3000:] for log in logs)
 
 
 @pytest.fixture(scope='session')

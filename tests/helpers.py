@@ -226,11 +226,19 @@ class Panel:
         return response.json()
 
     def wait_status(self, instance_id: int, *statuses: str, timeout: float = 20.0) -> dict[str, Any]:
+        seen: list[str] = []
+
         def reached() -> dict[str, Any] | None:
             current = self.instance(instance_id)
+            now = f'{current["status"]} ({current.get("status_detail") or "no detail"})'
+            if not seen or seen[-1] != now:
+                seen.append(now)
             return current if current['status'] in statuses else None
 
-        return wait_for(reached, timeout, 0.02, f'instance {instance_id} to be {statuses}')
+        try:
+            return wait_for(reached, timeout, 0.02, f'instance {instance_id} to be {statuses}')
+        except AssertionError as exc:  # say what it was instead
+            raise AssertionError(f'{exc}; it was: {" -> ".join(seen[-8:])}') from None
 
     def put_blueprint(self, name: str, script: str) -> None:
         response = self.client.put(f'/blueprints/{name}', content=script.encode())

@@ -12,8 +12,10 @@ app bound to a node's loopback is out of reach from *other* machines (every node
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import sys
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 import httpx
 import psutil
 
+from app.config import Settings
 from app.db import SLURM_COLUMNS, prepare_database
 from app.lifecycle import InstanceStatus
 from app.models import Executor, Instance
@@ -29,10 +32,11 @@ from app.services.catalog import store
 from app.services.catalog.blueprints import ReadyCheck
 from app.services.net.ports import _wanted as ports_wanted
 from app.services.net.proxy import upstream_host
+from app.services.runtime.executor import RunHandle
 from app.services.runtime.job_gate import Gate, checked_head
 from app.services.runtime.readiness import ReadinessProbe
-from app.services.runtime.slurm import gpu_count
-from tests.helpers import Panel, blueprint, gone, wait_for
+from app.services.runtime.slurm import JobInfo, SlurmCommands, SlurmExecutor, gpu_count
+from tests.helpers import Panel, blueprint, gone, wait_for, wait_until
 from tests.netkit import ECHO_APP, auth, proxied_panel, wait_routed
 from tests.slurm_kit import SlurmCluster
 
@@ -244,6 +248,58 @@ def test_jobs_keep_other_users_off_their_node_and_share_it_with_ours(
         assert panel.wait_status(ids[1], 'started')['slurm_job_id'] == running[1]['slurm_job_id']
     finally:
         panel.stop()
+        slurm_cluster.cancel_all()
+
+
+class HeldQueue(SlurmCommands):
+    """The real ``squeue``, whose answer is held back until ``release`` is set: the moment, on a
+    busy machine, when a job is submitted while a poll's squeue is under way."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.asked = threading.Event()
+        self.release = threading.Event()
+        self.answers = 0
+
+    def queue(self) -> dict[str, JobInfo]:
+        answer = super().queue()
+        self.asked.set()
+        self.release.wait(10)
+        self.answers += 1
+        return answer
+
+
+async def test_a_job_submitted_while_the_queue_is_read_is_not_taken_for_ended(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    """Two instances started together: the second job, submitted while the poll for the first
+    asked squeue, is missing from that answer. It was taken for ended (its instance recorded as
+    stopped, the job left running, forgotten); it must be followed until it really ends."""
+    env = {'AIKORE_DATA_DIR': str(tmp_path / 'data'), 'AIKORE_SLURM_CONF': str(slurm_cluster.conf)}
+    settings = Settings.from_env({**env, 'AIKORE_SLURM_POLL': '0.1'})
+    commands = HeldQueue(settings)
+    slurm = SlurmExecutor(settings, commands)
+    ended: list[str] = []
+
+    async def submit_and_watch(name: str) -> str:
+        options = [f'--job-name=aikore-{name}', f'--chdir={tmp_path}', '--wrap=sleep 120']
+        job_id = await asyncio.to_thread(commands.submit, options, dict(os.environ))
+        slurm.watch(RunHandle(name, 0, None, job_id=job_id), lambda: ended.append(job_id))
+        return job_id
+
+    try:
+        first = await submit_and_watch('race-a')
+        await asyncio.to_thread(commands.asked.wait, 10)  # the poll's squeue has answered, not yet returned
+        second = await submit_and_watch('race-b')
+        commands.release.set()
+        await wait_until(lambda: commands.answers >= 3, 10, 'three looks at the queue')
+        assert ended == [], f'taken for ended while Slurm still has them: {ended}\n{slurm_cluster.queue()}'
+        for job_id in (first, second):
+            await asyncio.to_thread(commands.cancel, job_id)
+        await wait_until(lambda: sorted(ended) == sorted([first, second]), 30, 'both cancelled jobs seen ending')
+    finally:
+        commands.release.set()
+        slurm.shutdown()
         slurm_cluster.cancel_all()
 
 

@@ -316,7 +316,11 @@ class SlurmExecutor:
             self._wake.clear()
 
     async def poll(self) -> None:
-        """One look at the queue for every watched job."""
+        """One look at the queue for every watched job. Only the jobs watched before squeue was
+        asked are judged by its answer: a job submitted while it ran is missing from that answer
+        without having ended (taken for ended, its instance was recorded as stopped while the job
+        went on running, forgotten)."""
+        watched = list(self._jobs.items())
         try:
             queue = await asyncio.to_thread(self.commands.queue)
         except SlurmUnreachable as exc:
@@ -325,7 +329,9 @@ class SlurmExecutor:
                 job.changed.set()
             return
         await self._reachability(None)
-        for job_id, job in list(self._jobs.items()):
+        for job_id, job in watched:
+            if self._jobs.get(job_id) is not job:
+                continue  # released meanwhile
             job.info = queue.get(job_id)
             job.changed.set()
             if job.info is None or job.info.state not in LIVE_STATES:
