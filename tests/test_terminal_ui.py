@@ -9,6 +9,7 @@ from nicegui import ui
 from nicegui.testing.user import User
 
 from app.models import InstanceCreate
+from app.pages import terminal_view
 from app.services import core as core_module
 from app.services.consoles.terminals import ShellSpec, Terminal
 from app.services.core import Core
@@ -109,3 +110,25 @@ async def test_a_double_click_leaves_one_shell(ui_user: User) -> None:
     ui_user.find(marker='terminal-end-shell').click()
     await wait_until(lambda: not open_shells(), what='no shell')
     await ui_user.should_see(marker='terminal-new-shell', retries=50)
+
+
+async def test_a_slow_bashrc_is_explained_while_the_prompt_is_awaited(
+    ui_user: User, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A ~/.bashrc that takes a while (pyenv or conda init: a minute on some machines) left the
+    terminal blank: the tab now says what the shell is doing, and the shell works once it is done."""
+    home = tmp_path / 'home'
+    (home / '.bashrc').write_text('while [[ ! -e ~/go ]]; do sleep 0.05; done\n')  # held until the test says go
+    monkeypatch.setattr(terminal_view, 'SLOW_START', 0.2)
+    instance = await core_module.current().instances.create(InstanceCreate(name='slowrc', blueprint='Demo'))
+    await ui_user.open('/')
+    await ui_user.should_see(marker='terminal', retries=50)
+    xterm = ui_user.find(marker='terminal').elements.pop()
+    screen = Screen()
+    monkeypatch.setattr(xterm, 'write', screen.write)
+    await click_row_action(ui_user, instance.id, 'terminal')
+    await wait_until(lambda: terminal_view.SLOW_START_NOTICE in screen.text, what='the slow-start notice')
+    (home / 'go').touch()
+    ui_user.find(marker='terminal').trigger('data', 'echo "<$INSTANCE_NAME ready>"\r')
+    await wait_until(lambda: '<slowrc ready>' in screen.text, what='the shell to answer')
+    assert screen.text.count(terminal_view.SLOW_START_NOTICE) == 1

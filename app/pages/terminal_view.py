@@ -7,9 +7,10 @@ Shells are counted per browser (NiceGUI's browser id, which also keys ``app.stor
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
-from nicegui import app, events, ui
+from nicegui import app, background_tasks, events, ui
 
 from ..models import InstancePublic
 from ..services.consoles import terminals
@@ -20,6 +21,11 @@ from .xterm_fit import FIT_CSS, follow_size
 
 PICK = 'Pick an instance (its Terminal button)'
 TERMINAL_OPTIONS = {'cursorBlink': True, 'scrollback': 5000, 'fontSize': 13, 'convertEol': False}
+SLOW_START = 3.0  # seconds without a prompt before the tab says what the shell is doing
+SLOW_START_NOTICE = (
+    'Starting the shell: your ~/.bashrc runs first, then the instance environment is set up; '
+    'the prompt comes when both are done'
+)
 
 
 class TerminalView:
@@ -30,6 +36,7 @@ class TerminalView:
         self.shell: Terminal | None = None
         self.size = (80, 24)
         self._generation = 0
+        self._heard = False  # the current shell has written something
         self._decoder = terminals.utf8_decoder()
         with ui.row().classes('items-center w-full gap-2'):
             self.title = ui.label(PICK).classes('font-medium')
@@ -94,6 +101,7 @@ class TerminalView:
             return
         self.terminal.run_terminal_method('reset')
         self._decoder = terminals.utf8_decoder()
+        self._heard = False
         cols, rows = self.size
         ended = self._ended_callback(generation)
         shell = await attempt(self.core.terminals.open(self.owner, spec, self._output, ended, cols, rows))
@@ -105,6 +113,14 @@ class TerminalView:
         self.shell = shell
         self._buttons()
         self.fit()
+        background_tasks.create(self._say_if_slow(generation), name='terminal slow start')
+
+    async def _say_if_slow(self, generation: int) -> None:
+        """A slow ~/.bashrc (pyenv, conda init) leaves a blank terminal: say what it waits for."""
+        await asyncio.sleep(SLOW_START)
+        waiting = generation == self._generation and self.shell is not None and not self._heard
+        if waiting and not self.terminal.is_deleted:
+            self._notice(SLOW_START_NOTICE)
 
     def fit(self) -> None:
         """Size the terminal to its pane and keep following the pane."""
@@ -120,6 +136,7 @@ class TerminalView:
             self.shell.resize(event.cols, event.rows)
 
     def _output(self, data: bytes) -> None:
+        self._heard = True
         text = self._decoder.decode(data)
         if text:
             self.terminal.write(text)
