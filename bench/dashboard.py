@@ -1,18 +1,30 @@
 """Dashboard benchmarks in Debian's headless Chromium (Playwright): first render of the instance
 table at 50, 200 and 1,000 instances, bytes on the websocket per status change, and status
-change -> visible, each at every size."""
+change -> visible, each at every size.
+
+The first-render rows have a baseline measured in the same run, each load of it alternating with
+a dashboard load: a bare page of the same framework with the same flags (a header and a badge).
+Its time is what NiceGUI, Vue and Quasar cost before any of ours, and moves with the machine's
+speed (on these shared 2-core machines by ~30 % from one day to the next); the ratio moves less."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, free_port
 
-from .core import PYTHON, Context, Result, create, median, post, put_blueprint, wait_status
+from .core import PYTHON, Context, Result, create, median, poll, post, put_blueprint, wait_status
 
 SIZES = (50, 200, 1000)
 TARGETS = {50: 0.5, 200: 1.0, 1000: 3.0}
@@ -20,6 +32,21 @@ TARGETS = {50: 0.5, 200: 1.0, 1000: 3.0}
 SHOWN = 'document.querySelector(\'.aikore-grid[data-count="{count}"] .q-badge\') !== null'
 # The monitor's chart has its first point: the last part of the page built after the table.
 CHARTED = "document.querySelector('.js-plotly-plot')?.data?.[0]?.x?.length > 0"
+BARE_PAGE_APP = """\
+import sys
+from nicegui import ui
+
+@ui.page('/')
+def index() -> None:
+    with ui.header():
+        ui.label('AiKore')
+    ui.badge('started')
+
+ui.run(port=int(sys.argv[1]), reload=False, show=False, show_welcome_message=False, dark=True,
+       uvicorn_logging_level='warning', unocss=None, tailwind=False)
+"""
+BARE_SHOWN = "document.querySelector('.q-badge') !== null"
+BARE_LABEL = 'bare NiceGUI page'
 # Records each status change of one row with the browser's clock (same machine: same clock as ours).
 WATCH_ROW = """
 window.__changes = [];
@@ -37,18 +64,19 @@ def dashboard(ctx: Context) -> list[Result]:
     ids: list[int] = []
     results: list[Result] = []
     runs = 3 if ctx.quick else 5
-    with sync_playwright() as playwright:
+    with _bare_page(ctx) as bare_url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={'width': 1280, 'height': 800})
         login = context.new_page()
         login.goto(panel.login_link())
         login.close()  # no dashboard open while the instances are created
+        _first_render(context.new_page(), bare_url, BARE_SHOWN)  # its files cached, as the panel's are by the login
         for count in SIZES:
             try:
                 with ThreadPoolExecutor(2) as pool:
                     ids += pool.map(lambda n: create(panel, f'inst-{n:04d}', 'Serve'), range(len(ids), count))
                 ids.sort()
-                results += _measure(context, panel, ids, count, runs)
+                results += _measure(context, panel, ids, count, runs, bare_url)
             except Exception as exc:
                 print(f'[bench] dashboard at {count} instances failed: {exc}', flush=True)
                 break
@@ -57,8 +85,48 @@ def dashboard(ctx: Context) -> list[Result]:
     return results
 
 
-def _measure(context: BrowserContext, panel: Panel, ids: list[int], count: int, runs: int) -> list[Result]:
-    render = [_first_render(context.new_page(), panel.url, count) for _ in range(runs)]
+@contextlib.contextmanager
+def _bare_page(ctx: Context) -> Iterator[str]:
+    """The baseline's app, running (its own session: ended with its group) while the block runs;
+    on the panel's interpreter (the venv's, with NiceGUI), not the instance apps' ``PYTHON``."""
+    app, port = ctx.write_app('bare_page.py', BARE_PAGE_APP), free_port()
+    url = f'http://127.0.0.1:{port}'
+    quiet = subprocess.DEVNULL
+    command = [sys.executable, str(app), str(port)]
+    process = subprocess.Popen(command, stdout=quiet, stderr=quiet, start_new_session=True)
+    try:
+        poll(lambda: _answers(url) or process.poll() is not None, 60, 0.05, 'the bare page to answer')
+        if process.poll() is not None:
+            raise RuntimeError(f'the bare page app exited with {process.returncode}')
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _measure(
+    context: BrowserContext, panel: Panel, ids: list[int], count: int, runs: int, bare_url: str
+) -> list[Result]:
+    render: list[float] = []
+    bare: list[float] = []
+    loads = [(render, panel.url, SHOWN.format(count=count)), (bare, bare_url, BARE_SHOWN)]
+    for run in range(runs):  # alternating, each first in turn: both see the machine as it is then
+        for times, url, shown in loads[run % 2 :] + loads[: run % 2]:
+            times.append(_first_render(context.new_page(), url, shown))
     page: Page = context.new_page()
     page.add_init_script(WATCH_ROW % ids[0])  # on every load: a reload during the run is survived, and counted
     frames: list[int] = []
@@ -80,8 +148,9 @@ def _measure(context: BrowserContext, panel: Panel, ids: list[int], count: int, 
     suffix = '' if count == SIZES[0] else f'_{count}'
     return [
         Result(f'dashboard_render{suffix}', f'dashboard first render, {count} instances (median)', 's',
-               median(render), TARGETS[count], f'<= {TARGETS[count]:g} s', '-',
-               note=f'max {max(render):.2f} s, n={runs}', samples=render),
+               median(render), TARGETS[count], f'<= {TARGETS[count]:g} s', '-', baseline=median(bare),
+               baseline_label=BARE_LABEL, note=f'max {max(render):.2f} s, n={runs}', samples=render,
+               extra={'baseline_samples': bare}),
         Result(f'status_bytes{suffix}', f'websocket bytes per status change, {count} instances (median)', 'B',
                median(bytes_per_change), 2048, '< 2 KB', '-', note=f'max {max(bytes_per_change):.0f} B',
                samples=bytes_per_change),
@@ -92,10 +161,10 @@ def _measure(context: BrowserContext, panel: Panel, ids: list[int], count: int, 
     ]  # fmt: skip
 
 
-def _first_render(page: Page, url: str, count: int) -> float:
+def _first_render(page: Page, url: str, shown: str) -> float:
     began = time.perf_counter()
     page.goto(f'{url}/')
-    page.wait_for_function(SHOWN.format(count=count))
+    page.wait_for_function(shown)
     elapsed = time.perf_counter() - began
     page.close()
     return elapsed
