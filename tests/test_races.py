@@ -281,3 +281,66 @@ async def test_stop_and_exit_in_either_order_never_restart(tmp_path: Path, first
     finally:
         await core.shutdown()
         kill_processes_under(settings.data_dir)
+
+
+async def test_a_stop_while_the_panel_takes_runs_back_waits_for_its_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pages answer while a restarted panel takes back the runs of the last one (for a Slurm
+    job that asks squeue: up to 15 s each on a slow cluster). A Stop pressed then, on an instance
+    not yet taken back, recorded it stopped and left its app running, taken back just after under
+    a 'stopped' row. Now the Stop waits for the instance's run, and ends it."""
+    import asyncio
+
+    from app.config import Settings
+    from app.models import InstanceCreate
+    from app.services.core import Core
+    from tests.helpers import free_port, gone, kill_processes_under, wait_until
+
+    low = free_port()
+    settings = Settings(data_dir=tmp_path / 'data', port=free_port(), port_range=(low, low + 9), api_token='t',
+                        stop_on_exit=False, stop_grace=2.0, nginx='off')  # fmt: skip
+    asked, release = threading.Event(), threading.Event()
+    core = await asyncio.to_thread(Core.open, settings, None)
+    try:
+        await core.startup()
+        body = blueprint('exec sleep 600', ready='none', name='Sleeper')
+        await asyncio.to_thread(core.blueprints.put_custom, 'Sleeper', body.encode())
+        ids = [(await core.instances.create(InstanceCreate(name=name, blueprint='Sleeper'))).id for name in 'ab']
+        for iid in ids:
+            await core.instances.start(iid)
+        await wait_until(lambda: all(core.supervisor._runs[i].ready_at is not None for i in ids), 10, 'both ready')
+        pid = core.supervisor._runs[ids[1]].handle.pid
+        await core.shutdown()  # the panel goes; the runs stay (stop_on_exit off)
+
+        core = await asyncio.to_thread(Core.open, settings, None)
+        real_adopt = core.supervisor.executor.adopt
+
+        def adopt_a_slowly(instance: Any) -> Any:
+            if instance.name == 'a':
+                asked.set()
+                release.wait(10)
+            return real_adopt(instance)
+
+        monkeypatch.setattr(core.supervisor.executor, 'adopt', adopt_a_slowly)
+        startup = asyncio.ensure_future(core.startup())
+        await asyncio.to_thread(asked.wait, 10)  # taking back 'a'; 'b' is next
+        stop = asyncio.ensure_future(core.instances.stop(ids[1]))
+
+        def stop_waits_or_ran() -> bool:
+            lock = core.supervisor.rows._locks.get(ids[1])
+            return stop.done() or (lock is not None and len(lock._lock._waiters or ()) == 1)
+
+        await wait_until(stop_waits_or_ran, 10, 'the stop to run')
+        release.set()
+        await asyncio.wait_for(startup, 30)
+        await asyncio.wait_for(stop, 30)
+        await core.supervisor.wait_stopped(ids[1])
+        await wait_until(lambda: gone(pid), 10, "b's app to end")
+        stopped = await core.instances.get(ids[1])
+        assert stopped.status == 'stopped' and not core.supervisor.is_running(ids[1])
+        assert (await core.instances.get(ids[0])).status == 'started' and core.supervisor.is_running(ids[0])
+    finally:
+        release.set()
+        await core.shutdown()
+        kill_processes_under(settings.data_dir)

@@ -5,8 +5,10 @@ that were pending are resumed. The supervisor's helper: it works on the supervis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ... import lifecycle
@@ -32,17 +34,45 @@ class Readoption:
         on-failure restarts that were pending when it stopped. One instance that cannot be
         re-adopted (e.g. a corrupt state file) is logged and skipped: the sentences are returned."""
         problems: list[str] = []
-        for instance in await asyncio.to_thread(store.list_in_states, self.sup.engine, lifecycle.RUNNING):
-            assert instance.id is not None
-            try:
-                async with self.sup.rows.hold(instance.id):
+        instances = await asyncio.to_thread(store.list_in_states, self.sup.engine, lifecycle.RUNNING)
+        async with self._each_held_until_taken_back(instances) as taken_back:
+            for instance in instances:
+                try:
                     await self._adopt(instance)
-            except Exception as exc:
-                log.error('Re-adopting %s failed: %r', instance.name, exc, exc_info=exc)
-                problems.append(f'Re-adopting {instance.name} failed: {exc!r}')
+                except Exception as exc:
+                    log.error('Re-adopting %s failed: %r', instance.name, exc, exc_info=exc)
+                    problems.append(f'Re-adopting {instance.name} failed: {exc!r}')
+                finally:
+                    await taken_back(instance)
         for instance in await asyncio.to_thread(store.list_in_states, self.sup.engine, {InstanceStatus.ERROR}):
             await self._resume_restart(instance)
         return problems
+
+    @contextlib.asynccontextmanager
+    async def _each_held_until_taken_back(
+        self, instances: list[Instance]
+    ) -> AsyncIterator[Callable[[Instance], Awaitable[None]]]:
+        """Every instance's lock, taken before the first is adopted; each let go by the function
+        yielded once its run is taken back. The pages answer while the panel starts, and taking
+        back a Slurm job asks squeue (up to 15 s when the cluster is slow): a Stop pressed meanwhile
+        took a run not yet taken back for one that was gone, and recorded it stopped while it ran on."""
+        holds: dict[int, contextlib.AbstractAsyncContextManager[None]] = {}
+
+        async def taken_back(instance: Instance) -> None:
+            hold = holds.pop(instance.id or 0, None)
+            if hold is not None:
+                await hold.__aexit__(None, None, None)
+
+        try:
+            for instance in sorted(instances, key=lambda row: row.id or 0):  # id order, as rows.hold takes them
+                assert instance.id is not None
+                hold = self.sup.rows.hold(instance.id)
+                await hold.__aenter__()
+                holds[instance.id] = hold
+            yield taken_back
+        finally:
+            for instance in instances:
+                await taken_back(instance)
 
     async def _resume_restart(self, instance: Instance) -> None:
         marker = launch.restart_marker(self.sup.settings, instance.name)
