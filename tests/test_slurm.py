@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import sys
 import threading
 import time
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from app.services.runtime.executor import RunHandle
 from app.services.runtime.job_gate import Gate, checked_head
 from app.services.runtime.readiness import ReadinessProbe
 from app.services.runtime.slurm import JobInfo, SlurmCommands, SlurmExecutor, gpu_count
-from tests.helpers import Panel, blueprint, gone, wait_for, wait_until
+from tests.helpers import Panel, blueprint, free_port, gone, wait_for, wait_until
 from tests.netkit import ECHO_APP, auth, proxied_panel, wait_routed
 from tests.slurm_kit import SlurmCluster
 
@@ -299,6 +301,45 @@ async def test_a_job_submitted_while_the_queue_is_read_is_not_taken_for_ended(
         await wait_until(lambda: sorted(ended) == sorted([first, second]), 30, 'both cancelled jobs seen ending')
     finally:
         commands.release.set()
+        slurm.shutdown()
+        slurm_cluster.cancel_all()
+
+
+async def test_the_jobs_are_still_followed_after_a_look_at_the_queue_fails(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    """The cluster stops answering, and the panel's own step for that fails (the database busy,
+    say): the poller went with it, for good (every Stop then waited, no job's end was recorded).
+    It logs the fault and looks again: the job's end, once the cluster answers, is seen."""
+    live = slurm_cluster.conf.read_text()
+    # The same cluster, its controller on a port nobody listens on (answers at once, not in 10 s).
+    dead = re.sub(r'SlurmctldPort=\d+', f'SlurmctldPort={free_port()}', live) + '\nMessageTimeout=1\n'
+    conf = tmp_path / 'slurm.conf'
+    conf.write_text(live)
+    env = {'AIKORE_DATA_DIR': str(tmp_path / 'data'), 'AIKORE_SLURM_CONF': str(conf), 'AIKORE_SLURM_POLL': '0.1'}
+    slurm = SlurmExecutor(Settings.from_env(env))
+    heard: list[datetime | None] = []
+
+    async def reachability(since: datetime | None) -> None:
+        heard.append(since)
+        if since is not None:
+            raise RuntimeError('database is locked')
+
+    slurm.on_reachability = reachability
+    ended: list[str] = []
+    try:
+        options = ['--job-name=aikore-outage', f'--chdir={tmp_path}', '--wrap=sleep 120']
+        job_id = await asyncio.to_thread(slurm.commands.submit, options, dict(os.environ))
+        slurm.watch(RunHandle('outage', 0, None, job_id=job_id), lambda: ended.append(job_id))
+        conf.write_text(dead)
+        await wait_until(lambda: len(heard) == 1, 20, 'the outage to be noticed')
+        conf.write_text(live)
+        await wait_until(lambda: len(heard) == 2, 20, 'the cluster to answer again')
+        assert heard[1] is None and not ended
+        await asyncio.to_thread(slurm.commands.cancel, job_id)
+        await wait_until(lambda: ended == [job_id], 30, 'the cancelled job to be seen ending')
+    finally:
+        conf.write_text(live)
         slurm.shutdown()
         slurm_cluster.cancel_all()
 

@@ -310,7 +310,12 @@ class SlurmExecutor:
     async def _poll_forever(self) -> None:
         while True:
             if self._jobs:
-                await self.poll()
+                try:
+                    await self.poll()
+                except Exception:  # e.g. the database, in the supervisor's reachability step
+                    # One look that failed must not end the following of every job: a dead poller
+                    # left each Stop waiting and each job's end unrecorded.
+                    log.exception('Following the Slurm jobs failed; looking again at the next poll')
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.slurm_poll)
             self._wake.clear()
@@ -363,6 +368,7 @@ class SlurmExecutor:
             return None
         reported: str | None = None
         while not job.ended.is_set():
+            job.changed.clear()  # before reading: a poll during the awaits below is not missed
             info = job.info
             if info is not None and info.state in WAITING_STATES and info.reason != reported:
                 reported = info.reason
@@ -371,7 +377,6 @@ class SlurmExecutor:
                 endpoint = await asyncio.to_thread(self.endpoint, handle.name)
                 if endpoint is not None:
                     return endpoint
-            job.changed.clear()
             await job.changed.wait()
         return None
 
@@ -450,8 +455,9 @@ class SlurmExecutor:
         nodes = self.commands.nodes()
         on_node: dict[str, list[str]] = {}
         for job in jobs:
-            if job.info is not None and job.info.state == 'RUNNING':
-                on_node.setdefault(job.info.nodes, []).append(job.handle.name)
+            info = job.info  # once: the poller, on the event loop, may change it meanwhile
+            if info is not None and info.state == 'RUNNING':
+                on_node.setdefault(info.nodes, []).append(job.handle.name)
         return [NodeInfo(n.name, n.state, n.addr, n.gpus, n.gpus_used, tuple(on_node.get(n.name, ()))) for n in nodes]
 
 

@@ -173,6 +173,8 @@ class Supervisor:
                 continue
             if instance.cluster_unreachable_since != since:
                 async with self.rows.hold(instance.id):
+                    if since is not None and not self.is_running(instance.id):
+                        continue  # its run ended since the list was read: nothing to flag
                     with contextlib.suppress(ServiceError):
                         await self.rows.update(instance.id, cluster_unreachable_since=since)
 
