@@ -8,6 +8,7 @@ instance folder without a row, and the API never shows an older status after a n
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -340,6 +341,122 @@ async def test_a_stop_while_the_panel_takes_runs_back_waits_for_its_run(
         stopped = await core.instances.get(ids[1])
         assert stopped.status == 'stopped' and not core.supervisor.is_running(ids[1])
         assert (await core.instances.get(ids[0])).status == 'started' and core.supervisor.is_running(ids[0])
+    finally:
+        release.set()
+        await core.shutdown()
+        kill_processes_under(settings.data_dir)
+
+
+async def test_an_activate_while_the_panel_starts_leaves_one_forwarder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Activate pressed on a running instance while a restarted panel is still starting (before
+    it takes back the forwarders the last one left): the forwarder it starts is the one the
+    panel keeps; taking back its state file made a second unit for the same socat, and after
+    Deactivate the forgotten one mapped the port again ("in use by another program")."""
+    import asyncio
+    import socket
+
+    from app.config import Settings
+    from app.models import InstanceCreate
+    from app.services.core import Core
+    from tests.helpers import free_port, kill_processes_under, wait_until
+
+    def answers(port: int) -> bool:
+        with socket.socket() as probe:
+            probe.settimeout(1)
+            return probe.connect_ex(('127.0.0.1', port)) == 0
+
+    low = free_port()
+    settings = Settings(data_dir=tmp_path / 'data', port=free_port(), port_range=(low, low + 9), api_token='t',
+                        stop_on_exit=False, stop_grace=2.0, nginx='off')  # fmt: skip
+    asked, release = threading.Event(), threading.Event()
+    core = await asyncio.to_thread(Core.open, settings, None)
+    try:
+        await core.startup()
+        serve = f'exec {sys.executable} -m http.server --bind 127.0.0.1 "$WEBUI_PORT"'
+        body = blueprint(serve, ready='tcp', name='Serve')
+        await asyncio.to_thread(core.blueprints.put_custom, 'Serve', body.encode())
+        ids = [(await core.instances.create(InstanceCreate(name=name, blueprint='Serve'))).id for name in 'xy']
+        for iid in ids:
+            await core.instances.start(iid)
+        await wait_until(lambda: all(core.supervisor._runs[i].ready_at is not None for i in ids), 20, 'both ready')
+        await core.shutdown()  # the panel goes; the instances stay (x not active: no forwarder)
+
+        core = await asyncio.to_thread(Core.open, settings, None)
+        real_adopt = core.supervisor.executor.adopt
+
+        def adopt_y_slowly(instance: Any) -> Any:
+            if instance.name == 'y':
+                asked.set()
+                release.wait(10)
+            return real_adopt(instance)
+
+        monkeypatch.setattr(core.supervisor.executor, 'adopt', adopt_y_slowly)
+        startup = asyncio.ensure_future(core.startup())
+        await asyncio.to_thread(asked.wait, 10)  # x is taken back; the forwarders are not yet
+        ports = core.network.ports
+        active = await ports.activate(ids[0])
+        port = active.public_port
+        assert port is not None and answers(port)
+        mapped = ports._forwarders[ids[0]]
+        release.set()
+        await asyncio.wait_for(startup, 30)
+        assert ports._forwarders[ids[0]] is mapped, 'the forwarder mapped during the start was replaced'
+
+        await ports.deactivate(ids[0])
+        await wait_until(lambda: not answers(port), 10, 'the public port to close')
+        again = await ports.activate(ids[0])  # refused as "in use by another program" if mapped again behind our back
+        assert again.active and answers(port)
+    finally:
+        release.set()
+        await core.shutdown()
+        kill_processes_under(settings.data_dir)
+
+
+async def test_an_instance_started_by_hand_during_autostart_is_not_an_autostart_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API answers as autostart begins: an autostart instance a user (or a script) starts
+    meanwhile was then reported as "Autostart of b failed: already running" for the whole
+    session (the banner, and /api/health degraded)."""
+    import asyncio
+
+    from app.config import Settings
+    from app.models import InstanceCreate
+    from app.services.core import Core
+    from tests.helpers import free_port, kill_processes_under, wait_until
+
+    low = free_port()
+    settings = Settings(data_dir=tmp_path / 'data', port=free_port(), port_range=(low, low + 9), api_token='t',
+                        stop_on_exit=True, stop_grace=2.0, nginx='off')  # fmt: skip
+    asked, release = threading.Event(), threading.Event()
+    core = await asyncio.to_thread(Core.open, settings, None)
+    try:
+        await core.startup()
+        body = blueprint('exec sleep 600', ready='none', name='Sleeper')
+        await asyncio.to_thread(core.blueprints.put_custom, 'Sleeper', body.encode())
+        ids = [(await core.instances.create(InstanceCreate(name=n, blueprint='Sleeper', autostart=True))).id
+               for n in 'ab']  # fmt: skip
+        await core.shutdown()
+
+        core = await asyncio.to_thread(Core.open, settings, None)
+        real_start = core.supervisor.executor.start
+
+        def start_a_slowly(instance: Any, prepared: Any) -> Any:
+            if instance.name == 'a':
+                asked.set()
+                release.wait(10)
+            return real_start(instance, prepared)
+
+        monkeypatch.setattr(core.supervisor.executor, 'start', start_a_slowly)
+        startup = asyncio.ensure_future(core.startup())
+        await asyncio.to_thread(asked.wait, 10)  # autostart is starting a; b is next
+        await core.instances.start(ids[1])  # by hand, meanwhile
+        release.set()
+        await asyncio.wait_for(startup, 30)
+        await wait_until(lambda: all(core.supervisor.is_running(i) for i in ids), 10, 'both running')
+        assert not [p for p in core.problems if 'Autostart' in p], core.problems
     finally:
         release.set()
         await core.shutdown()

@@ -321,10 +321,20 @@ class InstanceService:
         """Start every autostart instance that is not running (at panel start). Each start is on
         its own: one that fails is logged with its cause and the others start; the sentences are returned."""
         problems: list[str] = []
-        for instance in await asyncio.to_thread(store.list_all, self.engine):
-            if instance.autostart and instance.id is not None and instance.status in STARTABLE:
+        for listed in await asyncio.to_thread(store.list_all, self.engine):
+            if not (listed.autostart and listed.id is not None and listed.status in STARTABLE):
+                continue
+            # The API answers from here on: the row is read again under its lock, so an instance a
+            # user (or a script) started meanwhile is not reported as an autostart failure.
+            async with self.rows.hold(listed.id):
                 try:
-                    await self.supervisor.start(instance.id)
+                    instance = await asyncio.to_thread(store.get, self.engine, listed.id)
+                except NotFound:
+                    continue
+                if not instance.autostart or instance.status not in STARTABLE or self.supervisor.is_running(listed.id):
+                    continue
+                try:
+                    await self.supervisor.start(listed.id)
                 except (Conflict, InvalidInput, NotFound) as exc:
                     log.warning('Autostart of %s failed: %s', instance.name, exc.detail)
                     problems.append(f'Autostart of {instance.name} failed: {exc.detail}')

@@ -73,9 +73,11 @@ class Network:
 
     async def startup(self, events: EventBus[InstancePublic], removed: EventBus[int]) -> None:
         """After re-adoption (internal ports known): write the config and start nginx, map the ports."""
-        if self.proxy is not None:
-            await self.proxy.startup(events, removed)
-        await self.ports.startup(removed)
+        try:
+            if self.proxy is not None:
+                await self.proxy.startup(events, removed)
+        finally:  # the forwarders do not need the proxy: a proxy that failed must not leave them unfollowed
+            await self.ports.startup(removed)
         log.info('Networking: nginx %s, panel on %s:%s', self.mode, self.panel_host, self.panel_port)
 
     async def shutdown(self) -> None:

@@ -83,13 +83,30 @@ class Ports:
         await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
         async with self._lock:
             for forwarder in await self._adopt_all():
-                self._forwarders[forwarder.instance_id] = forwarder
-                log.info('Re-adopted the forwarder of port %s (pid %s)', forwarder.public_port, forwarder.pid)
+                await self._take_back(forwarder)
+        # Followed from here: a change while the instances are brought in line below is not missed.
+        self._unsubscribe = [self.events.subscribe(self._on_instance), removed.subscribe(self._on_removed)]
         instances = await asyncio.to_thread(store.list_all, self.engine)
         wanted = {row.id for row in instances if row.active and row.id is not None} | set(self._forwarders)
         for instance_id in sorted(wanted):
             await self.reconcile(instance_id)
-        self._unsubscribe = [self.events.subscribe(self._on_instance), removed.subscribe(self._on_removed)]
+
+    async def _take_back(self, forwarder: Forwarder) -> None:
+        """An earlier panel's forwarder, still running. The pages answer while the panel starts: an
+        Activate pressed before this point may have mapped the instance already, and that forwarder
+        stays. Its own process (recorded in the same file) is not watched a second time; another
+        one of the instance (an older port) is ended. Two units of one instance, one forgotten,
+        kept a port serving after Deactivate (the forgotten one mapped it again)."""
+        current = self._forwarders.get(forwarder.instance_id)
+        if current is None:
+            self._forwarders[forwarder.instance_id] = forwarder
+            log.info('Re-adopted the forwarder of port %s (pid %s)', forwarder.public_port, forwarder.pid)
+        elif current.pid == forwarder.pid:
+            forwarder.unit.release()
+        else:
+            log.info('Ending the old forwarder of port %s (pid %s): its instance is mapped on port %s now',
+                     forwarder.public_port, forwarder.pid, current.public_port)  # fmt: skip
+            await self._stop(forwarder)
 
     async def shutdown(self) -> None:
         """Forwarders keep serving without the panel, unless AIKORE_STOP_ON_EXIT stopped the instances too."""
