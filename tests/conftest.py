@@ -12,7 +12,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from app.services.access.sessions import SESSION_COOKIE
 from tests import slurm_kit
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, free_port
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, free_port, wait_until
 from tests.slurm_kit import SlurmCluster
 
 # Every panel a test starts (in-process, as a subprocess, under supervisord) serves no HTTPS
@@ -93,6 +93,9 @@ async def ui_user(
     async with user_simulation(main_file=UI_MAIN) as user:
         from app.services import core as core_module
 
+        # The panel's start runs as a background task: a test that acts before it is done races
+        # it (the orphan scan saw a folder being created; the disk counts were started after).
+        await wait_until(lambda: core_module.current().started, 30, 'the panel to finish starting')
         user.http_client.cookies.set(SESSION_COOKIE, core_module.current().sessions.open('test'))  # NiceGUI's test host
         # The simulated browser has plotly.js "loaded" at once (no real JavaScript runs here).
         user.javascript_rules[re.compile(r'.*\.Plotly !== "undefined".*', re.DOTALL)] = lambda _: True

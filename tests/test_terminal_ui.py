@@ -44,6 +44,7 @@ async def test_terminal_tab_opens_a_shell_for_the_instance(ui_user: User, monkey
     await ui_user.open('/')
     await ui_user.should_see(marker='terminal', retries=50)  # the tools come once the table is shown
     xterm = ui_user.find(marker='terminal').elements.pop()
+    ui_user.find(marker='terminal').trigger('vnodeMounted')  # what the browser says once it has made it
     assert isinstance(xterm, ui.xterm)
     screen = Screen()
     monkeypatch.setattr(xterm, 'write', screen.write)
@@ -79,6 +80,7 @@ async def test_the_oldest_terminal_of_a_user_is_closed_with_a_notice(
     await ui_user.open('/')
     await ui_user.should_see(marker='terminal', retries=50)  # the tools come once the table is shown
     xterm = ui_user.find(marker='terminal').elements.pop()
+    ui_user.find(marker='terminal').trigger('vnodeMounted')  # what the browser says once it has made it
     screen = Screen()
     monkeypatch.setattr(xterm, 'write', screen.write)
     await click_row_action(ui_user, instance.id, 'terminal')
@@ -124,6 +126,7 @@ async def test_a_slow_bashrc_is_explained_while_the_prompt_is_awaited(
     await ui_user.open('/')
     await ui_user.should_see(marker='terminal', retries=50)
     xterm = ui_user.find(marker='terminal').elements.pop()
+    ui_user.find(marker='terminal').trigger('vnodeMounted')  # what the browser says once it has made it
     screen = Screen()
     monkeypatch.setattr(xterm, 'write', screen.write)
     await click_row_action(ui_user, instance.id, 'terminal')

@@ -12,6 +12,7 @@ from ..models import InstancePublic
 from ..services.consoles.log_stream import LogText, skipped_marker
 from ..services.core import Core
 from .xterm_fit import FIT_CSS, follow_size
+from .xterm_output import XtermOutput
 
 PICK = 'Pick an instance (its Logs button)'
 PAUSED_KEEP = 512 * 1024  # text held while paused; older text is dropped (and counted)
@@ -40,6 +41,7 @@ class LogView:
             ui.button(icon='clear_all', on_click=self.clear).props('flat dense round').tooltip('Clear the view')
         self.terminal = ui.xterm(TERMINAL_OPTIONS).classes('w-full h-full min-h-[16rem] aikore-xterm')
         self.terminal.mark('log-terminal')
+        self.output = XtermOutput(self.terminal)
         ui.add_css(FIT_CSS)
         self.fit()
         self.match_line = -1
@@ -52,7 +54,7 @@ class LogView:
         self.instance = instance
         self.title.set_text(f'Logs · {instance.name}')
         self.fit()
-        self.terminal.run_terminal_method('reset')
+        self.output.reset()
         replay, unfollow = await self.core.log_streams.follow(
             self.core.instances.log_file(instance.name), self._received
         )
@@ -61,7 +63,7 @@ class LogView:
             return
         self._unfollow = unfollow
         if replay:
-            self.terminal.write(replay)
+            self.output.write(replay)
 
     def fit(self) -> None:
         """Fit the view to its pane and keep following it (its tab may have just been shown for the first time)."""
@@ -79,17 +81,17 @@ class LogView:
             return
         self.stop()
         self.title.set_text(PICK)
-        self.terminal.run_terminal_method('reset')
+        self.output.reset()
 
     def _received(self, item: LogText) -> None:
         if item.reset:
             self.clear_paused()
-            self.terminal.run_terminal_method('reset')
+            self.output.reset()
         if not self.following:
             self.hold(item.text)
             return
         if item.text:
-            self.terminal.write(item.text)
+            self.output.write(item.text)
 
     def toggle_follow(self) -> None:
         self.following = not self.following
@@ -97,7 +99,7 @@ class LogView:
         self.follow.props(f'icon={"pause" if self.following else "play_arrow"}')
         if self.following and (self.paused or self.paused_dropped):
             marker = skipped_marker(self.paused_dropped) if self.paused_dropped else ''
-            self.terminal.write(marker + ''.join(self.paused))
+            self.output.write(marker + ''.join(self.paused))
             self.clear_paused()
 
     def hold(self, text: str) -> None:

@@ -18,6 +18,7 @@ from ..services.consoles.terminals import Terminal
 from ..services.core import Core
 from .feedback import attempt
 from .xterm_fit import FIT_CSS, follow_size
+from .xterm_output import XtermOutput
 
 PICK = 'Pick an instance (its Terminal button)'
 TERMINAL_OPTIONS = {'cursorBlink': True, 'scrollback': 5000, 'fontSize': 13, 'convertEol': False}
@@ -47,6 +48,7 @@ class TerminalView:
             self.end.mark('terminal-end-shell')
         self.terminal = ui.xterm(TERMINAL_OPTIONS, on_data=self._typed, on_resize=self._resized)
         self.terminal.classes('w-full h-full min-h-[16rem] aikore-xterm').mark('terminal')
+        self.output = XtermOutput(self.terminal)
         ui.add_css(FIT_CSS)
         follow_size(self.terminal)  # also before any shell: the pane's size is the PTY's first size
         self._buttons()
@@ -79,7 +81,7 @@ class TerminalView:
         self.close()
         self.instance = None
         self.title.set_text(PICK)
-        self.terminal.run_terminal_method('reset')
+        self.output.reset()
         self._buttons()
 
     async def reopen(self) -> None:
@@ -99,7 +101,7 @@ class TerminalView:
         spec = await attempt(self.core.instances.shell_spec(instance.id))
         if spec is None:
             return
-        self.terminal.run_terminal_method('reset')
+        self.output.reset()
         self._decoder = terminals.utf8_decoder()
         self._heard = False
         cols, rows = self.size
@@ -139,7 +141,7 @@ class TerminalView:
         self._heard = True
         text = self._decoder.decode(data)
         if text:
-            self.terminal.write(text)
+            self.output.write(text)
 
     def _ended_callback(self, generation: int) -> Callable[[str], None]:
         """What to do when the shell of ``generation`` ends on its own (exit, or closed as the oldest)."""
@@ -153,7 +155,7 @@ class TerminalView:
         return ended
 
     def _notice(self, text: str) -> None:
-        self.terminal.write(f'\r\n\x1b[33m[{text}]\x1b[0m\r\n')
+        self.output.write(f'\r\n\x1b[33m[{text}]\x1b[0m\r\n')
 
     def _buttons(self) -> None:
         self.restart.set_visibility(self.instance is not None and self.shell is None)

@@ -55,6 +55,7 @@ class Core:
     log_streams: LogStreams = field(default_factory=LogStreams)
     terminals: Terminals = field(default_factory=Terminals)  # interactive shells (Terminal tab)
     ready: bool = False  # earlier runs re-adopted: requests may act on instances now
+    started: bool = False  # every start step done (autostart, monitor, disk counts): the panel is settled
     # What went wrong at start (one sentence each): /api/health says "degraded", the dashboard shows them.
     problems: list[str] = field(default_factory=list)
     problems_changed: EventBus[list[str]] = field(default_factory=lambda: EventBus('problems'))
@@ -114,6 +115,7 @@ class Core:
         await self._step('Monitor', self.monitor.start)
         self.disk.volume_checked = self.volume_checked
         self.disk.start()
+        self.started = True
 
     async def _adopt(self) -> None:
         for problem in await self.supervisor.adopt_all():
