@@ -10,8 +10,6 @@ speed (on these shared 2-core machines by ~30 % from one day to the next); the r
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, free_port
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Panel, end_group, free_port
 
 from .core import PYTHON, Context, Result, create, median, poll, post, put_blueprint, wait_status
 
@@ -100,14 +98,7 @@ def _bare_page(ctx: Context) -> Iterator[str]:
             raise RuntimeError(f'the bare page app exited with {process.returncode}')
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        end_group(process)
 
 
 def _answers(url: str) -> bool:

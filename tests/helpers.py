@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,47 @@ async def edit_row(user: User, instance_id: int, **changes: object) -> None:
     """What the Update button of a row sends after editing its cells (browser field names)."""
     await wait_until(lambda: table_row(user, instance_id) is not None, what=f'row {instance_id}')
     user.find(marker='instances').trigger('save', {'id': instance_id, 'changes': changes})
+
+
+def end_group(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """End a process that leads its own session: SIGTERM to its group, SIGKILL after ``grace`` s."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+class HeldCall:
+    """A real call (squeue, an executor's adopt or start) whose answer is held back, in its
+    thread, until ``release`` is set: for the calls ``when`` picks. Opens a race's window on
+    purpose: ``asked`` is set once a held call has run."""
+
+    def __init__(self, when: Callable[..., bool] = lambda *args: True) -> None:
+        self.when = when
+        self.asked = threading.Event()
+        self.release = threading.Event()
+        self.answers = 0
+        self.call: Callable[..., Any] | None = None
+
+    def patch(self, monkeypatch: Any, target: object, name: str) -> None:
+        """Hold ``target.name`` from now on (undone with ``monkeypatch``)."""
+        self.call = getattr(target, name)
+        monkeypatch.setattr(target, name, self)
+
+    def __call__(self, *args: Any) -> Any:
+        assert self.call is not None
+        answer = self.call(*args)
+        if self.when(*args):
+            self.asked.set()
+            self.release.wait(10)
+        self.answers += 1
+        return answer
 
 
 async def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = '') -> None:

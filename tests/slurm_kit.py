@@ -16,7 +16,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import end_group, free_port, wait_for
 
 NODES = ('vm1', 'vm2')
 GPUS_PER_NODE = 2
@@ -104,16 +103,8 @@ class SlurmCluster:
 
     def _end(self, name: str) -> None:
         process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+        if process is not None:
+            end_group(process)
 
     def cancel_all(self) -> None:
         """Cancel every job left in the cluster and wait until none runs (tests end their own;

@@ -7,7 +7,9 @@ instance folder without a row, and the API never shows an older status after a n
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import sys
 import threading
 import time
@@ -18,8 +20,21 @@ from typing import Any
 import httpx
 import pytest
 
+from app.config import Settings
+from app.models import InstanceCreate, RestartPolicy
+from app.services.core import Core
 from app.services.runtime import launch
-from tests.helpers import Panel, blueprint, python_server_blueprint, wait_for
+from tests.helpers import (
+    HeldCall,
+    Panel,
+    blueprint,
+    free_port,
+    gone,
+    kill_processes_under,
+    python_server_blueprint,
+    wait_for,
+    wait_until,
+)
 
 # A run's statuses only move forward in this order (a new run starts again at 'starting').
 RANK = {'starting': 0, 'stalled': 1, 'started': 2, 'stopping': 3, 'stopped': 4, 'error': 4}
@@ -239,17 +254,8 @@ def test_restore_applies_the_rules_of_create(quick_panel: Panel) -> None:
 async def test_stop_and_exit_in_either_order_never_restart(tmp_path: Path, first: str) -> None:
     """Deterministic interleaving of a user stop and the app's own failing exit (on-failure):
     whichever takes the instance's lock first, the stop wins for good (no automatic restart)."""
-    import asyncio
-
-    from app.config import Settings
-    from app.models import InstanceCreate, RestartPolicy
-    from app.services.core import Core
-    from tests.helpers import free_port, kill_processes_under, wait_until
-
-    low = free_port()
-    settings = Settings(data_dir=tmp_path / 'data', port=free_port(), port_range=(low, low + 9), api_token='t',
-                        stop_on_exit=True, stop_grace=2.0, restart_backoff=0.05, nginx='off')  # fmt: skip
-    core = await asyncio.to_thread(Core.open, settings, None)
+    settings = core_settings(tmp_path, stop_on_exit=True, restart_backoff=0.05)
+    core = await open_core(settings)
     try:
         await core.startup()
         body = blueprint('while [ ! -e go ]; do sleep 0.005; done; exit 3', ready='none', name='Quitter')
@@ -284,6 +290,44 @@ async def test_stop_and_exit_in_either_order_never_restart(tmp_path: Path, first
         kill_processes_under(settings.data_dir)
 
 
+# -- in-process panels: a restarted panel, one of its calls held to open a race's window --------------
+
+
+def core_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """An in-process panel's settings: its own data dir and ports, no nginx."""
+    low = free_port()
+    fields: dict[str, Any] = {'data_dir': tmp_path / 'data', 'port': free_port(), 'port_range': (low, low + 9),
+                              'api_token': 't', 'stop_on_exit': False, 'stop_grace': 2.0, 'nginx': 'off'}  # fmt: skip
+    return Settings(**{**fields, **overrides})
+
+
+async def open_core(settings: Settings) -> Core:
+    return await asyncio.to_thread(Core.open, settings, None)
+
+
+async def instances_of(core: Core, script: str, ready: str, names: str, **fields: Any) -> list[int]:
+    """A blueprint running ``script``, and one instance of it per letter of ``names``."""
+    await asyncio.to_thread(core.blueprints.put_custom, 'Race', blueprint(script, ready=ready, name='Race').encode())
+    created = [await core.instances.create(InstanceCreate(name=name, blueprint='Race', **fields)) for name in names]
+    return [instance.id for instance in created if instance.id is not None]
+
+
+async def left_running(core: Core, ids: list[int]) -> list[int]:
+    """Start the instances, wait until they are ready, and end the panel without stopping them:
+    their runners' PIDs."""
+    for instance_id in ids:
+        await core.instances.start(instance_id)
+    await wait_until(lambda: all(core.supervisor._runs[i].ready_at is not None for i in ids), 20, 'all ready')
+    pids = [core.supervisor._runs[i].handle.pid for i in ids]
+    await core.shutdown()  # stop_on_exit off: the runs stay, for the next panel to take back
+    return pids
+
+
+def named(name: str) -> Callable[..., bool]:
+    """For HeldCall: the executor's calls for the instance ``name``."""
+    return lambda instance, *_: bool(instance.name == name)
+
+
 async def test_a_stop_while_the_panel_takes_runs_back_waits_for_its_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -291,41 +335,18 @@ async def test_a_stop_while_the_panel_takes_runs_back_waits_for_its_run(
     job that asks squeue: up to 15 s each on a slow cluster). A Stop pressed then, on an instance
     not yet taken back, recorded it stopped and left its app running, taken back just after under
     a 'stopped' row. Now the Stop waits for the instance's run, and ends it."""
-    import asyncio
-
-    from app.config import Settings
-    from app.models import InstanceCreate
-    from app.services.core import Core
-    from tests.helpers import free_port, gone, kill_processes_under, wait_until
-
-    low = free_port()
-    settings = Settings(data_dir=tmp_path / 'data', port=free_port(), port_range=(low, low + 9), api_token='t',
-                        stop_on_exit=False, stop_grace=2.0, nginx='off')  # fmt: skip
-    asked, release = threading.Event(), threading.Event()
-    core = await asyncio.to_thread(Core.open, settings, None)
+    settings = core_settings(tmp_path)
+    adopt = HeldCall(named('a'))
+    core = await open_core(settings)
     try:
         await core.startup()
-        body = blueprint('exec sleep 600', ready='none', name='Sleeper')
-        await asyncio.to_thread(core.blueprints.put_custom, 'Sleeper', body.encode())
-        ids = [(await core.instances.create(InstanceCreate(name=name, blueprint='Sleeper'))).id for name in 'ab']
-        for iid in ids:
-            await core.instances.start(iid)
-        await wait_until(lambda: all(core.supervisor._runs[i].ready_at is not None for i in ids), 10, 'both ready')
-        pid = core.supervisor._runs[ids[1]].handle.pid
-        await core.shutdown()  # the panel goes; the runs stay (stop_on_exit off)
+        ids = await instances_of(core, 'exec sleep 600', 'none', 'ab')
+        pid = (await left_running(core, ids))[1]
 
-        core = await asyncio.to_thread(Core.open, settings, None)
-        real_adopt = core.supervisor.executor.adopt
-
-        def adopt_a_slowly(instance: Any) -> Any:
-            if instance.name == 'a':
-                asked.set()
-                release.wait(10)
-            return real_adopt(instance)
-
-        monkeypatch.setattr(core.supervisor.executor, 'adopt', adopt_a_slowly)
+        core = await open_core(settings)
+        adopt.patch(monkeypatch, core.supervisor.executor, 'adopt')
         startup = asyncio.ensure_future(core.startup())
-        await asyncio.to_thread(asked.wait, 10)  # taking back 'a'; 'b' is next
+        await asyncio.to_thread(adopt.asked.wait, 10)  # taking back 'a'; 'b' is next
         stop = asyncio.ensure_future(core.instances.stop(ids[1]))
 
         def stop_waits_or_ran() -> bool:
@@ -333,7 +354,7 @@ async def test_a_stop_while_the_panel_takes_runs_back_waits_for_its_run(
             return stop.done() or (lock is not None and len(lock._lock._waiters or ()) == 1)
 
         await wait_until(stop_waits_or_ran, 10, 'the stop to run')
-        release.set()
+        adopt.release.set()
         await asyncio.wait_for(startup, 30)
         await asyncio.wait_for(stop, 30)
         await core.supervisor.wait_stopped(ids[1])
@@ -342,7 +363,7 @@ async def test_a_stop_while_the_panel_takes_runs_back_waits_for_its_run(
         assert stopped.status == 'stopped' and not core.supervisor.is_running(ids[1])
         assert (await core.instances.get(ids[0])).status == 'started' and core.supervisor.is_running(ids[0])
     finally:
-        release.set()
+        adopt.release.set()
         await core.shutdown()
         kill_processes_under(settings.data_dir)
 
@@ -354,53 +375,31 @@ async def test_an_activate_while_the_panel_starts_leaves_one_forwarder(
     it takes back the forwarders the last one left): the forwarder it starts is the one the
     panel keeps; taking back its state file made a second unit for the same socat, and after
     Deactivate the forgotten one mapped the port again ("in use by another program")."""
-    import asyncio
-    import socket
-
-    from app.config import Settings
-    from app.models import InstanceCreate
-    from app.services.core import Core
-    from tests.helpers import free_port, kill_processes_under, wait_until
 
     def answers(port: int) -> bool:
         with socket.socket() as probe:
             probe.settimeout(1)
             return probe.connect_ex(('127.0.0.1', port)) == 0
 
-    low = free_port()
-    settings = Settings(data_dir=tmp_path / 'data', port=free_port(), port_range=(low, low + 9), api_token='t',
-                        stop_on_exit=False, stop_grace=2.0, nginx='off')  # fmt: skip
-    asked, release = threading.Event(), threading.Event()
-    core = await asyncio.to_thread(Core.open, settings, None)
+    settings = core_settings(tmp_path)
+    adopt = HeldCall(named('y'))
+    core = await open_core(settings)
     try:
         await core.startup()
         serve = f'exec {sys.executable} -m http.server --bind 127.0.0.1 "$WEBUI_PORT"'
-        body = blueprint(serve, ready='tcp', name='Serve')
-        await asyncio.to_thread(core.blueprints.put_custom, 'Serve', body.encode())
-        ids = [(await core.instances.create(InstanceCreate(name=name, blueprint='Serve'))).id for name in 'xy']
-        for iid in ids:
-            await core.instances.start(iid)
-        await wait_until(lambda: all(core.supervisor._runs[i].ready_at is not None for i in ids), 20, 'both ready')
-        await core.shutdown()  # the panel goes; the instances stay (x not active: no forwarder)
+        ids = await instances_of(core, serve, 'tcp', 'xy')
+        await left_running(core, ids)  # x not active: no forwarder
 
-        core = await asyncio.to_thread(Core.open, settings, None)
-        real_adopt = core.supervisor.executor.adopt
-
-        def adopt_y_slowly(instance: Any) -> Any:
-            if instance.name == 'y':
-                asked.set()
-                release.wait(10)
-            return real_adopt(instance)
-
-        monkeypatch.setattr(core.supervisor.executor, 'adopt', adopt_y_slowly)
+        core = await open_core(settings)
+        adopt.patch(monkeypatch, core.supervisor.executor, 'adopt')
         startup = asyncio.ensure_future(core.startup())
-        await asyncio.to_thread(asked.wait, 10)  # x is taken back; the forwarders are not yet
+        await asyncio.to_thread(adopt.asked.wait, 10)  # x is taken back; the forwarders are not yet
         ports = core.network.ports
         active = await ports.activate(ids[0])
         port = active.public_port
         assert port is not None and answers(port)
         mapped = ports._forwarders[ids[0]]
-        release.set()
+        adopt.release.set()
         await asyncio.wait_for(startup, 30)
         assert ports._forwarders[ids[0]] is mapped, 'the forwarder mapped during the start was replaced'
 
@@ -409,7 +408,7 @@ async def test_an_activate_while_the_panel_starts_leaves_one_forwarder(
         again = await ports.activate(ids[0])  # refused as "in use by another program" if mapped again behind our back
         assert again.active and answers(port)
     finally:
-        release.set()
+        adopt.release.set()
         await core.shutdown()
         kill_processes_under(settings.data_dir)
 
@@ -420,44 +419,24 @@ async def test_an_instance_started_by_hand_during_autostart_is_not_an_autostart_
     """The API answers as autostart begins: an autostart instance a user (or a script) starts
     meanwhile was then reported as "Autostart of b failed: already running" for the whole
     session (the banner, and /api/health degraded)."""
-    import asyncio
-
-    from app.config import Settings
-    from app.models import InstanceCreate
-    from app.services.core import Core
-    from tests.helpers import free_port, kill_processes_under, wait_until
-
-    low = free_port()
-    settings = Settings(data_dir=tmp_path / 'data', port=free_port(), port_range=(low, low + 9), api_token='t',
-                        stop_on_exit=True, stop_grace=2.0, nginx='off')  # fmt: skip
-    asked, release = threading.Event(), threading.Event()
-    core = await asyncio.to_thread(Core.open, settings, None)
+    settings = core_settings(tmp_path, stop_on_exit=True)
+    start = HeldCall(named('a'))
+    core = await open_core(settings)
     try:
         await core.startup()
-        body = blueprint('exec sleep 600', ready='none', name='Sleeper')
-        await asyncio.to_thread(core.blueprints.put_custom, 'Sleeper', body.encode())
-        ids = [(await core.instances.create(InstanceCreate(name=n, blueprint='Sleeper', autostart=True))).id
-               for n in 'ab']  # fmt: skip
+        ids = await instances_of(core, 'exec sleep 600', 'none', 'ab', autostart=True)
         await core.shutdown()
 
-        core = await asyncio.to_thread(Core.open, settings, None)
-        real_start = core.supervisor.executor.start
-
-        def start_a_slowly(instance: Any, prepared: Any) -> Any:
-            if instance.name == 'a':
-                asked.set()
-                release.wait(10)
-            return real_start(instance, prepared)
-
-        monkeypatch.setattr(core.supervisor.executor, 'start', start_a_slowly)
+        core = await open_core(settings)
+        start.patch(monkeypatch, core.supervisor.executor, 'start')
         startup = asyncio.ensure_future(core.startup())
-        await asyncio.to_thread(asked.wait, 10)  # autostart is starting a; b is next
+        await asyncio.to_thread(start.asked.wait, 10)  # autostart is starting a; b is next
         await core.instances.start(ids[1])  # by hand, meanwhile
-        release.set()
+        start.release.set()
         await asyncio.wait_for(startup, 30)
         await wait_until(lambda: all(core.supervisor.is_running(i) for i in ids), 10, 'both running')
         assert not [p for p in core.problems if 'Autostart' in p], core.problems
     finally:
-        release.set()
+        start.release.set()
         await core.shutdown()
         kill_processes_under(settings.data_dir)

@@ -16,7 +16,6 @@ import os
 import re
 import sqlite3
 import sys
-import threading
 import time
 from contextlib import closing
 from datetime import datetime
@@ -25,6 +24,7 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from app.config import Settings
 from app.db import SLURM_COLUMNS, prepare_database
@@ -37,8 +37,8 @@ from app.services.net.proxy import upstream_host
 from app.services.runtime.executor import RunHandle
 from app.services.runtime.job_gate import Gate, checked_head
 from app.services.runtime.readiness import ReadinessProbe
-from app.services.runtime.slurm import JobInfo, SlurmCommands, SlurmExecutor, gpu_count
-from tests.helpers import Panel, blueprint, free_port, gone, wait_for, wait_until
+from app.services.runtime.slurm import SlurmCommands, SlurmExecutor, gpu_count
+from tests.helpers import HeldCall, Panel, blueprint, free_port, gone, wait_for, wait_until
 from tests.netkit import ECHO_APP, auth, proxied_panel, wait_routed
 from tests.slurm_kit import SlurmCluster
 
@@ -253,33 +253,17 @@ def test_jobs_keep_other_users_off_their_node_and_share_it_with_ours(
         slurm_cluster.cancel_all()
 
 
-class HeldQueue(SlurmCommands):
-    """The real ``squeue``, whose answer is held back until ``release`` is set: the moment, on a
-    busy machine, when a job is submitted while a poll's squeue is under way."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.asked = threading.Event()
-        self.release = threading.Event()
-        self.answers = 0
-
-    def queue(self) -> dict[str, JobInfo]:
-        answer = super().queue()
-        self.asked.set()
-        self.release.wait(10)
-        self.answers += 1
-        return answer
-
-
 async def test_a_job_submitted_while_the_queue_is_read_is_not_taken_for_ended(
-    tmp_path: Path, slurm_cluster: SlurmCluster
+    tmp_path: Path, slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two instances started together: the second job, submitted while the poll for the first
     asked squeue, is missing from that answer. It was taken for ended (its instance recorded as
     stopped, the job left running, forgotten); it must be followed until it really ends."""
     env = {'AIKORE_DATA_DIR': str(tmp_path / 'data'), 'AIKORE_SLURM_CONF': str(slurm_cluster.conf)}
     settings = Settings.from_env({**env, 'AIKORE_SLURM_POLL': '0.1'})
-    commands = HeldQueue(settings)
+    commands = SlurmCommands(settings)
+    queue = HeldCall()  # the real squeue, its answer held back until released
+    queue.patch(monkeypatch, commands, 'queue')
     slurm = SlurmExecutor(settings, commands)
     ended: list[str] = []
 
@@ -291,16 +275,16 @@ async def test_a_job_submitted_while_the_queue_is_read_is_not_taken_for_ended(
 
     try:
         first = await submit_and_watch('race-a')
-        await asyncio.to_thread(commands.asked.wait, 10)  # the poll's squeue has answered, not yet returned
+        await asyncio.to_thread(queue.asked.wait, 10)  # the poll's squeue has answered, not yet returned
         second = await submit_and_watch('race-b')
-        commands.release.set()
-        await wait_until(lambda: commands.answers >= 3, 10, 'three looks at the queue')
+        queue.release.set()
+        await wait_until(lambda: queue.answers >= 3, 10, 'three looks at the queue')
         assert ended == [], f'taken for ended while Slurm still has them: {ended}\n{slurm_cluster.queue()}'
         for job_id in (first, second):
             await asyncio.to_thread(commands.cancel, job_id)
         await wait_until(lambda: sorted(ended) == sorted([first, second]), 30, 'both cancelled jobs seen ending')
     finally:
-        commands.release.set()
+        queue.release.set()
         slurm.shutdown()
         slurm_cluster.cancel_all()
 
