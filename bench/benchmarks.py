@@ -745,7 +745,8 @@ PLACEHOLDERS: dict[str, list[tuple[str, str, float, str, str, str]]] = {
             ('status_bytes', 'websocket bytes per status change', 2048, '< 2 KB', 'B'),
             ('status_visible', 'status change -> visible in browser', 0.3, '<= 300 ms', 's'),
         )
-    ],
+    ]
+    + [('dashboard_errors', 'panel log: ERROR / "did not respond" lines', 0, '= 0', '-', 'lines')],
     'dashboards_open': [
         ('dashboards_cpu', 'panel CPU, 3 dashboards open', 3.0, '< 3 % core', '-', '%'),
         ('chart_bytes', 'websocket bytes per chart tick', 1024, '< 1 KB', '-', 'B'),

@@ -37,7 +37,7 @@ class BenchError(RuntimeError):
 class Result:
     key: str  # stable machine name, e.g. 'ready_started'
     label: str  # the row's text in the table
-    unit: str  # 's' (durations) or '%' (share of one core)
+    unit: str  # 's' (durations), '%' (share of one core), 'B', 'MB', 'MB/s', 'kbit/s' or 'lines' (a count)
     value: float | None
     target: float
     target_text: str
@@ -94,6 +94,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f'{value:.0f} MB'
     if unit == 'B':
         return f'{value:.0f} B'
+    if unit == 'lines':
+        return f'{value:.0f}'
     if unit == 'kbit/s':
         return f'{value:.0f} kbit/s'
     if value < 1.0:
