@@ -46,6 +46,29 @@ def test_tab_and_instance_restored_after_reload(browser: Browser, panel: Panel) 
     assert errors_logged(panel) == []
 
 
+def test_other_tools_follow_the_selected_instance(browser: Browser, panel: Panel) -> None:
+    first = panel.create('first')['id']
+    second = panel.create('second')['id']
+    page = logged_in(browser, panel)
+    tab = page.locator('.q-tab')
+    action(page, second, 'article').click()
+    expect(page.get_by_text('Logs · second')).to_be_visible(timeout=10000)
+    tab.filter(has_text='Script').click()  # the highlighted instance, not "Pick an instance"
+    expect(page.get_by_text('Script · second · launch.sh')).to_be_visible(timeout=10000)
+    tab.filter(has_text='Terminal').click()
+    expect(page.get_by_text('Terminal · second')).to_be_visible(timeout=10000)
+    expect(page.get_by_role('button', name='End shell')).to_be_visible(timeout=15000)
+    action(page, first, 'code').click()  # Script of first: the Logs follow when shown again
+    expect(page.get_by_text('Script · first · launch.sh')).to_be_visible(timeout=10000)
+    tab.filter(has_text='Logs').click()
+    expect(page.get_by_text('Logs · first')).to_be_visible(timeout=10000)
+    tab.filter(has_text='Terminal').click()  # an open shell of another instance is kept
+    expect(page.get_by_text('Terminal · second')).to_be_visible()
+    expect(page.get_by_role('button', name='End shell')).to_be_visible()
+    page.context.close()
+    assert errors_logged(panel) == []
+
+
 def test_delete_says_so_and_logs_no_error(browser: Browser, panel: Panel) -> None:
     goner = panel.create('goner')['id']
     page = logged_in(browser, panel)

@@ -79,16 +79,25 @@ async def dashboard() -> None:
         """Open and View URLs as this browser reaches the panel (its scheme too)."""
         return core.network.with_urls(instance, host, scheme)
 
+    selecting = False  # a row's action is changing the tab
+
     async def select(instance: InstancePublic, tab: str = '') -> None:
         """An action of a row opens one of the tools on that instance; a click on a row
         shows the instance in the current tool. The choice is remembered for the next visit."""
+        nonlocal selecting
         remember('instance', instance.id)
         table.highlight(instance.id)
         tab = tab or str(tabs.value or 'Logs')
         if tab != tabs.value:
-            tabs.set_value(tab)
-        if not tools_ready:
-            return
+            selecting = True  # read by tab_chosen's handler, called within set_value
+            try:
+                tabs.set_value(tab)
+            finally:
+                selecting = False
+        if tools_ready:
+            await show_in(tab, instance)
+
+    async def show_in(tab: str, instance: InstancePublic) -> None:
         if tab == 'Logs':
             await logs.show(instance)
         elif tab == 'Script':
@@ -126,7 +135,7 @@ async def dashboard() -> None:
                     with ui.tabs(value=chosen).props(tab_props).classes('w-full') as tabs:
                         for name in TABS:
                             ui.tab(name)
-                    tabs.on_value_change(lambda e: tab_chosen(str(e.value)))
+                    tabs.on_value_change(lambda e: tab_chosen(str(e.value), follow=not selecting))
                     # The panels follow the tabs (``tab_panels(tabs)`` binds them): given the same
                     # value, so that binding does not copy an empty one back onto the tabs.
                     with ui.tab_panels(tabs, value=chosen).classes('w-full grow') as panels:
@@ -135,14 +144,28 @@ async def dashboard() -> None:
                 with tools_split.after:
                     monitor_area = ui.column().classes('w-full h-full p-2 gap-1 overflow-y-auto aikore-monitor')
 
-    def tab_chosen(tab: str) -> None:
+    async def tab_chosen(tab: str, follow: bool) -> None:
+        """``follow``: the person changed the tab (not a row's action, which shows its instance)."""
         remember('tab', tab)
         if not tools_ready:
             return
         if tab == 'Trash':
             trash.shown()
-        elif tab in {'Logs', 'Terminal'}:  # a tab's content is mounted when first shown: fit it then
+            return
+        if tab in {'Logs', 'Terminal'}:  # a tab's content is mounted when first shown: fit it then
             (logs if tab == 'Logs' else terminal).fit()
+        instance = table.selected
+        if follow and instance is not None and follows_selection(tab):
+            await show_in(tab, instance)
+
+    def follows_selection(tab: str) -> bool:
+        """A tool opened on another tab shows the highlighted instance, unless it holds what the
+        person could lose: an unsaved script edit, or an open shell of another instance."""
+        if tab == 'Script':
+            return not script.dirty
+        if tab == 'Terminal':
+            return terminal.shell is None or terminal.instance is None
+        return True
 
     def changed(instance: InstancePublic) -> None:
         """Every change of an instance: its row, and the tools showing it (a rename retitles them)."""

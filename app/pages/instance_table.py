@@ -288,6 +288,12 @@ class InstanceTable:
     def highlight(self, instance_id: int) -> None:
         self.grid.select(instance_id)
 
+    @property
+    def selected(self) -> InstancePublic | None:
+        """The highlighted instance (as it is now: a rename is followed), if it still exists."""
+        chosen = self.grid.props['selected']
+        return self.instances.get(chosen) if isinstance(chosen, int) else None
+
     # -- events from the browser -------------------------------------------------------
 
     def _instance(self, event: events.GenericEventArguments) -> InstancePublic | None:
