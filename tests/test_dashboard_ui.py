@@ -136,8 +136,10 @@ async def test_create_dialog_checks_inline(ui_user: User) -> None:
     await ui_user.should_see('A name is required', retries=50)  # under the field, not "Invalid instance name ''"
     port = ui_user.find(marker='create-port').elements.pop()
     port.set_value(70000)
-    await ui_user.should_see(f'The public port must be a whole number within {low}-{high}', retries=50)
-    assert port.value == 70000  # the field keeps what was typed
+    await ui_user.should_see(f'Port 70000 is outside the public range {low}-{high}', retries=50)
+    assert port.value == 70000  # the field keeps what was typed, and the message names it
+    port.set_value(low + 0.5)
+    await ui_user.should_see(f'The public port must be a whole number within {low}-{high}, not {low + 0.5:g}')
     port.set_value(taken.public_port)
     await ui_user.should_see(f'Port {taken.public_port} is already assigned to taken', retries=50)
     ui_user.find(marker='create-gpus').type('0')

@@ -75,18 +75,25 @@ def test_networking_settings() -> None:
 
 
 @pytest.mark.parametrize(
-    ('fields', 'opening', 'reason'),
+    ('fields', 'opening', 'proxy_on', 'reason'),
     [
-        ({'status': 'stopped'}, True, 'Start the instance first'),
-        ({'status': 'starting'}, False, 'Not ready yet'),
-        ({'access_pattern': 'port', 'active': False}, True, 'Activate its public port 9001 first'),
-        ({'access_pattern': 'subdomain'}, True, 'A subdomain needs the panel reached by a host name'),
-        ({'access_pattern': 'subdomain'}, False, 'Not reachable yet: nginx is taking the new route'),
-        ({'access_pattern': 'path'}, True, 'Not reachable yet: nginx is taking the new route'),
+        ({'status': 'stopped'}, True, True, 'Start the instance first'),
+        ({'status': 'starting'}, False, True, 'Not ready yet'),
+        ({'access_pattern': 'port', 'active': False}, True, True, 'Activate its public port 9001 first'),
+        ({'access_pattern': 'subdomain'}, True, True, 'A subdomain needs the panel reached by a host name'),
+        ({'access_pattern': 'subdomain'}, False, True, 'Not reachable yet: nginx is taking the new route'),
+        ({'access_pattern': 'path'}, True, True, 'Not reachable yet: nginx is taking the new route'),
+        # Without nginx, View too goes by the public port: no word of nginx.
+        ({'access_pattern': 'port', 'active': False}, False, False, 'Activate its public port 9001 first'),
+        ({'access_pattern': 'port', 'active': False, 'public_port': None}, False, False, 'No public port: give it one'),
     ],
 )
-def test_the_dashboard_says_why_open_or_view_is_off(fields: dict[str, Any], opening: bool, reason: str) -> None:
-    shown = why_unreachable(instance(**{'status': 'started', 'public_port': 9001, **fields}), opening=opening)
+def test_the_dashboard_says_why_open_or_view_is_off(
+    fields: dict[str, Any], opening: bool, proxy_on: bool, reason: str
+) -> None:
+    shown = why_unreachable(
+        instance(**{'status': 'started', 'public_port': 9001, **fields}), opening=opening, proxy_on=proxy_on
+    )
     assert shown.startswith(reason)
 
 
@@ -151,3 +158,9 @@ def test_a_row_travels_without_its_defaults(status: InstanceStatus) -> None:
     assert {**ROW_DEFAULTS, **compact(row)} == row
     plain = row_data(instance(status='stopped', pid=None, active=False), '')
     assert len(json.dumps(compact(plain))) < len(json.dumps(plain)) / 3
+
+
+def test_a_row_without_a_proxy_says_view_goes_by_the_public_port() -> None:
+    started = instance(status='started', pid=10, access_pattern='port', active=False, public_port=9001)
+    assert row_data(started, 'Test')['view_title'].startswith('Not reachable yet: nginx')
+    assert row_data(started, 'Test', proxy_on=False)['view_title'] == 'Activate its public port 9001 first'

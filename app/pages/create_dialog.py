@@ -96,8 +96,10 @@ async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
         def port_error(value: float | None) -> str | None:
             if value is None:
                 return None
-            if value != int(value) or not low <= value <= high:
-                return f'The public port must be a whole number within {low}-{high}'
+            if value != int(value):
+                return f'The public port must be a whole number within {low}-{high}, not {value:g}'
+            if not low <= value <= high:
+                return f'Port {int(value)} is outside the public range {low}-{high}'
             return None
 
         # No min/max on the field: those would change a typed 70000 into the limit behind the person's back.

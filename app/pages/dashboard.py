@@ -213,7 +213,7 @@ async def dashboard() -> None:
     with tab_panels['Script']:
         script = ScriptView(core)
     with tab_panels['View']:
-        view = ViewTab(core.network.refuses_framing)
+        view = ViewTab(core.network.refuses_framing, core.network.proxy_on)
     with tab_panels['Terminal']:
         terminal = TerminalView(core)
     with tab_panels['Trash']:

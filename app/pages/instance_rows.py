@@ -78,7 +78,7 @@ def _gpu_text(gpu_ids: list[int]) -> str:
     return ','.join(str(gpu) for gpu in gpu_ids)
 
 
-def actions(instance: InstancePublic) -> dict[str, Any]:
+def actions(instance: InstancePublic, proxy_on: bool = True) -> dict[str, Any]:
     """What the row's eight actions may do now (``instance_grid.js`` draws them); an action
     that cannot run now comes with the reason, shown on hover. Empty titles: the action's name."""
     status = instance.status
@@ -92,8 +92,8 @@ def actions(instance: InstancePublic) -> dict[str, Any]:
         'start_stop_title': 'Stopping…' if stopping else '' if running or startable else f'Cannot start while {status}',
         'can_restart': running and not stopping,
         'open_url': instance.urls.open or '',
-        'open_title': instance.urls.open or why_unreachable(instance),
-        'view_title': instance.urls.view or why_unreachable(instance, opening=False),
+        'open_title': instance.urls.open or why_unreachable(instance, proxy_on=proxy_on),
+        'view_title': instance.urls.view or why_unreachable(instance, opening=False, proxy_on=proxy_on),
         'can_view': instance.urls.view is not None,
         'can_delete': deletable,
         'delete_title': '' if deletable else f'Stop {instance.name} before deleting it (it is {status})',
@@ -145,10 +145,16 @@ def family(instance: InstancePublic, parent: str) -> dict[str, Any]:
 
 
 def row_data(
-    instance: InstancePublic, category: str, usage: str = '', sharing: list[str] | None = None, parent: str = ''
+    instance: InstancePublic,
+    category: str,
+    usage: str = '',
+    sharing: list[str] | None = None,
+    parent: str = '',
+    proxy_on: bool = True,
 ) -> dict[str, Any]:
     """One row as the browser shows it; ``sharing``: the other instances on its public port;
-    ``parent``: the name of the instance a satellite runs from."""
+    ``parent``: the name of the instance a satellite runs from; ``proxy_on``: whether the panel
+    has a reverse proxy (the reasons Open and View give)."""
     renamable = instance.status in lifecycle.DELETABLE
     return {
         'id': instance.id,
@@ -175,7 +181,7 @@ def row_data(
         'rename_title': '' if renamable else f'Stop {instance.name} to rename it',
         'parent': parent,
         'family': family(instance, parent),
-        **actions(instance),
+        **actions(instance, proxy_on),
         **activation(instance),
     }
 

@@ -219,7 +219,8 @@ class InstanceTable:
         sharing = [name for name, key in on_port[:5] if key != instance.id][:4]
         category = self.categories.get(instance.blueprint, '')
         parent = self.instances.get(instance.parent_id) if instance.parent_id is not None else None
-        return row_data(instance, category, self.usage.get(instance.id, ''), sharing, parent.name if parent else '')
+        usage, parent_name = self.usage.get(instance.id, ''), parent.name if parent else ''
+        return row_data(instance, category, usage, sharing, parent_name, self.core.network.proxy_on)
 
     def _index_port(self, instance_id: int, old: int | None, new: int | None) -> set[int]:
         """Moves an instance in the port index; answers the other instances whose sharing changed."""

@@ -14,10 +14,12 @@ FramingProbe = Callable[[InstancePublic], Awaitable[bool]]
 
 
 class ViewTab:
-    def __init__(self, refuses_framing: FramingProbe | None = None) -> None:
-        """``refuses_framing``: asks whether the app forbids being framed (the network service's)."""
+    def __init__(self, refuses_framing: FramingProbe | None = None, proxy_on: bool = True) -> None:
+        """``refuses_framing``: asks whether the app forbids being framed (the network service's);
+        ``proxy_on``: whether the panel has a reverse proxy (the reason given without a URL)."""
         self.instance: InstancePublic | None = None
         self.refuses_framing = refuses_framing
+        self.proxy_on = proxy_on
         with ui.row().classes('items-center w-full gap-2'):
             self.title = ui.label(PICK).classes('font-medium')
             ui.space()
@@ -55,7 +57,8 @@ class ViewTab:
         url = instance.urls.view if instance else None
         if instance is not None:
             self.title.set_text(f'View · {instance.name}')
-        self.reason.set_text('' if url or instance is None else why_unreachable(instance, opening=False))
+        reason = '' if url or instance is None else why_unreachable(instance, opening=False, proxy_on=self.proxy_on)
+        self.reason.set_text(reason)
         self.frame.props(f'src="{url}"' if url else 'src="about:blank"')
         self.frame.set_visibility(url is not None)
         self.reload.set_enabled(url is not None)

@@ -123,13 +123,16 @@ def desktop_urls(instance: InstancePublic, entry: str, host: str, entry_port: st
     return InstanceUrls(open=f'{scheme}://{entry}{path}', view=path)
 
 
-def why_unreachable(instance: InstancePublic, *, opening: bool = True) -> str:
-    """Why Open (``opening``) or View has no URL for this instance now."""
+def why_unreachable(instance: InstancePublic, *, opening: bool = True, proxy_on: bool = True) -> str:
+    """Why Open (``opening``) or View has no URL for this instance now; ``proxy_on``: whether
+    the panel has a reverse proxy (without one, an app is reached on its public port only)."""
     if not instance.status.is_running:
         return NOT_STARTED
     if instance.status not in READY:
         return 'Not ready yet'
-    if opening and instance.access_pattern == AccessPattern.PORT and not instance.active:
+    if (opening or not proxy_on) and instance.access_pattern == AccessPattern.PORT and not instance.active:
+        if not instance.public_port:
+            return 'No public port: give it one, then activate it'
         return f'Activate its public port {instance.public_port} first'
     if opening and instance.access_pattern == AccessPattern.SUBDOMAIN:
         return (
