@@ -134,7 +134,11 @@ def test_token_link_gives_a_session(browser: Browser, panel: Panel) -> None:
     page.context.close()
     fresh = browser.new_context().new_page()
     fresh.goto(f'{panel.url}/?token=wrong')  # not logged in: the login page, the token not kept
-    expect(fresh).to_have_url(f'{panel.url}/login?next=/')
+    expect(fresh).to_have_url(f'{panel.url}/login?next=/&refused=link')
+    expect(fresh.get_by_role('alert')).to_have_text(re.compile('The token in that link is not valid'))
+    fresh.get_by_label('Password').fill(panel.password())
+    fresh.get_by_role('button', name='Log in').click()
+    expect(row(fresh, instance)).to_have_count(1, timeout=15000)
     fresh.context.close()
 
 

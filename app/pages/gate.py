@@ -20,7 +20,7 @@ from ..api.origin import CROSS_ORIGIN, cookie_change_refused, own_origin
 from ..api.system import DOCS_SCRIPT, SWAGGER_ASSETS
 from ..services import core as core_module
 from ..services.access.sessions import SESSION_COOKIE
-from .login import safe_next
+from .login import REFUSED_LINK, safe_next
 
 # /metrics checks the token itself and answers 401 (a scraper cannot follow a login redirect).
 OPEN_EXACT = {'/login', '/logout', '/favicon.ico', '/_aikore/auth', '/_aikore/session', '/metrics', DOCS_SCRIPT}
@@ -59,9 +59,10 @@ class SessionGate:
         if scope.get('method') == 'GET' and not scope['path'].startswith('/_nicegui'):
             query = scope.get('query_string', b'').decode('latin-1')
             target = scope['path'] + (f'?{query}' if query else '')
-            if has_token(scope):  # a wrong token link: to the login page, the token not kept in the address
-                target = without_token(scope)
-            response: Response = RedirectResponse(f'/login?next={quote(target)}', status_code=303)
+            refused = ''
+            if has_token(scope):  # a wrong token link: to the login page (which says so), the token not kept
+                target, refused = without_token(scope), f'&refused={REFUSED_LINK}'
+            response: Response = RedirectResponse(f'/login?next={quote(target)}{refused}', status_code=303)
         else:
             response = JSONResponse({'detail': 'Log in first'}, status_code=401)
         await response(scope, receive, send)

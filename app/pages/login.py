@@ -21,6 +21,9 @@ from ..services.net.urls import APP_PATH, app_origin
 
 log = logging.getLogger(__name__)
 DISK_FULL_LOGIN = 'The disk of the data directory is full: no session can be opened. Free some space and try again.'
+# The gate's word for "a link's token was wrong" (in the login page's address), and what the page says.
+REFUSED_LINK = 'link'
+WRONG_LINK = 'The token in that link is not valid (it may have been replaced): log in with the password.'
 
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -128,7 +131,8 @@ def continue_page(target: str) -> HTMLResponse:
 
 
 @app.get('/login', include_in_schema=False)
-async def login_page(request: Request, next: str = '/', once: str | None = None) -> Response:
+async def login_page(request: Request, next: str = '/', once: str | None = None, refused: str = '') -> Response:
+    """``refused``: why the gate sent the browser here (``REFUSED_LINK``: a link's wrong token)."""
     sessions = core_module.current().sessions
     if once is not None:
         if sessions.redeem_login_link(once):
@@ -136,7 +140,7 @@ async def login_page(request: Request, next: str = '/', once: str | None = None)
         return login_form(next, 'This login link was used already or has expired: log in with the password.', 401)
     if authenticated(request.scope):
         return RedirectResponse(await destination(request, next), status_code=303)
-    return login_form(next)
+    return login_form(next, WRONG_LINK if refused == REFUSED_LINK else '')
 
 
 @app.post('/login', include_in_schema=False)
