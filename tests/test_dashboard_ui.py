@@ -108,8 +108,12 @@ async def test_script_save_and_save_as_blueprint(ui_user: User) -> None:
     core = core_module.current()
     instance = await core.instances.create(InstanceCreate(name='scripted', blueprint='Demo'))
     await ui_user.open('/')
+    await ui_user.should_see('Save as blueprint…', retries=50)  # the tools come after the table
+    save_as = ui_user.find('Save as blueprint…').elements.pop()
+    assert not save_as.enabled  # nothing to keep yet (the tool shows no instance)
     await click_row_action(ui_user, instance.id, 'script')  # the row's action opens the tab on it
     await ui_user.should_see('Script · scripted · launch.sh', retries=50)
+    assert save_as.enabled
     editor = ui_user.find(marker='script-editor').elements.pop()
     assert 'AIKORE-METADATA-START' in editor.value
     editor.set_value(editor.value + '\n# tuned\n')

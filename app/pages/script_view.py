@@ -28,7 +28,8 @@ class ScriptView:
             self.save_button = ui.button('Save', icon='save', on_click=self.save).props('flat dense')
             self.restart_button = ui.button('Save & Restart', icon='restart_alt', on_click=self.save_and_restart)
             self.restart_button.props('flat dense')
-            ui.button('Save as blueprint…', icon='library_add', on_click=self.save_as_blueprint).props('flat dense')
+            self.save_as_button = ui.button('Save as blueprint…', icon='library_add', on_click=self.save_as_blueprint)
+            self.save_as_button.props('flat dense')
         self.notice = ui.label().classes('text-sm text-warning').mark('script-notice')
         self.notice.set_visibility(False)
         self.editor = ui.codemirror('', language='Shell', theme='basicDark', on_change=self._changed)
@@ -45,6 +46,7 @@ class ScriptView:
         self.dirty_mark.set_visibility(self.dirty)
         self.save_button.set_enabled(self.instance is not None)
         self.restart_button.set_enabled(self.instance is not None)
+        self.save_as_button.set_enabled(bool(self.editor.value.strip()))  # a script to keep: shown or typed
 
     async def show(self, instance: InstancePublic) -> None:
         if self.instance is not None and self.instance.id == instance.id:
