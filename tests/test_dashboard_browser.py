@@ -297,6 +297,16 @@ def test_inline_edits_in_the_browser(browser: Browser, panel: Panel) -> None:
     )
     edited.get_by_label('Name').fill('renamed')  # back to the stored value: no draft left
     expect(edited.get_by_role('button', name='Update')).to_have_count(0)
+    port, stored = edited.get_by_label('Public port'), saved['public_port']
+    port.fill(str(stored + 2))
+    expect(edited.get_by_role('button', name='Update')).to_be_visible()
+    port.press('Escape')  # drops the draft, as Revert: the stored port is back
+    expect(edited.get_by_role('button', name='Update')).to_have_count(0)
+    expect(port).to_have_value(str(stored))
+    port.fill(str(stored + 1))
+    port.press('Enter')  # saves, as Update
+    expect(edited.get_by_role('button', name='Update')).to_have_count(0, timeout=10000)
+    wait_for(lambda: panel.instance(second)['public_port'] == stored + 1, what='the port saved by Enter')
     page.context.close()
     assert errors_logged(panel) == []
 

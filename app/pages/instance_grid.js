@@ -41,7 +41,7 @@ export default {
              :virtual-scroll-slice-ratio-before="0.5" :virtual-scroll-slice-ratio-after="0.5"
              :rows-per-page-options="[0]" :pagination="{rowsPerPage: 0, sortBy: 'name'}" hide-bottom
              :filter="filter" :filter-method="filterRows" :data-count="list.length"
-             @click="clicked" @input="typed" @change="picked">
+             @click="clicked" @input="typed" @change="picked" @keydown="keyed">
       <template v-slot:top>
         <input class="aikore-filter" type="search" placeholder="Filter: name, blueprint, status, port"
                aria-label="Filter instances" :value="filter" @input="filter = $event.target.value">
@@ -279,6 +279,19 @@ export default {
       if (target.type === "checkbox") this.edit(row, field, target.checked);
       else if (field === "access") this.choose(row, target.value);
       else if (target.tagName === "SELECT") this.edit(row, field, target.value);
+    },
+    // Enter in a row's text field saves the row's changes (as Update does); Escape drops them (Revert).
+    keyed(event) {
+      const { target } = event;
+      if (!target.dataset?.edit || target.tagName !== "INPUT" || target.type === "checkbox") return;
+      const row = this.rowOf(target);
+      if (!row) return;
+      if (event.key === "Enter" && this.changed(row)) {
+        event.preventDefault();
+        this.save(row);
+      } else if (event.key === "Escape" && this.drafts[row.id]) {
+        this.saved(row.id);
+      }
     },
     // -- drafts --------------------------------------------------------------------------
     value(row, field) {
