@@ -10,6 +10,7 @@ from nicegui import ui
 from nicegui.testing.user import User
 
 from app.config import STOCK_BLUEPRINTS_DIR
+from app.models import InstanceCreate
 from app.services import core as core_module
 from app.services.catalog.blueprints import BlueprintStore
 from app.services.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -147,6 +148,7 @@ async def test_copy_a_stock_blueprint_and_guard_unsaved_changes(ui_user: User) -
 
 
 async def test_opens_on_a_blueprint_and_creates_an_instance_from_it(ui_user: User) -> None:
+    await core_module.current().instances.create(InstanceCreate(name='other', blueprint='Demo'))
     await ui_user.open('/blueprints')
     await ui_user.should_see(marker='blueprint-stock-note', retries=50)  # not an empty editor: Demo is open
     assert 'aikore.name = Demo' in editor(ui_user).value
@@ -155,6 +157,6 @@ async def test_opens_on_a_blueprint_and_creates_an_instance_from_it(ui_user: Use
     await ui_user.should_see(marker='create-submit', retries=50)  # built last: the dialog is complete
     ui_user.find(marker='create-name').type('from-demo')
     ui_user.find(marker='create-submit').click()
-    await ui_user.should_see('Created from-demo', retries=50)
-    (created,) = await core_module.current().instances.list_all()
-    assert created.blueprint == 'Demo'
+    await ui_user.should_see('Logs · from-demo', retries=100)  # then the dashboard, on the new instance
+    created = {instance.name: instance for instance in await core_module.current().instances.list_all()}
+    assert created['from-demo'].blueprint == 'Demo'

@@ -13,6 +13,7 @@ from ..services.catalog import validation
 from ..services.catalog.blueprints import Blueprint
 from ..services.core import Core
 from .create_dialog import open_create_dialog
+from .dashboard import show_on_dashboard
 from .feedback import attempt, confirm, rule_error, succeeded
 from .frame import frame
 
@@ -173,9 +174,10 @@ class BlueprintLibrary:
         self._changed()
 
     async def create_instance(self) -> None:
-        """A new instance from the blueprint on screen (the create dialog, preselected)."""
+        """A new instance from the blueprint on screen (the create dialog, preselected); once
+        created, the dashboard opens on it."""
         if self.current is not None:
-            await open_create_dialog(self.core, self.current.name)
+            await open_create_dialog(self.core, self.current.name, on_created=show_on_dashboard)
 
     # ------------------------------------------------------------------ actions
 

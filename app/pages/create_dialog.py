@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from nicegui import ui
 
-from ..models import AccessPattern, Executor, InstanceCreate, RestartPolicy
+from ..models import AccessPattern, Executor, InstanceCreate, InstancePublic, RestartPolicy
 from ..services.catalog import validation
 from ..services.catalog.blueprints import Blueprint
 from ..services.core import Core
@@ -61,7 +62,10 @@ def blueprint_options(blueprints: list[Blueprint]) -> dict[str, str]:
     return options
 
 
-async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
+async def open_create_dialog(
+    core: Core, blueprint: str = 'Demo', on_created: Callable[[InstancePublic], None] | None = None
+) -> None:
+    """``on_created``: called with the new instance once it is created (after the message)."""
     blueprints = await asyncio.to_thread(core.blueprints.all)  # reads every blueprint file
     options = blueprint_options(blueprints)
     descriptions = {bp.name: bp.meta.description for bp in blueprints}
@@ -154,13 +158,15 @@ async def open_create_dialog(core: Core, blueprint: str = 'Demo') -> None:
                 slurm_partition=(partition.value or None) if executor.value == 'slurm' else None,
             )
             try:
-                await core.instances.create(data)
+                created = await core.instances.create(data)
             except ServiceError as exc:
                 fail(exc.detail)
                 return
             dialog.close()
             with dialog.parent_slot or contextlib.nullcontext():
                 notify(f'Created {data.name}', type='positive')
+                if on_created is not None:
+                    on_created(created)
 
         with ui.row().classes('w-full justify-end'):
             ui.button('Cancel', on_click=dialog.close).props('flat')

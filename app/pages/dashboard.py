@@ -50,6 +50,12 @@ def remember(key: str, value: object) -> None:
     app.storage.user[key] = value
 
 
+def show_on_dashboard(instance: InstancePublic) -> None:
+    """To the dashboard, ``instance`` selected there (as if picked on the last visit)."""
+    remember('instance', instance.id)
+    ui.navigate.to('/')
+
+
 def problems_banner(core: core_module.Core) -> None:
     """What went wrong at start (``core.problems``), kept up to date while the page is open."""
     banner = ui.column().classes('w-full gap-0 px-3 py-1 bg-orange-9 text-white text-sm aikore-problems')
