@@ -161,6 +161,7 @@ def test_page_fits_the_window_and_the_phone_can_activate_and_monitor(browser: Br
     page.set_viewport_size({'width': 390, 'height': 844})
     activate = row(page, served).get_by_role('button', name='Activate')
     expect(activate).to_be_visible()
+    expect(activate).to_have_class(re.compile('bg-primary'))  # can be pressed: not in the disabled grey
     box = activate.bounding_box()
     assert box is not None and box['x'] + box['width'] <= 390, box
     activate.click()

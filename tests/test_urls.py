@@ -164,3 +164,10 @@ def test_a_row_without_a_proxy_says_view_goes_by_the_public_port() -> None:
     started = instance(status='started', pid=10, access_pattern='port', active=False, public_port=9001)
     assert row_data(started, 'Test')['view_title'].startswith('Not reachable yet: nginx')
     assert row_data(started, 'Test', proxy_on=False)['view_title'] == 'Activate its public port 9001 first'
+
+
+def test_activate_is_coloured_only_when_it_can_be_pressed() -> None:
+    stopped = instance(status='stopped', pid=None, access_pattern='port', active=False, public_port=9001)
+    started = instance(status='started', pid=10, access_pattern='port', active=False, public_port=9001)
+    assert (row_data(stopped, '')['activate_enabled'], row_data(stopped, '')['activate_color']) == (False, 'grey-8')
+    assert (row_data(started, '')['activate_enabled'], row_data(started, '')['activate_color']) == (True, 'primary')

@@ -114,8 +114,9 @@ def activation(instance: InstancePublic) -> dict[str, Any]:
     title = f'Map public port {instance.public_port} to {instance.name}' if enabled else NOT_STARTED
     if instance.executor == 'slurm':
         title = 'A Slurm instance is reached through the proxy (no public port)'
-    return {'activate_label': 'Activate', 'activate_color': 'grey-8', 'activate_enabled': enabled,
-            'activate_title': title}  # fmt: skip
+    # In the panel's colour when it can be pressed: a grey one read as disabled next to the dimmed ones.
+    return {'activate_label': 'Activate', 'activate_color': 'primary' if enabled else 'grey-8',
+            'activate_enabled': enabled, 'activate_title': title}  # fmt: skip
 
 
 def shared_text(others: list[str]) -> str:
