@@ -160,3 +160,22 @@ async def test_opens_on_a_blueprint_and_creates_an_instance_from_it(ui_user: Use
     await ui_user.should_see('Logs · from-demo', retries=100)  # then the dashboard, on the new instance
     created = {instance.name: instance for instance in await core_module.current().instances.list_all()}
     assert created['from-demo'].blueprint == 'Demo'
+
+
+async def test_an_instance_made_while_editing_keeps_the_edit_on_screen(ui_user: User) -> None:
+    await ui_user.open('/blueprints')
+    ui_user.find(marker='blueprint-Demo').click()
+    await ui_user.should_see(marker='blueprint-copy', retries=50)
+    ui_user.find(marker='blueprint-copy').click()
+    await name_and_confirm(ui_user, 'Mine')
+    await ui_user.should_see(marker='blueprint-save', retries=50)
+    edited = editor(ui_user).value + '\n# not saved yet\n'
+    editor(ui_user).set_value(edited)
+    ui_user.find(marker='blueprint-create-instance').click()
+    await ui_user.should_see(marker='create-submit', retries=50)
+    ui_user.find(marker='create-name').type('while-editing')
+    ui_user.find(marker='create-submit').click()
+    await ui_user.should_see('Created while-editing', retries=50)  # and no move to the dashboard
+    assert editor(ui_user).value == edited
+    (created,) = await core_module.current().instances.list_all()
+    assert created.blueprint == 'Mine'

@@ -85,7 +85,8 @@ def test_networking_settings() -> None:
         ({'access_pattern': 'path'}, True, True, 'Not reachable yet: nginx is taking the new route'),
         # Without nginx, View too goes by the public port: no word of nginx.
         ({'access_pattern': 'port', 'active': False}, False, False, 'Activate its public port 9001 first'),
-        ({'access_pattern': 'port', 'active': False, 'public_port': None}, False, False, 'No public port: give it one'),
+        ({'access_pattern': 'port', 'active': False, 'public_port': None}, False, False, 'Not reachable: without the'),
+        ({'access_pattern': 'path'}, True, False, 'Not reachable: without the reverse proxy (AIKORE_NGINX=off)'),
     ],
 )
 def test_the_dashboard_says_why_open_or_view_is_off(

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from nicegui import ui
 
+from ..models import InstancePublic
 from ..services import core as core_module
 from ..services.catalog import validation
 from ..services.catalog.blueprints import Blueprint
@@ -175,9 +176,13 @@ class BlueprintLibrary:
 
     async def create_instance(self) -> None:
         """A new instance from the blueprint on screen (the create dialog, preselected); once
-        created, the dashboard opens on it."""
+        created, the dashboard opens on it (unless this page holds unsaved edits)."""
         if self.current is not None:
-            await open_create_dialog(self.core, self.current.name, on_created=show_on_dashboard)
+            await open_create_dialog(self.core, self.current.name, on_created=self._created)
+
+    def _created(self, instance: InstancePublic) -> None:
+        if not self.dirty:
+            show_on_dashboard(instance)
 
     # ------------------------------------------------------------------ actions
 

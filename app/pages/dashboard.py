@@ -161,16 +161,19 @@ async def dashboard() -> None:
         if tab in {'Logs', 'Terminal'}:  # a tab's content is mounted when first shown: fit it then
             (logs if tab == 'Logs' else terminal).fit()
         instance = table.selected
-        if follow and instance is not None and follows_selection(tab):
+        if follow and instance is not None and follows_selection(tab, instance):
             await show_in(tab, instance)
 
-    def follows_selection(tab: str) -> bool:
+    def follows_selection(tab: str, instance: InstancePublic) -> bool:
         """A tool opened on another tab shows the highlighted instance, unless it holds what the
-        person could lose: an unsaved script edit, or an open shell of another instance."""
+        person could lose or chose: an unsaved script edit, a shell of another instance (open, or
+        ended with its last output), an app of another instance loaded in View."""
         if tab == 'Script':
             return not script.dirty
         if tab == 'Terminal':
-            return terminal.shell is None or terminal.instance is None
+            return terminal.instance is None
+        if tab == 'View':
+            return view.instance is None or (view.instance.id != instance.id and view.instance.urls.view is None)
         return True
 
     def changed(instance: InstancePublic) -> None:

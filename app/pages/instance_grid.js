@@ -288,7 +288,8 @@ export default {
       if (!row) return;
       if (event.key === "Enter" && this.changed(row)) {
         event.preventDefault();
-        this.save(row);
+        // Not a number the field can read (e.g. "9000e": the browser says ""), nor a held key.
+        if (!event.repeat && !target.validity?.badInput) this.save(row);
       } else if (event.key === "Escape" && this.drafts[row.id]) {
         this.saved(row.id);
       }

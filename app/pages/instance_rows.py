@@ -101,7 +101,8 @@ def actions(instance: InstancePublic, proxy_on: bool = True) -> dict[str, Any]:
 
 
 def activation(instance: InstancePublic) -> dict[str, Any]:
-    """Activate (grey) / Deactivate (green, or amber while the mapping waits for the app)."""
+    """Activate (primary; grey when it cannot be pressed) / Deactivate (green, or amber while the
+    mapping waits for the app)."""
     if instance.active:
         serving = instance.status in lifecycle.SERVING
         port = instance.public_port

@@ -130,9 +130,9 @@ def why_unreachable(instance: InstancePublic, *, opening: bool = True, proxy_on:
         return NOT_STARTED
     if instance.status not in READY:
         return 'Not ready yet'
-    if (opening or not proxy_on) and instance.access_pattern == AccessPattern.PORT and not instance.active:
-        if not instance.public_port:
-            return 'No public port: give it one, then activate it'
+    if not proxy_on:
+        return _without_proxy(instance)
+    if opening and instance.access_pattern == AccessPattern.PORT and not instance.active:
         return f'Activate its public port {instance.public_port} first'
     if opening and instance.access_pattern == AccessPattern.SUBDOMAIN:
         return (
@@ -143,4 +143,14 @@ def why_unreachable(instance: InstancePublic, *, opening: bool = True, proxy_on:
         'Not reachable yet: nginx is taking the new route, or the panel was reached by an IP address '
         '(each app runs in its own origin, <slug>.<host>: use a host name, localhost or AIKORE_PUBLIC_HOST, '
         'or activate its public port)'
+    )
+
+
+def _without_proxy(instance: InstancePublic) -> str:
+    """With ``AIKORE_NGINX=off`` an app is reached on its active public port, over http, only."""
+    if instance.public_port and not instance.active:
+        return f'Activate its public port {instance.public_port} first'
+    return (
+        'Not reachable: without the reverse proxy (AIKORE_NGINX=off) an app is reached only on its active '
+        'public port, over http'
     )
