@@ -33,6 +33,24 @@ async def name_and_confirm(user: User, name: str) -> None:
     user.find(marker='blueprint-name-ok').click()
 
 
+async def copy_demo(user: User, name: str) -> None:
+    """The stock Demo blueprint copied as the custom blueprint ``name``, open in the editor."""
+    await user.open('/blueprints')
+    user.find(marker='blueprint-Demo').click()
+    await user.should_see(marker='blueprint-copy', retries=50)
+    user.find(marker='blueprint-copy').click()
+    await name_and_confirm(user, name)
+    await user.should_see(f'Blueprint {name} created', retries=50)
+
+
+async def create_instance_named(user: User, name: str) -> None:
+    """New instance… of the blueprint on screen, named ``name``."""
+    user.find(marker='blueprint-create-instance').click()
+    await user.should_see(marker='create-submit', retries=50)  # built last: the dialog is complete
+    user.find(marker='create-name').type(name)
+    user.find(marker='create-submit').click()
+
+
 # ---------------------------------------------------------------------- the store
 
 
@@ -129,12 +147,7 @@ async def test_invalid_and_taken_names_are_refused_with_a_message(ui_user: User)
 
 
 async def test_copy_a_stock_blueprint_and_guard_unsaved_changes(ui_user: User) -> None:
-    await ui_user.open('/blueprints')
-    ui_user.find(marker='blueprint-Demo').click()
-    await ui_user.should_see(marker='blueprint-copy', retries=50)
-    ui_user.find(marker='blueprint-copy').click()
-    await name_and_confirm(ui_user, 'MyDemo')
-    await ui_user.should_see('Blueprint MyDemo created', retries=50)
+    await copy_demo(ui_user, 'MyDemo')
     assert (custom_dir() / 'MyDemo.sh').read_text() == (STOCK_BLUEPRINTS_DIR / 'Demo.sh').read_text()
     await ui_user.should_see(marker='blueprint-save', retries=50)
 
@@ -153,28 +166,18 @@ async def test_opens_on_a_blueprint_and_creates_an_instance_from_it(ui_user: Use
     await ui_user.should_see(marker='blueprint-stock-note', retries=50)  # not an empty editor: Demo is open
     assert 'aikore.name = Demo' in editor(ui_user).value
     ui_user.find(marker='blueprint-Demo').click()
-    ui_user.find(marker='blueprint-create-instance').click()
-    await ui_user.should_see(marker='create-submit', retries=50)  # built last: the dialog is complete
-    ui_user.find(marker='create-name').type('from-demo')
-    ui_user.find(marker='create-submit').click()
+    await create_instance_named(ui_user, 'from-demo')
     await ui_user.should_see('Logs · from-demo', retries=100)  # then the dashboard, on the new instance
     created = {instance.name: instance for instance in await core_module.current().instances.list_all()}
     assert created['from-demo'].blueprint == 'Demo'
 
 
 async def test_an_instance_made_while_editing_keeps_the_edit_on_screen(ui_user: User) -> None:
-    await ui_user.open('/blueprints')
-    ui_user.find(marker='blueprint-Demo').click()
-    await ui_user.should_see(marker='blueprint-copy', retries=50)
-    ui_user.find(marker='blueprint-copy').click()
-    await name_and_confirm(ui_user, 'Mine')
+    await copy_demo(ui_user, 'Mine')
     await ui_user.should_see(marker='blueprint-save', retries=50)
     edited = editor(ui_user).value + '\n# not saved yet\n'
     editor(ui_user).set_value(edited)
-    ui_user.find(marker='blueprint-create-instance').click()
-    await ui_user.should_see(marker='create-submit', retries=50)
-    ui_user.find(marker='create-name').type('while-editing')
-    ui_user.find(marker='create-submit').click()
+    await create_instance_named(ui_user, 'while-editing')
     await ui_user.should_see('Created while-editing', retries=50)  # and no move to the dashboard
     assert editor(ui_user).value == edited
     (created,) = await core_module.current().instances.list_all()
